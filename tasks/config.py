@@ -1,0 +1,80 @@
+"""One settings object for the whole platform, read from ``CUSTODY_*`` environment variables.
+
+Embedded defaults put everything under ``./.custody``: file:// storage, a Dask LocalCluster, Prefect's
+temporary server and MLflow on SQLite. Production points the same variables at S3, a Dask scheduler, a
+Prefect server and an MLflow tracking server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Resolved runtime configuration; ``custody doctor`` prints it."""
+
+    model_config = SettingsConfigDict(env_prefix="CUSTODY_", extra="ignore")
+
+    home: Path = Field(default=Path(".custody"), description="local working directory for embedded services")
+    storage_url: str | None = Field(default=None, description="root URL of the store (file:// or s3://)")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options, JSON")
+    dask_address: str | None = Field(default=None, description="existing Dask scheduler; LocalCluster if unset")
+    dask_workers: int = Field(default=2, description="LocalCluster worker processes")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="torch device")
+    max_record_bytes: int = Field(default=1_000_000, description="rows with longer text are quarantined")
+
+    @field_validator("storage_options", mode="before")
+    @classmethod
+    def _parse_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @cached_property
+    def store_url(self) -> str:
+        """The store root, defaulting to ``file://<home>/store``."""
+        if self.storage_url:
+            return self.storage_url.rstrip("/")
+        return (self.home.resolve() / "store").as_uri()
+
+    @property
+    def prefect_api_url(self) -> str | None:
+        return os.environ.get("PREFECT_API_URL") or None
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self.home.resolve() / 'mlflow.db')}"
+
+    def resolved_device(self) -> str:
+        """``cuda`` when asked for or available under ``auto``, else ``cpu``."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings as plain JSON-able values, secrets in storage options masked."""
+        masked = {k: ("***" if "secret" in k.lower() or "key" in k.lower() else v)
+                  for k, v in self.storage_options.items()}
+        return {
+            "home": str(self.home.resolve()),
+            "storage_url": self.store_url,
+            "storage_options": masked,
+            "dask_address": self.dask_address or f"LocalCluster({self.dask_workers} workers)",
+            "device": self.device,
+            "prefect_api_url": self.prefect_api_url or "temporary local server",
+            "mlflow_tracking_uri": self.mlflow_tracking_uri,
+        }
+
+
+def get_settings() -> Settings:
+    """Fresh settings from the current environment (cheap; tests change the environment)."""
+    return Settings()

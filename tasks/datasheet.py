@@ -1,0 +1,88 @@
+"""Source datasheets (``raw/<source>/source.yaml``): provenance every record of a source inherits.
+
+Loaded and validated before a single row is read; an invalid datasheet stops that source with an error that
+names the offending field, and leaves other sources alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tasks.errors import DatasheetError
+from tasks.storage import Store
+
+DATASHEET_FILE = "source.yaml"
+CONSENT_VALUES = ("granted", "revoked", "unknown")
+
+
+class FieldMapping(BaseModel):
+    """Which raw column holds each record field."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str
+    label: str | None = None
+    owner: str | None = None
+    id: str | None = None
+    collected_at: str | None = None
+    license: str | None = None
+    consent: str | None = None
+    consent_at: str | None = None
+
+
+class Datasheet(BaseModel):
+    """A source's datasheet; see ``schemas/datasheet.schema.yaml`` for the reference."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    description: str = Field(min_length=1)
+    license: str = Field(min_length=1, description="SPDX id or 'unknown'")
+    consent_basis: str = Field(min_length=1)
+    consent: Literal["granted", "revoked", "unknown"] = "unknown"
+    homepage: str | None = None
+    collected_at: dt.date | dt.datetime | None = None
+    notes: str | None = None
+    format: Literal["jsonl", "csv", "parquet"] | None = None
+    fields: FieldMapping
+
+    @field_validator("license")
+    @classmethod
+    def _no_spaces(cls, value: str) -> str:
+        if any(c.isspace() for c in value.strip()):
+            raise ValueError("must be an SPDX id such as CC-BY-4.0 or 'unknown', without spaces")
+        return value.strip()
+
+
+def parse_datasheet(text: str, where: str) -> tuple[Datasheet, str]:
+    """Validate datasheet YAML; return it with its content hash.
+
+    Raises:
+        DatasheetError: naming the file and every invalid field.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DatasheetError(f"{where}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DatasheetError(f"{where}: expected a mapping of datasheet fields, got {type(data).__name__}")
+    try:
+        sheet = Datasheet.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in exc.errors())
+        raise DatasheetError(f"{where}: invalid datasheet: {problems}") from exc
+    return sheet, hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_datasheet(store: Store, source: str) -> tuple[Datasheet, str]:
+    """Read and validate ``raw/<source>/source.yaml``; its ``name`` must equal the folder name."""
+    key = f"raw/{source}/{DATASHEET_FILE}"
+    if not store.exists(key):
+        raise DatasheetError(f"{store.uri(key)}: missing datasheet; every source needs raw/<source>/{DATASHEET_FILE}")
+    sheet, digest = parse_datasheet(store.read_bytes(key).decode("utf-8", errors="replace"), store.uri(key))
+    if sheet.name != source:
+        raise DatasheetError(f"{store.uri(key)}: field 'name': {sheet.name!r} does not match folder {source!r}")
+    return sheet, digest

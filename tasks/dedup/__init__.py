@@ -1,0 +1,11 @@
+"""Deduplication: exact (content hash) and near-duplicate (MinHash + LSH) clustering.
+
+``minhash`` computes datasketch-compatible signatures in batches with numpy; ``clusters`` groups records into
+exact and near-duplicate clusters and keeps the membership, not just a drop list, so deletions can follow
+the text into its copies.
+"""
+
+from tasks.dedup.clusters import ClusterStats, cluster_records
+from tasks.dedup.minhash import MinhashConfig, estimate_jaccard, shingles, signatures
+
+__all__ = ["ClusterStats", "MinhashConfig", "cluster_records", "estimate_jaccard", "shingles", "signatures"]

@@ -1,0 +1,187 @@
+"""The store: one root URL (file:// or s3://) with atomic writes and Parquet/JSON helpers over fsspec.
+
+Every stage reads and writes through ``Store`` using keys relative to the root (``records/source=x/...``),
+so the same code runs on a laptop directory and on an S3 bucket. Writes are atomic: local files are written
+beside their target and renamed; object stores get one PUT. Nothing is pickled: tables are Parquet,
+documents JSON.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.config import Settings, get_settings
+
+
+class Store:
+    """A storage root plus the operations stages need; picklable so Dask can ship it to workers."""
+
+    def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.options = dict(options or {})
+        self.protocol, _ = fsspec.core.split_protocol(self.url)
+        self.protocol = self.protocol or "file"
+        self._fs: fsspec.AbstractFileSystem | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Store:
+        settings = settings or get_settings()
+        return cls(settings.store_url, settings.storage_options)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "options": self.options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"], state["options"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        if self._fs is None:
+            self._fs = fsspec.filesystem(self.protocol, **self.options)
+        return self._fs
+
+    @property
+    def root(self) -> str:
+        """Root as an fsspec path (no protocol)."""
+        return fsspec.core.strip_protocol(self.url) if self.protocol == "file" else self.url.split("://", 1)[1]
+
+    def path(self, key: str) -> str:
+        return posixpath.join(self.root, key) if key else self.root
+
+    def uri(self, key: str) -> str:
+        """Full URL of a key, for messages and lineage."""
+        return f"{self.url}/{key}" if key else self.url
+
+    def key_of(self, path: str) -> str:
+        """Inverse of :meth:`path`: the key of an fsspec path under the root."""
+        path = fsspec.core.strip_protocol(path) if "://" in path else path
+        return posixpath.relpath(path, self.root)
+
+    # -- listing ------------------------------------------------------------------------------------------
+    def exists(self, key: str) -> bool:
+        return self.fs.exists(self.path(key))
+
+    def list(self, prefix: str, suffix: str = "") -> list[str]:
+        """Keys of all files under ``prefix`` (recursive), sorted, filtered by ``suffix``."""
+        base = self.path(prefix)
+        if not self.fs.exists(base):
+            return []
+        self.fs.invalidate_cache()
+        found = self.fs.find(base)
+        keys = [self.key_of(p) for p in found]
+        return sorted(k for k in keys if k.endswith(suffix) and "/." not in "/" + k)
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        """Names of the immediate sub-directories of ``prefix``."""
+        base = self.path(prefix)
+        if not self.fs.exists(base):
+            return []
+        self.fs.invalidate_cache()
+        entries = self.fs.ls(base, detail=True)
+        return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "directory")
+
+    def size(self, key: str) -> int:
+        return int(self.fs.size(self.path(key)))
+
+    # -- bytes --------------------------------------------------------------------------------------------
+    def read_bytes(self, key: str) -> bytes:
+        return self.fs.cat_file(self.path(key))
+
+    def open(self, key: str, mode: str = "rb") -> Any:
+        return self.fs.open(self.path(key), mode)
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        """Write atomically: readers see the old object or the whole new one, never a partial file."""
+        target = self.path(key)
+        if self.protocol == "file":
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            tmp = os.path.join(os.path.dirname(target), f".tmp-{uuid.uuid4().hex}-{os.path.basename(target)}")
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        else:
+            self.fs.pipe_file(target, data)  # a single PUT is atomic on object stores
+        return self.uri(key)
+
+    def write_new(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if absent; returns False when it already existed (local: O_EXCL)."""
+        target = self.path(key)
+        if self.protocol != "file":
+            if self.exists(key):
+                return False
+            self.write_bytes(key, data)
+            return True
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = f"{target}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, target)  # atomic create-if-absent with the full content
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
+
+    def delete(self, key: str, recursive: bool = False) -> None:
+        if self.exists(key):
+            self.fs.rm(self.path(key), recursive=recursive)
+
+    # -- documents and tables -----------------------------------------------------------------------------
+    def read_json(self, key: str) -> Any:
+        return json.loads(self.read_bytes(key))
+
+    def write_json(self, key: str, obj: Any) -> str:
+        return self.write_bytes(key, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+    def write_parquet(self, key: str, table: pa.Table, schema: pa.Schema | None = None) -> str:
+        """Write a table with an explicit schema (inferred schemas drift between shards)."""
+        if schema is not None:
+            table = table.select(schema.names).cast(schema)
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        return self.write_bytes(key, buf.getvalue())
+
+    def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
+        with self.open(key) as fh:
+            return pq.read_table(fh, columns=columns)
+
+    def read_parquets(self, prefix: str, columns: list[str] | None = None,
+                      schema: pa.Schema | None = None) -> pa.Table:
+        """Concatenate every Parquet file under ``prefix``; an empty table of ``schema`` if there are none."""
+        tables = [self.read_parquet(k, columns) for k in self.list(prefix, ".parquet")]
+        if not tables:
+            if schema is None:
+                return pa.table({})
+            empty = schema.empty_table()
+            return empty.select(columns) if columns else empty
+        return pa.concat_tables(tables, promote_options="default")
+
+    def iter_parquets(self, prefix: str, columns: list[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
+        """Stream the partitions under ``prefix`` one at a time (bounded memory)."""
+        for key in self.list(prefix, ".parquet"):
+            yield key, self.read_parquet(key, columns)
+
+    def ensure_bucket(self) -> None:
+        """Create the root directory or bucket if it does not exist yet."""
+        if self.protocol == "file":
+            os.makedirs(self.root, exist_ok=True)
+        elif not self.fs.exists(self.root.split("/", 1)[0]):
+            self.fs.mkdir(self.root.split("/", 1)[0])
