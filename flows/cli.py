@@ -70,15 +70,20 @@ def doctor(as_json: JsonOpt = False) -> None:
 def sample(limit: Annotated[int | None, typer.Option(help="rows per corpus (a fixed random subset)")] = None,
            as_json: JsonOpt = False) -> None:
     """Land the bundled real corpora (Rotten Tomatoes, Health News tweets) under raw/."""
+    emit(run_sample(limit), as_json, show_sample)
+
+
+def run_sample(limit: int | None) -> dict[str, Any]:
     from tasks.sample import land_samples
     from tasks.storage import Store
 
     store = Store.from_settings()
     store.ensure_bucket()
-    summary = land_samples(store, limit=limit)
-    result = {"ok": True, "store": store.url, "sources": summary}
-    emit(result, as_json, lambda r: out.print(table_of([{"source": k, **v} for k, v in r["sources"].items()],
-                                                       f"Landed under {r['store']}/raw")))
+    return {"ok": True, "store": store.url, "sources": land_samples(store, limit=limit)}
+
+
+def show_sample(result: dict[str, Any]) -> None:
+    out.print(table_of([{"source": k, **v} for k, v in result["sources"].items()], f"Landed under {result['store']}"))
 
 
 @app.command()
@@ -87,6 +92,14 @@ def ingest(source: Annotated[list[str] | None, typer.Option(help="only these sou
            ngram: Annotated[int, typer.Option(help="words per shingle")] = 5,
            as_json: JsonOpt = False) -> None:
     """Ingest raw/ into records/ (parallel on Dask), with exact and near-duplicate clustering."""
+    try:
+        result = run_ingest(source, threshold, ngram)
+    except CustodyError as exc:
+        fail(exc, as_json)
+    emit(result, as_json, show_ingest)
+
+
+def run_ingest(sources: list[str] | None, threshold: float = 0.8, ngram: int = 5) -> dict[str, Any]:
     from flows.ingest import ingest_flow
     from flows.runtime import dask_task_runner
     from tasks.dedup import MinhashConfig
@@ -96,27 +109,24 @@ def ingest(source: Annotated[list[str] | None, typer.Option(help="only these sou
     ensure_prefect_api(settings)
     cfg = IngestConfig(max_record_bytes=settings.max_record_bytes,
                        minhash=MinhashConfig(threshold=threshold, ngram=ngram))
-    try:
-        result = ingest_flow.with_options(task_runner=dask_task_runner(settings))(sources=source, cfg=cfg)
-    except CustodyError as exc:
-        fail(exc, as_json)
-    result["ok"] = not result["errors"]
-    emit(result, as_json, lambda r: (out.print(table_of([_compact(row) for row in r["sources"]], "Ingestion")),
-                                     out.print(f"near-dup clusters in store: {r['clusters']['near_dup_clusters']}, "
-                                               f"exact duplicates: {r['clusters']['exact_duplicates']}")))
+    result = ingest_flow.with_options(task_runner=dask_task_runner(settings))(sources=sources, cfg=cfg)
+    return {"ok": not result["errors"], **result}
+
+
+def show_ingest(result: dict[str, Any]) -> None:
+    out.print(table_of([_compact(row) for row in result["sources"]], "Ingestion"))
+    out.print(f"near-dup clusters in store: {result['clusters']['near_dup_clusters']}, "
+              f"exact duplicates: {result['clusters']['exact_duplicates']}")
 
 
 @app.command()
 def demo(quick: Annotated[bool, typer.Option("--quick", help="a smaller sample (about 2k rows a corpus)")] = False,
          as_json: JsonOpt = False) -> None:
     """The whole chain on the bundled real corpora with embedded defaults (what exists so far)."""
-    limit = 2000 if quick else None
-    sample(limit=limit, as_json=as_json)
-    ingest(source=None, threshold=0.8, ngram=5, as_json=as_json)
-    if not as_json:
-        settings = get_settings()
-        out.print(f"\n[bold]Store:[/bold] {settings.store_url}\n"
-                  "Prefect UI: run `prefect server start` and set PREFECT_API_URL to keep flow runs visible.")
+    steps = {"sample": run_sample(2000 if quick else None), "ingest": run_ingest(None)}
+    result = {"ok": all(s["ok"] for s in steps.values()), "store": get_settings().store_url, **steps}
+    emit(result, as_json, lambda r: (show_sample(r["sample"]), show_ingest(r["ingest"]),
+                                     out.print(f"\n[bold]Store:[/bold] {r['store']}")))
 
 
 def _compact(row: dict[str, Any]) -> dict[str, Any]:

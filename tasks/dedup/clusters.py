@@ -100,7 +100,7 @@ def cluster_records(record_ids: list[str], content_hashes: list[str], rank: np.n
     stats.candidate_pairs = len(pairs)
     if len(pairs) and cfg.verify:
         est = estimate_jaccard(sigs[rep_rows[pairs[:, 0]]], sigs[rep_rows[pairs[:, 1]]])
-        pairs = pairs[est >= cfg.threshold]
+        pairs = pairs[est >= cfg.verify_threshold]
     stats.verified_pairs = len(pairs)
     m = len(rep_rows)
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(m, m)) if len(pairs) else None

