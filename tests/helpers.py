@@ -44,7 +44,8 @@ def ingest_without_engine(store: Store, cfg: ingest.IngestConfig | None = None) 
     parsed = []
     for source in ingest.list_sources(store):
         sheet, digest = load_datasheet(store, source)
-        parsed += [ingest.parse_file(store, source, k, sheet, digest, cfg) for k in ingest.list_raw_files(store, source)]
+        parsed += [ingest.parse_file(store, source, key, sheet, digest, cfg)
+                   for key in ingest.list_raw_files(store, source)]
     ingest.cluster_store(store, cfg)
     published = [ingest.publish_partition(store, s, f) for s, f in ingest.staged_partitions(store)]
     return parsed, published

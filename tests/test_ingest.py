@@ -81,7 +81,7 @@ def test_rerun_is_idempotent_and_duplicates_are_handled(store) -> None:
     assert quarantine.column("reasons").to_pylist() == [["duplicate_id"]]
     assert sum(p["exact_duplicates"] for p in published) == 2
     before = {k: store.read_bytes(k) for k in store.list("records")}
-    parsed, published, records2, _ = _run_all(store)
+    parsed, published, _, _ = _run_all(store)
     assert all(p["skipped"] for p in parsed + published)
     assert {k: store.read_bytes(k) for k in store.list("records")} == before
 
