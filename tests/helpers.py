@@ -49,3 +49,14 @@ def ingest_without_engine(store: Store, cfg: ingest.IngestConfig | None = None) 
     ingest.cluster_store(store, cfg)
     published = [ingest.publish_partition(store, s, f) for s, f in ingest.staged_partitions(store)]
     return parsed, published
+
+
+def artifacts(key: str) -> list:
+    """Prefect artifacts with ``key`` on the current API, newest first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                     sort=ArtifactSort.CREATED_DESC)

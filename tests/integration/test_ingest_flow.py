@@ -15,7 +15,7 @@ import pytest
 from flows.cli import run_ingest
 from tasks.sample import land_samples
 from tasks.storage import Store
-from tests.helpers import datasheet, ingest_without_engine, jsonl, write_source
+from tests.helpers import artifacts, datasheet, ingest_without_engine, jsonl, write_source
 
 pytestmark = pytest.mark.integration
 SAMPLE_ROWS = 1500
@@ -50,6 +50,8 @@ def test_ingest_sample_corpora_from_file_store(prefect_api, store) -> None:
     again = run_ingest(None)  # idempotent: nothing added, nothing rewritten
     assert _expected_records(store) == first
     assert again["sources"] == result["sources"]
+    summary = artifacts("ingest-summary")[0]
+    assert summary.type == "table" and "rotten_tomatoes" in str(summary.data)
     clusters = store.read_parquet("dedup/clusters.parquet").to_pylist()
     assert clusters and all(c["kind"] in {"kept", "exact", "near"} for c in clusters)
     assert all(0.0 <= c["similarity"] <= 1.0 for c in clusters)
