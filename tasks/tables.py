@@ -1,0 +1,26 @@
+"""Small Arrow helpers shared by stages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def without_ids(table: pa.Table, ids: Iterable[str], column: str = "record_id") -> pa.Table:
+    """Rows of ``table`` whose ``column`` is not in ``ids`` (nulls are kept)."""
+    ids = list(ids)
+    if not ids or table.num_rows == 0:
+        return table
+    hit = pc.fill_null(pc.is_in(table.column(column), value_set=pa.array(ids, pa.string())), False)
+    return table.filter(pc.invert(hit))
+
+
+def count_ids(table: pa.Table, ids: Iterable[str], column: str = "record_id") -> int:
+    """How many rows of ``table`` have ``column`` in ``ids``."""
+    ids = list(ids)
+    if not ids or table.num_rows == 0:
+        return 0
+    return int(pc.sum(pc.fill_null(pc.is_in(table.column(column), value_set=pa.array(ids, pa.string())),
+                                   False)).as_py() or 0)
