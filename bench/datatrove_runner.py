@@ -55,6 +55,17 @@ def _timed(fn: Callable[[], Any]) -> dict[str, float]:
     return {"wall_s": time.perf_counter() - wall, "cpu_s": _cpu_seconds() - cpu}
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS (``ru_maxrss`` would carry the parent's peak across ``exec`` on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _read_clusters(folder: Path) -> list[list[int]]:
     """Group the ``(doc_index, cluster_id)`` records of ``MinhashDedupCluster(save_cluster_id=True)``."""
     members: dict[int, list[int]] = defaultdict(list)
@@ -110,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "docs": len(rows),
         "load_s": load_s,
         "stages": stages,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _peak_rss_mb(),
         "clusters": _read_clusters(clusters),
     }
     args.out.write_text(json.dumps(result))

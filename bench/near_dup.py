@@ -89,6 +89,7 @@ class Corpus:
     texts: list[str]
     truth: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    planted: dict[str, np.ndarray] | None = None  # every planted pair: codes, exact jaccard, family
 
     @property
     def mb(self) -> float:
@@ -177,9 +178,11 @@ class _Writer:
             before = int(self.rng.integers(0, n - shared + 1))
             return self.words(before) + tokens[start:start + shared] + self.words(n - shared - before), "passage"
         keep = 2 * target / (1 + target)  # fraction of shingles that must survive
-        rate = 1 - keep ** (1 / 5)
-        fresh = self.words(n)
-        return [fresh[i] if self.rng.random() < rate else t for i, t in enumerate(tokens)], "dense"
+        k = max(1, round(n * (1 - keep ** (1 / 5))))  # substitutions, each word survives w.p. keep^(1/5)
+        out = list(tokens)
+        for i, w in zip(self.rng.choice(n, size=k, replace=False).tolist(), self.words(k), strict=True):
+            out[i] = w if w != out[i].lower().strip(".,?") else w + "s"  # always a different word
+        return out, "dense"
 
 
 def _exact_jaccard(a: str, b: str, ngram: int) -> float:
@@ -234,7 +237,8 @@ def planted_corpus(size_mb: float, cfg: MinhashConfig, seed: int = 20240611, voc
             "near_duplicate_kinds": {k: int(np.sum((family == "near") & (how == k)))
                                      for k in ("copy", "case", "edit")},
             "ground_truth_pairs": len(truth)}
-    return Corpus("planted", texts, truth=truth, info=info)
+    return Corpus("planted", texts, truth=truth, info=info,
+                  planted={"codes": codes, "jaccard": jac, "family": family})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -477,6 +481,25 @@ def pair_quality(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
             "precision": precision, "recall": recall, "f1": f1}
 
 
+def planted_breakdown(pred: np.ndarray, planted: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
+    """Recall per exact-Jaccard bin of the planted near-duplicates, and where the false positives come from."""
+    codes, jac, family = planted["codes"], planted["jaccard"], planted["family"]
+    found = np.isin(codes, pred)
+    recall: dict[str, Any] = {}
+    for lo, hi in ((threshold, 0.85), (0.85, 0.9), (0.9, 0.95), (0.95, 1.0), (1.0, 1.01)):
+        mask = (jac >= lo) & (jac < hi)
+        label = "1.0" if lo == 1.0 else f"[{lo:.2f}, {hi:.2f})"
+        recall[label] = {"pairs": int(mask.sum()), "recall": float(found[mask].mean()) if mask.any() else None}
+    below = jac < threshold
+    fp_planted = np.unique(codes[below & found])
+    truth_count = int(np.sum(found & ~below))
+    return {"recall_by_exact_jaccard": recall,
+            "false_positives_by_source": {
+                "hard_negative_pairs": int(np.sum(found & below & (family == "hard"))),
+                "planted_near_duplicates_below_threshold": int(np.sum(found & below & (family == "near"))),
+                "unplanted_pairs": int(len(pred) - truth_count - len(fp_planted))}}
+
+
 def sampled_exact_precision(pred: np.ndarray, texts: list[str], cfg: MinhashConfig, sample: int = 20_000,
                             seed: int = 0) -> dict[str, float]:
     """Fraction of predicted pairs whose exact shingle Jaccard is >= threshold, on a random sample of pairs."""
@@ -522,6 +545,8 @@ def summarize(run: Run, corpus: Corpus, mb: float, cfg: MinhashConfig, ours_pair
     }
     if pred is not None and corpus.truth is not None:
         out.update(pair_quality(pred, corpus.truth))
+        if corpus.planted is not None:
+            out.update(planted_breakdown(pred, corpus.planted, cfg.threshold))
     elif pred is not None:
         out.update(sampled_exact_precision(pred, corpus.texts, cfg))
     if pred is not None and ours_pairs is not None and run.impl != "ours":

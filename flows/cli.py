@@ -129,6 +129,135 @@ def demo(quick: Annotated[bool, typer.Option("--quick", help="a smaller sample (
                                      out.print(f"\n[bold]Store:[/bold] {r['store']}")))
 
 
+@app.command()
+def validate(policy: Annotated[str | None, typer.Option(help="policy YAML, or a built-in name")] = None,
+             as_json: JsonOpt = False) -> None:
+    """Validate every record against a provenance policy (GX suite); quarantine what fails, with reasons."""
+    try:
+        result = run_validate(policy)
+    except CustodyError as exc:
+        fail(exc, as_json)
+    emit(result, as_json,
+         lambda r: out.print(table_of(r["sources"], f"Validation: {r['policy']} ({r['policy_hash']})")))
+
+
+def run_validate(policy_path: str | None) -> dict[str, Any]:
+    from flows.runtime import dask_task_runner
+    from flows.validate import validate_flow
+    from tasks.policy import load_policy
+
+    policy = load_policy(policy_path)  # a bad policy stops here, before anything changes
+    settings = get_settings()
+    ensure_prefect_api(settings)
+    return {"ok": True, **validate_flow.with_options(task_runner=dask_task_runner(settings))(policy=policy)}
+
+
+@app.command()
+def delete(owner: Annotated[str | None, typer.Option(help="every record of this owner")] = None,
+           record_id: Annotated[list[str] | None, typer.Option(help="these record ids")] = None,
+           source: Annotated[str | None, typer.Option(help="every record of this source")] = None,
+           text_file: Annotated[str | None, typer.Option(help="file with texts to delete, one per line")] = None,
+           reason: Annotated[str | None, typer.Option(help="why (kept in the ledger)")] = None,
+           apply: Annotated[bool, typer.Option(help="apply it now (else: custody deletions --apply)")] = True,
+           as_json: JsonOpt = False) -> None:
+    """File a deletion request (durable before anything else happens), then apply it."""
+    from pathlib import Path
+
+    from tasks import ledger
+    from tasks.storage import Store
+
+    chosen = [(k, v) for k, v in (("owner", [owner] if owner else None), ("record_id", record_id),
+                                  ("source", [source] if source else None),
+                                  ("text", ledger.text_hashes(Path(text_file).read_text().splitlines())
+                                   if text_file else None)) if v]
+    if len(chosen) != 1:
+        fail(typer.BadParameter("give exactly one of --owner, --record-id, --source, --text-file"), as_json)
+    store = Store.from_settings()
+    doc = ledger.submit(store, chosen[0][0], chosen[0][1], reason)
+    if not as_json:
+        out.print(f"deletion request [bold]{doc['request_id']}[/bold] received")
+    result = {"ok": True, "request_id": doc["request_id"], "status": doc["status"]}
+    if apply:
+        done = run_apply(doc["request_id"])
+        if done:
+            result.update(status=done[0]["status"], resolved=done[0]["resolved"]["counts"], applied=done[0]["applied"])
+    emit(result, as_json, lambda r: out.print(f"status: {r['status']} {r.get('resolved', '')} {r.get('applied', '')}"))
+
+
+def run_apply(request_id: str | None = None) -> list[dict[str, Any]]:
+    from flows.delete import apply_deletions_flow
+
+    ensure_prefect_api()
+    return apply_deletions_flow(request_id)
+
+
+@app.command()
+def deletions(request: Annotated[str | None, typer.Option(help="show one request in full")] = None,
+              apply: Annotated[bool, typer.Option("--apply", help="apply every open request now")] = False,
+              as_json: JsonOpt = False) -> None:
+    """List deletion requests and their status (or show one, or apply the open ones)."""
+    from tasks import ledger
+    from tasks.storage import Store
+
+    store = Store.from_settings()
+    try:
+        if apply:
+            run_apply()
+        if request:
+            doc = ledger.load(store, request)
+            doc["resolved"] = {k: v for k, v in doc.get("resolved", {}).items() if k != "content_hashes"}
+            emit({"ok": True, **doc}, as_json, lambda r: out.print_json(data=r))
+            return
+    except CustodyError as exc:
+        fail(exc, as_json)
+    rows = [{"request": d["request_id"], "created": d["created_at"][:19], "by": d["selector"]["kind"],
+             "status": d["status"], "records": len(d.get("resolved", {}).get("record_ids", []))}
+            for d in ledger.list_requests(store)]
+    emit({"ok": True, "requests": rows}, as_json, lambda r: out.print(table_of(r["requests"], "Deletion requests")))
+
+
+@app.command()
+def lineage(owner: Annotated[str | None, typer.Option()] = None,
+            record_id: Annotated[list[str] | None, typer.Option()] = None,
+            dataset: Annotated[str | None, typer.Option(help="NAME@VERSION")] = None,
+            model: Annotated[str | None, typer.Option(help="NAME@VERSION")] = None,
+            as_json: JsonOpt = False) -> None:
+    """Which datasets and models hold these records (the index is rebuilt when sources changed)."""
+    from tasks import lineage as lin
+    from tasks.storage import Store
+
+    store = Store.from_settings()
+    try:
+        lin.build_index(store, get_settings().mlflow_tracking_uri)
+        result = lin.query(store, owner=owner, record_ids=record_id, dataset=dataset, model=model)
+    except CustodyError as exc:
+        fail(exc, as_json)
+    emit({"ok": True, **result}, as_json,
+         lambda r: (out.print(f"records: {r['records']}"), out.print(table_of(r["datasets"], "Datasets")),
+                    out.print(table_of(r["models"], "Models"))))
+
+
+@app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """Sources, records, quarantine by reason, validation, datasets, models and open deletion requests."""
+    from tasks.status import store_status
+    from tasks.storage import Store
+
+    result = {"ok": True, **store_status(Store.from_settings())}
+    emit(result, as_json, show_status)
+
+
+def show_status(r: dict[str, Any]) -> None:
+    out.print(f"[bold]store[/bold] {r['store']}: {r['records']} records, {r['quarantined']} quarantined, "
+              f"{r['tombstoned']} tombstoned")
+    out.print(table_of(r["sources"], "Sources"))
+    if r["quarantine_reasons"]:
+        out.print(table_of([{"reason": k, "rows": v} for k, v in r["quarantine_reasons"].items()], "Quarantine"))
+    out.print(f"validation: {r['validation']}")
+    out.print(table_of(r["datasets"], "Datasets") if r["datasets"] else "datasets: none yet")
+    out.print(f"deletion requests: {r['deletions']}")
+
+
 def _compact(row: dict[str, Any]) -> dict[str, Any]:
     """A per-source summary row with quarantine reasons folded into one column."""
     reasons = ", ".join(f"{k.removeprefix('quarantined_')}={v}" for k, v in row.items()

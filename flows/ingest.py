@@ -13,25 +13,14 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.futures import wait
 
-from flows.progress import track_futures
+from flows.progress import retry_transient, track_futures
 from tasks import ingest
 from tasks.datasheet import load_datasheet
-from tasks.errors import DatasheetError, Retryable
+from tasks.errors import DatasheetError
 from tasks.storage import Store
 
-
-def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
-    try:
-        state.result()
-    except Retryable:
-        return True
-    except Exception:
-        return False
-    return False
-
-
 parse_file = task(ingest.parse_file, name="parse-file", cache_policy=NONE, retries=2,
-                  retry_condition_fn=_retry_transient)
+                  retry_condition_fn=retry_transient)
 cluster_store = task(ingest.cluster_store, name="cluster-near-duplicates", cache_policy=NONE)
 publish_partition = task(ingest.publish_partition, name="publish-partition", cache_policy=NONE)
 
@@ -77,8 +66,7 @@ def ingest_flow(sources: list[str] | None = None, cfg: ingest.IngestConfig | Non
         futures += [parse_file.submit(store, source, key, sheet, sheet_hash, cfg) for key in keys]
     parsed = track_futures(futures, "parse raw files")
     clusters = cluster_store.submit(store, cfg).result()
-    tombstoned = ingest.tombstoned_ids(store)
-    published = track_futures([publish_partition.submit(store, src, fid, tombstoned)
+    published = track_futures([publish_partition.submit(store, src, fid)
                                for src, fid in ingest.staged_partitions(store)], "publish records")
     wait(futures)
     table = summarize(parsed, published, clusters, errors)

@@ -1,4 +1,4 @@
-"""Progress display for long flows: a rich bar over Prefect futures as they finish."""
+"""Shared flow helpers: a rich progress bar over Prefect futures, and the retry rule for transient faults."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 from prefect.futures import as_completed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tasks.errors import Retryable
 
 
 def track_futures(futures: list[Any], label: str) -> list[Any]:
@@ -22,3 +24,14 @@ def track_futures(futures: list[Any], label: str) -> list[Any]:
             results[index[id(fut)]] = fut.result()
             bar.advance(job)
     return [results[i] for i in range(len(futures))]
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry only faults the task marked as ``Retryable``."""
+    try:
+        state.result()
+    except Retryable:
+        return True
+    except Exception:
+        return False
+    return False

@@ -247,9 +247,11 @@ def cluster_store(store: Store, cfg: IngestConfig) -> dict[str, Any]:
     return summary
 
 
-def publish_partition(store: Store, source: str, fid: str, tombstoned: frozenset[str] = frozenset()
-                      ) -> dict[str, Any]:
+def publish_partition(store: Store, source: str, fid: str) -> dict[str, Any]:
     """Step 3 for one staging partition: drop duplicates and tombstoned ids, attach clusters, write records."""
+    from tasks.ledger import tombstoned_ids  # the ledger builds on ingestion; import at use to avoid a cycle
+
+    tombstoned = tombstoned_ids(store)
     staging = store.read_parquet(f"staging/source={source}/{fid}.parquet")
     clusters = store.read_parquet(CLUSTERS_KEY)
     conflicts = store.read_parquet(CONFLICTS_KEY)
@@ -300,10 +302,3 @@ def staged_partitions(store: Store) -> list[tuple[str, str]]:
         out.append((folder.removeprefix("source="), name.removesuffix(".parquet")))
     return out
 
-
-def tombstoned_ids(store: Store) -> frozenset[str]:
-    """Record ids deleted through the ledger; a re-ingest must not bring them back."""
-    key = "ledger/tombstones.parquet"
-    if not store.exists(key):
-        return frozenset()
-    return frozenset(store.read_parquet(key, ["record_id"]).column("record_id").to_pylist())

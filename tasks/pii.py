@@ -20,6 +20,7 @@ _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9
 _CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 
 
@@ -44,14 +45,16 @@ def _regex_spans(kind: str, pattern: re.Pattern[str], text: str, valid: Callable
 
 def scan(text: str, region: str = "US") -> list[Span]:
     """All PII spans in ``text``, non-overlapping, in order (earlier detectors win overlaps)."""
+    # digits inside URLs (pin ids, article ids) are not cards, accounts or phones: blank them out, same offsets
+    digits_text = _URL.sub(lambda m: " " * len(m.group()), text)
     found = _regex_spans("email", _EMAIL, text, lambda s: True)
-    found += _regex_spans("credit_card", _CARD, text, lambda s: luhn.is_valid(re.sub(r"\D", "", s)))
-    found += _regex_spans("iban", _IBAN, text, iban.is_valid)
+    found += _regex_spans("credit_card", _CARD, digits_text, lambda s: luhn.is_valid(re.sub(r"\D", "", s)))
+    found += _regex_spans("iban", _IBAN, digits_text, iban.is_valid)
     found += _regex_spans("ip_address", _IPV4, text, _valid_ip)
     found += _regex_spans("ip_address", _IPV6, text, _valid_ip)
     if any(c.isdigit() for c in text):
         found += [Span("phone", m.start, m.end) for m in
-                  phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID)]
+                  phonenumbers.PhoneNumberMatcher(digits_text, region, leniency=phonenumbers.Leniency.VALID)]
     kept: list[Span] = []
     for span in sorted(found, key=lambda s: (s.start, -s.end)):
         if not kept or span.start >= kept[-1].end:

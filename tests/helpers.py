@@ -60,3 +60,26 @@ def artifacts(key: str) -> list:
     with get_client(sync_client=True) as client:
         return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
                                      sort=ArtifactSort.CREATED_DESC)
+
+
+def files_containing(store: Store, needles: list[str]) -> list[str]:
+    """Keys of every file under the store root whose content holds any needle (Parquet and gzip decoded)."""
+    import gzip as _gzip
+
+    import pyarrow.parquet as pq
+
+    hits = []
+    for key in store.list(""):
+        data = store.read_bytes(key)
+        if key.endswith(".gz"):
+            data = _gzip.decompress(data)
+        if key.endswith(".parquet"):
+            import io
+
+            table = pq.read_table(io.BytesIO(data))
+            text = "\n".join(str(v) for col in table.columns for v in col.to_pylist())
+        else:
+            text = data.decode("utf-8", errors="replace")
+        if any(n in text for n in needles):
+            hits.append(key)
+    return hits

@@ -1,0 +1,128 @@
+"""Lineage: which dataset versions and models hold which records.
+
+The sources of truth are the dataset manifests (``datasets/<name>/<version>/manifest.parquet``) and MLflow's
+registered model versions (tag ``custody.dataset = NAME@VERSION``). The index under ``lineage/`` is derived
+from them — ``record_datasets.parquet`` sorted by record id, and ``dataset_models.parquet`` — and rebuilt
+whenever the set of manifests or models changes, so it can always be thrown away.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tasks.errors import Fatal
+from tasks.storage import Store
+
+log = logging.getLogger(__name__)
+INDEX = "lineage"
+DATASET_TAG = "custody.dataset"
+RECORD_DATASETS = pa.schema([("record_id", pa.string()), ("dataset", pa.string()), ("version", pa.string())])
+DATASET_MODELS = pa.schema([("dataset", pa.string()), ("version", pa.string()), ("model", pa.string()),
+                            ("model_version", pa.string()), ("run_id", pa.string())])
+
+
+def manifest_keys(store: Store) -> list[str]:
+    return [k for k in store.list("datasets", "manifest.parquet") if k.count("/") == 3]
+
+
+def registered_models(tracking_uri: str | None) -> list[dict[str, str]]:
+    """Registered model versions tagged with the dataset version they were trained on."""
+    if not tracking_uri:
+        return []
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    rows = []
+    for model in client.search_registered_models():
+        for mv in client.search_model_versions(f"name='{model.name}'"):
+            tag = (mv.tags or {}).get(DATASET_TAG)
+            if tag and "@" in tag:
+                dataset, version = tag.split("@", 1)
+                rows.append({"dataset": dataset, "version": version, "model": mv.name,
+                             "model_version": str(mv.version), "run_id": mv.run_id or ""})
+    return rows
+
+
+def _fingerprint(store: Store, keys: list[str], models: list[dict[str, str]]) -> str:
+    parts = [f"{k}:{store.size(k)}" for k in keys] + [json.dumps(m, sort_keys=True) for m in models]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def build_index(store: Store, tracking_uri: str | None = None, force: bool = False) -> dict[str, Any]:
+    """(Re)build the index if the manifests or models changed; returns the index summary."""
+    keys = manifest_keys(store)
+    models = registered_models(tracking_uri)
+    fingerprint = _fingerprint(store, keys, models)
+    summary_key = f"{INDEX}/index.json"
+    if not force and store.exists(summary_key) and store.read_json(summary_key)["fingerprint"] == fingerprint:
+        return store.read_json(summary_key)
+    parts = []
+    for key in keys:
+        _, name, version, _ = key.split("/")
+        ids = store.read_parquet(key, ["record_id"]).column("record_id")
+        parts.append(pa.table({"record_id": ids, "dataset": pa.repeat(name, len(ids)).cast(pa.string()),
+                               "version": pa.repeat(version, len(ids)).cast(pa.string())}))
+    table = pa.concat_tables(parts).cast(RECORD_DATASETS) if parts else RECORD_DATASETS.empty_table()
+    store.write_parquet(f"{INDEX}/record_datasets.parquet", table.sort_by("record_id"), RECORD_DATASETS)
+    store.write_parquet(f"{INDEX}/dataset_models.parquet", pa.Table.from_pylist(models, schema=DATASET_MODELS),
+                        DATASET_MODELS)
+    summary = {"fingerprint": fingerprint, "built_at": dt.datetime.now(dt.UTC).isoformat(),
+               "manifests": len(keys), "rows": table.num_rows, "models": len(models)}
+    store.write_json(summary_key, summary)
+    return summary
+
+
+def _split_ref(ref: str, what: str) -> tuple[str, str]:
+    if "@" not in ref:
+        raise Fatal(f"expected {what} as NAME@VERSION, got {ref!r}")
+    name, version = ref.split("@", 1)
+    return name, version
+
+
+def record_ids_of_owner(store: Store, owner: str) -> list[str]:
+    records = store.read_parquets("records", ["record_id", "owner_id"])
+    if records.num_rows == 0:
+        return []
+    return records.filter(pc.equal(records.column("owner_id"), owner)).column("record_id").to_pylist()
+
+
+def query(store: Store, *, owner: str | None = None, record_ids: list[str] | None = None,
+          dataset: str | None = None, model: str | None = None) -> dict[str, Any]:
+    """Which datasets and models hold the selected records (by owner, ids, dataset or model version)."""
+    index = store.read_parquet(f"{INDEX}/record_datasets.parquet") if store.exists(f"{INDEX}/index.json") \
+        else RECORD_DATASETS.empty_table()
+    models = store.read_parquet(f"{INDEX}/dataset_models.parquet") if store.exists(f"{INDEX}/index.json") \
+        else DATASET_MODELS.empty_table()
+    if model:
+        name, version = _split_ref(model, "--model")
+        hit = models.filter(pc.and_(pc.equal(models.column("model"), name),
+                                    pc.equal(models.column("model_version"), version)))
+        if hit.num_rows == 0:
+            raise Fatal(f"no registered model {model} with a {DATASET_TAG} tag in the lineage index")
+        dataset = f"{hit.column('dataset')[0].as_py()}@{hit.column('version')[0].as_py()}"
+    if dataset:
+        name, version = _split_ref(dataset, "--dataset")
+        rows = index.filter(pc.and_(pc.equal(index.column("dataset"), name),
+                                    pc.equal(index.column("version"), version)))
+        if rows.num_rows == 0:
+            raise Fatal(f"no manifest for dataset {dataset}")
+        n_records = rows.num_rows
+    else:
+        ids = record_ids or (record_ids_of_owner(store, owner) if owner else [])
+        rows = index.filter(pc.is_in(index.column("record_id"), value_set=pa.array(ids, pa.string())))
+        n_records = len(ids)
+    held = rows.group_by(["dataset", "version"]).aggregate([("record_id", "count")]).to_pylist()
+    datasets = [{"dataset": h["dataset"], "version": h["version"], "records": h["record_id_count"]} for h in held]
+    keys = {(d["dataset"], d["version"]) for d in datasets}
+    model_rows = [m for m in models.to_pylist() if (m["dataset"], m["version"]) in keys]
+    return {"records": n_records,
+            "record_ids": sorted(set(rows.column("record_id").to_pylist()))[:1000],
+            "datasets": sorted(datasets, key=lambda d: (d["dataset"], d["version"])),
+            "models": sorted(model_rows, key=lambda m: (m["model"], m["model_version"]))}

@@ -1,0 +1,114 @@
+"""The deletion ledger without an engine: resolution through content, physical purge, idempotence, races."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import pytest
+
+from tasks import ledger, provenance
+from tasks.policy import load_policy
+from tasks.purge import purge_raw
+from tasks.storage import Store
+from tests.helpers import files_containing, ingest_without_engine, jsonl, write_source
+
+ALICE = ["Alice wrote this unusual sentence about purple elephants dancing in the moonlight tonight.",
+         "Alice also reviewed the quiet film about lighthouse keepers on a remote northern island.",
+         "Alice thinks the soundtrack of that movie was louder than any thunderstorm she remembers."]
+BOB_NEAR = ("Alice also reviewed the quiet film about lighthouse keepers on a remote northern island, "
+            "apparently.")  # a near duplicate of ALICE[1]
+CAROL = ["Carol enjoyed the documentary on deep sea creatures and their glowing bioluminescent lures.",
+         "Carol found the ending of the thriller predictable but the acting was excellent throughout."]
+
+
+def _rows() -> list[dict]:
+    rows = [{"id": f"a{i}", "text": t, "label": "fresh", "owner": "alice"} for i, t in enumerate(ALICE)]
+    rows += [{"id": "b0", "text": ALICE[0], "label": "fresh", "owner": "bob"},  # exact copy under another owner
+             {"id": "b1", "text": BOB_NEAR, "label": "rotten", "owner": "bob"}]
+    rows += [{"id": f"c{i}", "text": t, "label": "fresh", "owner": "carol"} for i, t in enumerate(CAROL)]
+    return rows
+
+
+@pytest.fixture
+def populated(store: Store) -> Store:
+    write_source(store, "people", {"part-0.jsonl": jsonl(_rows()[:4]), "part-1.jsonl.gz": jsonl(_rows()[4:], gz=True)})
+    ingest_without_engine(store)
+    policy = load_policy("research")
+    stats = [provenance.validate_partition(store, k, policy) for k in store.list("records", ".parquet")]
+    provenance.mark_current(store, policy, stats)
+    return store
+
+
+def _record_texts(store: Store) -> set[str]:
+    return set(store.read_parquets("records", ["text"]).column("text").to_pylist())
+
+
+def test_owner_deletion_follows_copies_and_purges_every_file(populated: Store) -> None:
+    store = populated
+    doc = ledger.submit(store, "owner", ["alice"], reason="consent withdrawn")
+    assert ledger.load(store, doc["request_id"])["status"] == "received"
+    [done] = ledger.process_pending(store)
+    assert [h["status"] for h in done["history"]] == ["received", "resolved", "applied"]
+    assert done["resolved"]["counts"] == {"selected": 3, "duplicates": 2}  # bob's exact copy and near copy
+    assert files_containing(store, [*ALICE, BOB_NEAR]) == []  # raw files included
+    assert _record_texts(store) == set(CAROL)
+    assert "purple elephants" not in store.read_bytes(f"ledger/deletions/{doc['request_id']}.json").decode()
+    assert len(ledger.tombstoned_ids(store)) == 5
+    assert set(provenance.validated_records(store, ["text"]).column("text").to_pylist()) == set(CAROL)
+
+
+def test_reapply_is_a_no_op_and_redelivery_does_not_resurrect(populated: Store) -> None:
+    store = populated
+    ledger.submit(store, "record_id", [ledger.record_id_of("people", "c0")])
+    ledger.process_pending(store)
+    assert ledger.process_pending(store) == []
+    before = _record_texts(store)
+    write_source(store, "people", {"redelivered.jsonl": jsonl(_rows())})  # the provider sends it all again
+    ingest_without_engine(store)
+    assert CAROL[0] not in _record_texts(store)
+    assert _record_texts(store) - before == set()  # nothing deleted came back... and nothing else was lost
+    assert before <= _record_texts(store)
+
+
+def test_text_deletion_keeps_only_hashes_in_the_ledger(populated: Store) -> None:
+    doc = ledger.submit(populated, "text", ledger.text_hashes([CAROL[1]]))
+    [done] = ledger.process_pending(populated)
+    assert done["resolved"]["counts"]["selected"] == 1
+    assert CAROL[1] not in populated.read_bytes(f"ledger/deletions/{doc['request_id']}.json").decode()
+    assert files_containing(populated, [CAROL[1]]) == []
+
+
+def test_crash_mid_apply_is_finished_by_rerunning_without_double_work(populated: Store) -> None:
+    store = populated
+    doc = ledger.resolve(store, ledger.submit(store, "owner", ["carol"]))
+    ledger.write_tombstones(store, doc)
+    raw = purge_raw(store, {"people"}, set(doc["resolved"]["record_ids"]), set(doc["resolved"]["content_hashes"]))
+    assert raw["raw_rows_removed"] == 2  # ... and here the process died: status is still "resolved"
+    assert ledger.load(store, doc["request_id"])["status"] == "resolved"
+    [done] = ledger.process_pending(store)
+    assert done["applied"]["raw_rows_removed"] == 0 and done["applied"]["partitions_rewritten"] > 0
+    assert files_containing(store, CAROL) == []
+
+
+def test_request_matching_nothing_is_applied_cleanly(populated: Store) -> None:
+    ledger.submit(populated, "owner", ["nobody"])
+    [done] = ledger.process_pending(populated)
+    assert done["resolved"]["record_ids"] == [] and done["applied"]["rows_removed"] == 0
+
+
+def _apply_in_process(url: str) -> int:
+    return len(ledger.process_pending(Store(url)))
+
+
+def test_two_concurrent_appliers_apply_each_request_exactly_once(populated: Store) -> None:
+    store = populated
+    first = ledger.submit(store, "owner", ["alice"])
+    second = ledger.submit(store, "owner", ["carol"])
+    with mp.get_context("spawn").Pool(2) as pool:
+        applied = pool.map(_apply_in_process, [store.url, store.url])
+    assert sorted(applied) in ([0, 2], [1, 1])
+    for doc in (first, second):
+        history = ledger.load(store, doc["request_id"])["history"]
+        assert [h["status"] for h in history].count("applied") == 1
+    assert files_containing(store, ALICE + CAROL) == []
+    assert not store.exists(ledger.LOCK)
