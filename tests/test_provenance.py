@@ -92,3 +92,10 @@ def test_suite_has_one_expectation_per_rule_and_gx_kinds() -> None:
 def test_bad_policy_names_the_field(yaml_text: str, field: str) -> None:
     with pytest.raises(PolicyError, match=f"field '{field}"):
         parse_policy(yaml_text, "bad.yaml")
+
+
+def test_digits_in_urls_are_not_pii() -> None:
+    from tasks.pii import scan
+
+    assert scan("recipe http://pinterest.com/pin/34832597089660045/ via @pinterest") == []
+    assert [s.kind for s in scan("card 4111 1111 1111 1111, not 4111 1111 1111 1112")] == ["credit_card"]
