@@ -59,7 +59,7 @@ def test_policy_change_re_evaluates_and_bad_policy_changes_nothing(prefect_api, 
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\npurpose: commercial\nlicenses: {allowed: [CC-BY-NC-4.0]}\n")
     before = store.read_json(provenance.CURRENT_KEY)
-    with pytest.raises(Fatal, match="field 'licenses.allowed'"):
+    with pytest.raises(Fatal, match=r"field 'licenses\.allowed'"):
         run_validate(str(bad))
     assert store.read_json(provenance.CURRENT_KEY) == before
 
