@@ -122,11 +122,26 @@ def show_ingest(result: dict[str, Any]) -> None:
 @app.command()
 def demo(quick: Annotated[bool, typer.Option("--quick", help="a smaller sample (about 2k rows a corpus)")] = False,
          as_json: JsonOpt = False) -> None:
-    """The whole chain on the bundled real corpora with embedded defaults (what exists so far)."""
-    steps = {"sample": run_sample(2000 if quick else None), "ingest": run_ingest(None)}
-    result = {"ok": all(s["ok"] for s in steps.values()), "store": get_settings().store_url, **steps}
-    emit(result, as_json, lambda r: (show_sample(r["sample"]), show_ingest(r["ingest"]),
-                                     out.print(f"\n[bold]Store:[/bold] {r['store']}")))
+    """The chain on the bundled real corpora with embedded defaults: sample, ingest, validate, status."""
+    from tasks.status import store_status
+    from tasks.storage import Store
+
+    steps = {"sample": run_sample(2000 if quick else None), "ingest": run_ingest(None),
+             "validate": run_validate("research")}
+    result = {"ok": all(s["ok"] for s in steps.values()), **steps,
+              "status": store_status(Store.from_settings())}
+    emit(result, as_json, show_demo)
+
+
+def show_demo(r: dict[str, Any]) -> None:
+    show_sample(r["sample"])
+    show_ingest(r["ingest"])
+    out.print(table_of(r["validate"]["sources"], f"Validation under policy {r['validate']['policy']}"))
+    show_status(r["status"])
+    out.print("\nNext: [bold]custody delete --owner contributor-007[/bold] files a deletion request and applies it; "
+              "[bold]custody deletions[/bold] lists requests; [bold]custody lineage --owner ...[/bold] shows what "
+              "holds an owner's records. Keep flow runs visible in the Prefect UI with `prefect server start` and "
+              "PREFECT_API_URL=http://127.0.0.1:4200/api.")
 
 
 @app.command()
