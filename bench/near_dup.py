@@ -65,7 +65,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from tasks.dedup.clusters import _band_pairs, cluster_records
-from tasks.dedup.minhash import _CHUNK_SHINGLES, MinhashConfig, _fmix32, _sha1_32, shingles, signatures
+from tasks.dedup.minhash import _CHUNK_SHINGLES, MinhashConfig, _fmix32, shingles, signatures
 from tasks.ids import content_hash, normalize_text
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -381,32 +381,26 @@ def profile_ours(texts: list[str], cfg: MinhashConfig, sigs: np.ndarray, cluster
     shingled = [shingles(t, cfg.ngram) for t in texts]
     t_shingle = time.perf_counter() - t0
     t0 = time.perf_counter()
-    hashes: list[int] = []
-    owners: list[int] = []
-    for i, sh in enumerate(shingled):
-        hs = [_sha1_32(s) for s in sh]
-        hashes.extend(hs)
-        owners.extend([i] * len(hs))
+    sha1, from_bytes = hashlib.sha1, int.from_bytes
+    hashes = [from_bytes(sha1(s).digest()[:4], "little") for sh in shingled for s in sh]
+    own = np.repeat(np.arange(len(shingled), dtype=np.int64), [len(sh) for sh in shingled])
     t_sha1 = time.perf_counter() - t0
     t0 = time.perf_counter()
     a, b = cfg.permutations
     out = np.full((len(texts), cfg.num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
     hv = _fmix32(np.fromiter(hashes, dtype=np.uint32, count=len(hashes)))
-    own = np.fromiter(owners, dtype=np.int64, count=len(owners))
-    for lo in range(0, len(hv), _CHUNK_SHINGLES):
+    for lo in range(0, len(hv), _CHUNK_SHINGLES):  # the (num_perm, shingles) layout of tasks/dedup/minhash.py
         chunk, chunk_own = hv[lo:lo + _CHUNK_SHINGLES], own[lo:lo + _CHUNK_SHINGLES]
-        phv = chunk[:, None] * a
-        phv += b
+        phv = a[:, None] * chunk[None, :]
+        phv += b[:, None]
         starts = np.flatnonzero(np.r_[True, chunk_own[1:] != chunk_own[:-1]])
-        mins = np.minimum.reduceat(phv, starts, axis=0)
         docs = chunk_own[starts]
-        out[docs] = np.minimum(out[docs], mins)
+        out[docs] = np.minimum(out[docs], np.minimum.reduceat(phv, starts, axis=1).T)
     t_perm = time.perf_counter() - t0
     t0 = time.perf_counter()
     _band_pairs(sigs, cfg)
     t_band = time.perf_counter() - t0
     total = t_shingle + t_sha1 + t_perm
-    alternatives = _alternatives(shingled, hashes, owners, cfg, out)
     n_sh = len(hashes)
     return {
         "sample_mb": mb, "sample_docs": len(texts), "shingles": n_sh,
@@ -419,41 +413,7 @@ def profile_ours(texts: list[str], cfg: MinhashConfig, sigs: np.ndarray, cluster
                            "fmix_permute_min": 1e9 * t_perm / n_sh},
         "lsh_band_pairs_full_s": t_band,
         "cluster_rest_full_s": max(cluster_s - t_band, 0.0),
-        "alternatives_s": alternatives,
     }
-
-
-def _alternatives(shingled: list[list[bytes]], hashes: list[int], owners: list[int], cfg: MinhashConfig,
-                  expected: np.ndarray) -> dict[str, float]:
-    """Same outputs computed other ways (bench-only experiments, checked equal): what changing tasks/ would buy.
-
-    * ``sha1_inline``: the sha1 comprehension without the ``_sha1_32`` call, owners by ``np.repeat``.
-    * ``permute_transposed``: the ``(num_perm, shingles)`` layout — ``a[:, None] * h[None, :]`` and
-      ``np.minimum.reduceat(..., axis=1)`` over contiguous rows — in 16k-shingle chunks that stay in cache.
-    """
-    sha1, from_bytes = hashlib.sha1, int.from_bytes
-    t0 = time.perf_counter()
-    inline = [from_bytes(sha1(s).digest()[:4], "little") for sh in shingled for s in sh]
-    own = np.repeat(np.arange(len(shingled), dtype=np.int64), [len(sh) for sh in shingled])
-    t_sha1 = time.perf_counter() - t0
-    if inline != hashes or own.tolist() != owners:
-        raise AssertionError("inline sha1 differs from _sha1_32")
-    a, b = cfg.permutations
-    t0 = time.perf_counter()
-    hv = _fmix32(np.fromiter(hashes, dtype=np.uint32, count=len(hashes)))
-    out_t = np.full((cfg.num_perm, len(shingled)), np.uint32(0xFFFFFFFF), dtype=np.uint32)
-    step = 16_384
-    for lo in range(0, len(hv), step):
-        chunk, chunk_own = hv[lo:lo + step], own[lo:lo + step]
-        phv = a[:, None] * chunk[None, :]
-        phv += b[:, None]
-        starts = np.flatnonzero(np.r_[True, chunk_own[1:] != chunk_own[:-1]])
-        docs = chunk_own[starts]
-        out_t[:, docs] = np.minimum(out_t[:, docs], np.minimum.reduceat(phv, starts, axis=1))
-    t_perm = time.perf_counter() - t0
-    if not np.array_equal(out_t.T, expected):
-        raise AssertionError("transposed permutation differs")
-    return {"sha1_inline": t_sha1, "permute_transposed": t_perm}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from scipy.integrate import quad
 
 MAX_HASH = np.uint32((1 << 32) - 1)
 _WORD = re.compile(r"\w+", re.UNICODE)
-_CHUNK_SHINGLES = 65_536  # 64k shingles x 128 perms x 4 bytes = 32 MiB of temporaries per chunk
+_CHUNK_SHINGLES = 16_384  # 16k shingles x 128 perms x 4 bytes = 8 MiB of temporaries per chunk
 
 
 def _lsh_error(threshold: float, bands: int, rows: int) -> tuple[float, float]:
@@ -118,10 +118,6 @@ def shingles(text: str, ngram: int) -> list[bytes]:
     return [" ".join(words[i:i + ngram]).encode() for i in range(len(words) - ngram + 1)]
 
 
-def _sha1_32(data: bytes) -> int:
-    return int.from_bytes(hashlib.sha1(data).digest()[:4], "little")
-
-
 def _fmix32(hv: np.ndarray) -> np.ndarray:
     """MurmurHash3's 32-bit finalizer: a bijection that spreads structured hash inputs (uint32 wraps)."""
     hv = hv ^ (hv >> np.uint32(16))
@@ -138,22 +134,24 @@ def signatures(texts: list[str], cfg: MinhashConfig) -> np.ndarray:
     """
     a, b = cfg.permutations
     out = np.full((len(texts), cfg.num_perm), MAX_HASH, dtype=np.uint32)
+    counts = np.zeros(len(texts), dtype=np.int64)
     hashes: list[int] = []
-    owners: list[int] = []
     for i, text in enumerate(texts):
-        hs = [_sha1_32(s) for s in shingles(text, cfg.ngram)]
+        hs = [int.from_bytes(hashlib.sha1(s).digest()[:4], "little") for s in shingles(text, cfg.ngram)]
         hashes.extend(hs)
-        owners.extend([i] * len(hs))
+        counts[i] = len(hs)
     if not hashes:
         return out
     hv = _fmix32(np.fromiter(hashes, dtype=np.uint32, count=len(hashes)))
-    own = np.fromiter(owners, dtype=np.int64, count=len(owners))
+    own = np.repeat(np.arange(len(texts)), counts)
+    a_col, b_col = a[:, None], b[:, None]
     for lo in range(0, len(hv), _CHUNK_SHINGLES):
         chunk, chunk_own = hv[lo:lo + _CHUNK_SHINGLES], own[lo:lo + _CHUNK_SHINGLES]
-        phv = chunk[:, None] * a  # (n_shingles, num_perm); uint32 wraps: the arithmetic is mod 2^32
-        phv += b
+        # (num_perm, n_shingles): shingles along the fast axis keep each row's reduction in cache
+        phv = a_col * chunk[None, :]  # uint32 wraps: the arithmetic is mod 2^32
+        phv += b_col
         starts = np.flatnonzero(np.r_[True, chunk_own[1:] != chunk_own[:-1]])
-        mins = np.minimum.reduceat(phv, starts, axis=0)
+        mins = np.minimum.reduceat(phv, starts, axis=1).T  # (docs in chunk, num_perm)
         docs = chunk_own[starts]
         out[docs] = np.minimum(out[docs], mins)
     return out
