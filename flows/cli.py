@@ -273,6 +273,31 @@ def show_status(r: dict[str, Any]) -> None:
     out.print(f"deletion requests: {r['deletions']}")
 
 
+@app.command()
+def score(scorer: Annotated[list[str] | None, typer.Option(help="scorer(s) to run; all when omitted")] = None,
+          source: Annotated[list[str] | None, typer.Option(help="only these sources (embeddings, quality)")] = None,
+          as_json: JsonOpt = False) -> None:
+    """Score validated records: embeddings, quality, dynamics, influence, poisoning (attributes/)."""
+    try:
+        result = run_score(scorer, source)
+    except CustodyError as exc:
+        fail(exc, as_json)
+    emit(result, as_json, lambda r: out.print(table_of(r["runs"], "Scoring runs")))
+
+
+def run_score(scorers: list[str] | None, sources: list[str] | None = None) -> dict[str, Any]:
+    from flows.runtime import dask_task_runner
+    from flows.score import ORDER, score_flow
+    from tasks.scoring import get_scorer
+
+    for name in scorers or []:
+        get_scorer(name)  # unknown names fail here, listing the valid ones
+    settings = get_settings()
+    ensure_prefect_api(settings)
+    runs = score_flow.with_options(task_runner=dask_task_runner(settings))(scorers or ORDER, sources)
+    return {"ok": True, "runs": runs}
+
+
 def _compact(row: dict[str, Any]) -> dict[str, Any]:
     """A per-source summary row with quarantine reasons folded into one column."""
     reasons = ", ".join(f"{k.removeprefix('quarantined_')}={v}" for k, v in row.items()

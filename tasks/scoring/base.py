@@ -41,8 +41,18 @@ def input_policy(store: Store) -> str:
     return store.read_json(CURRENT_KEY)["policy_hash"] if store.exists(CURRENT_KEY) else "none"
 
 
+def input_identity(store: Store) -> str:
+    """What scorers read: the policy in force and the exact verdict files (a new ingest or deletion changes it)."""
+    policy = input_policy(store)
+    files = [f"{k}:{store.size(k)}" for k in store.list(f"validation/{policy}", ".parquet")] if policy != "none" \
+        else [f"{k}:{store.size(k)}" for k in store.list("records", ".parquet")]
+    return hashlib.sha256("\n".join([policy, *files]).encode()).hexdigest()[:16]
+
+
 def run_id(scorer: str, cfg: Any, model_identity: str, store: Store) -> str:
-    payload = json.dumps({"cfg": asdict(cfg), "model": model_identity, "input": input_policy(store)}, sort_keys=True)
+    """Content address of a run: config, model and input; the same three mean the same attributes."""
+    payload = json.dumps({"cfg": asdict(cfg), "model": model_identity, "input": input_identity(store)},
+                         sort_keys=True)
     return f"{scorer}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
 
 
@@ -100,6 +110,15 @@ def write_run(store: Store, scorer: str, rid: str, cfg: Any, model_identity: str
                       "input_policy": input_policy(store), "finished_at": dt.datetime.now(dt.UTC).isoformat(),
                       **summary})
     store.write_json(f"attributes/{scorer}/latest.json", {"run_id": rid})
+
+
+def cached_run(store: Store, scorer: str, rid: str) -> dict[str, Any] | None:
+    """The finished run's summary when this exact run (config and input) is already done, else None."""
+    key = f"attributes/{scorer}/{rid}/run.json"
+    if not store.exists(key):
+        return None
+    store.write_json(f"attributes/{scorer}/latest.json", {"run_id": rid})
+    return {"scorer": scorer, "run_id": rid, "skipped": True, **store.read_json(key)}
 
 
 def latest_run(store: Store, scorer: str) -> str:

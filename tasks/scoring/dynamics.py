@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.scoring import base, proxy
+from tasks.scoring.embeddings import NAME as EMBEDDINGS
 from tasks.storage import Store
 
 NAME = "dynamics"
@@ -43,8 +44,11 @@ def run(store: Store, cfg: DynamicsConfig) -> dict[str, Any]:
     """Train the proxy, write per-example dynamics and the checkpoints (safetensors)."""
     from safetensors.numpy import save
 
+    identity = f"linear head on all-MiniLM-L6-v2 embeddings (run {base.latest_run(store, EMBEDDINGS)})"
+    rid = base.run_id(NAME, cfg, identity, store)
+    if (done := base.cached_run(store, NAME, rid)) is not None:
+        return done
     data = proxy.load_data(store, cfg)
-    rid = base.run_id(NAME, cfg, "linear head on all-MiniLM-L6-v2 embeddings", store)
     result = proxy.train(data.x, data.y, ~data.is_target, cfg, len(cfg.labels))
     signals = dynamics(result.logits, data.y)
     table = pa.table({"record_id": data.record_ids, "label": [cfg.labels[i] for i in data.y],
@@ -54,5 +58,5 @@ def run(store: Store, cfg: DynamicsConfig) -> dict[str, Any]:
     accuracy = float((result.logits[-1].argmax(-1) == data.y)[data.is_target].mean()) if data.is_target.any() else None
     summary = {"records": len(data.record_ids), "target_records": int(data.is_target.sum()),
                "target_accuracy": accuracy}
-    base.write_run(store, NAME, rid, cfg, "linear head on all-MiniLM-L6-v2 embeddings", summary)
+    base.write_run(store, NAME, rid, cfg, identity, summary)
     return {"scorer": NAME, "run_id": rid, **summary}

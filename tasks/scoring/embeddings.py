@@ -118,6 +118,8 @@ def flag_duplicates(store: Store, rid: str, cfg: EmbeddingConfig) -> dict[str, A
 def run(store: Store, cfg: EmbeddingConfig, sources: list[str] | None = None) -> dict[str, Any]:
     """Embed every partition (skipping done ones), then flag semantic near duplicates."""
     rid = base.run_id(NAME, cfg, model_identity(), store)
+    if (done := base.cached_run(store, NAME, rid)) is not None:
+        return done
     stats = [score_partition(store, part, rid, cfg) for part in tqdm(base.partitions(store, sources), desc=NAME)]
     summary = {"partitions": len(stats), "records": sum(s.get("records", 0) for s in stats),
                **flag_duplicates(store, rid, cfg)}

@@ -69,10 +69,12 @@ def run(store: Store, cfg: InfluenceConfig) -> dict[str, Any]:
     dyn_rid = base.latest_run(store, dynamics.NAME)
     dyn_cfg = store.read_json(f"attributes/{dynamics.NAME}/{dyn_rid}/run.json")["config"]
     pcfg = dynamics.DynamicsConfig(**{**dyn_cfg, "labels": tuple(dyn_cfg["labels"])})
+    rid = base.run_id(NAME, cfg, f"tracin on {dyn_rid}", store)
+    if (done := base.cached_run(store, NAME, rid)) is not None:
+        return done
     data = proxy.load_data(store, pcfg)
     weights, lrs = load_checkpoints(store.read_bytes(f"attributes/{dynamics.NAME}/{dyn_rid}/checkpoints.safetensors"))
     influence, self_inf = tracin(weights, lrs, data.x, data.y, data.is_target, cfg)
-    rid = base.run_id(NAME, cfg, f"tracin on {dyn_rid}", store)
     table = pa.table({"record_id": data.record_ids, "is_target": data.is_target,
                       "tracin_target": influence.astype(np.float32), "self_influence": self_inf.astype(np.float32)})
     store.write_parquet(f"attributes/{NAME}/{rid}/source={pcfg.source}/all.parquet", table)

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.scoring import base, proxy
+from tasks.scoring.embeddings import NAME as EMBEDDINGS
 from tasks.storage import Store
 
 NAME = "poisoning"
@@ -52,12 +53,15 @@ def knn_disagreement(x: np.ndarray, y: np.ndarray, k: int, block: int = 2048) ->
 
 
 def run(store: Store, cfg: PoisoningConfig) -> dict[str, Any]:
+    identity = f"all-MiniLM-L6-v2 embeddings (run {base.latest_run(store, EMBEDDINGS)})"
+    rid = base.run_id(NAME, cfg, identity, store)
+    if (done := base.cached_run(store, NAME, rid)) is not None:
+        return done
     data = proxy.load_data(store, cfg)
-    rid = base.run_id(NAME, cfg, "all-MiniLM-L6-v2 embeddings", store)
     table = pa.table({"record_id": data.record_ids,
                       "spectral": spectral_signature(data.x, data.y).astype(np.float32),
                       "knn_disagreement": knn_disagreement(data.x, data.y, cfg.k, cfg.block).astype(np.float32)})
     store.write_parquet(f"attributes/{NAME}/{rid}/source={cfg.source}/all.parquet", table)
     summary = {"records": len(data.record_ids)}
-    base.write_run(store, NAME, rid, cfg, "all-MiniLM-L6-v2 embeddings", summary)
+    base.write_run(store, NAME, rid, cfg, identity, summary)
     return {"scorer": NAME, "run_id": rid, **summary}

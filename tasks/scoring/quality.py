@@ -10,7 +10,6 @@ copies of them (shuffled words, dropped characters): it rewards fluent text the 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from tasks.scoring import base
 from tasks.storage import Store
 
 NAME = "quality"
+MODEL = "heuristics + hashed-n-gram logistic regression (fluency)"
 _WORD = re.compile(r"\S+")
 _ALPHA = re.compile(r"[^\W\d_]", re.UNICODE)
 _URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
@@ -54,9 +54,14 @@ def heuristics(text: str, cfg: QualityConfig) -> dict[str, Any]:
     n = len(words)
     lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
     trigrams = [" ".join(words[i:i + 3]) for i in range(max(0, n - 2))]
-    counts = Counter(trigrams)
-    repeated_chars = sum(len(t) * (c - 1) for t, c in counts.items() if c > 1)
+    seen: set[str] = set()
+    covered = np.zeros(n, dtype=bool)  # words inside a repeated occurrence of a trigram (Gopher), no double count
+    for i, tri in enumerate(trigrams):
+        if tri in seen:
+            covered[i:i + 3] = True
+        seen.add(tri)
     total_chars = max(1, sum(len(w) for w in words))
+    repeated_chars = sum(len(w) for w, c in zip(words, covered, strict=True) if c)
     signals = {
         "n_words": n,
         "mean_word_len": float(np.mean([len(w) for w in words])) if n else 0.0,
@@ -116,7 +121,9 @@ def score_table(records: pa.Table, cfg: QualityConfig, model: Any) -> pa.Table:
 def run(store: Store, cfg: QualityConfig, sources: list[str] | None = None) -> dict[str, Any]:
     """Fit the fluency model on a sample, then score every partition (skipping done ones)."""
     parts = base.partitions(store, sources)
-    rid = base.run_id(NAME, cfg, "heuristics+hashed-ngram-logreg", store)
+    rid = base.run_id(NAME, cfg, MODEL, store)
+    if (done := base.cached_run(store, NAME, rid)) is not None:
+        return done
     sample = [base.load_partition(store, p, ["text"]) for p in parts[:8]]
     texts = [t for s in sample for t in s.column("text").to_pylist()]
     model = fluency_model(texts, [heuristics(t, cfg)["gopher_pass"] for t in texts], cfg)
@@ -128,5 +135,5 @@ def run(store: Store, cfg: QualityConfig, sources: list[str] | None = None) -> d
         base.write_attribute(store, NAME, rid, part, table, {"records": table.num_rows})
         total += table.num_rows
     summary = {"partitions": len(parts), "records_scored": total}
-    base.write_run(store, NAME, rid, cfg, "heuristics+hashed-ngram-logreg", summary)
+    base.write_run(store, NAME, rid, cfg, MODEL, summary)
     return {"scorer": NAME, "run_id": rid, **summary}

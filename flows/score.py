@@ -1,0 +1,47 @@
+"""Scoring flow: several scorers over the validated records, writing attributes beside them.
+
+Torch work (embeddings) runs one scorer at a time — on the GPU when there is one — while CPU scorers
+(quality heuristics) run alongside on Dask; scorers that build on embeddings wait for them. Each run
+publishes a markdown artifact with histograms and the top flagged records. ``custody score --scorer NAME``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+from tasks.scoring import DEVICE_SCORERS, get_scorer
+from tasks.scoring.report import scoring_report
+from tasks.storage import Store
+
+ORDER = ["embeddings", "quality", "dynamics", "influence", "poisoning"]
+NEEDS = {"dynamics": ["embeddings"], "influence": ["dynamics"], "poisoning": ["embeddings"]}
+
+
+@task(name="score", cache_policy=NONE, tags=["custody-score"])
+def run_scorer(store: Store, name: str, options: dict[str, Any], sources: list[str] | None) -> dict[str, Any]:
+    cfg_cls, run = get_scorer(name)
+    cfg = cfg_cls(**options)
+    return run(store, cfg, sources) if name in ("embeddings", "quality") else run(store, cfg)
+
+
+@flow(name="score")
+def score_flow(scorers: list[str], sources: list[str] | None = None,
+               options: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Run ``scorers`` (dependencies first) and publish one report artifact per run."""
+    store = Store.from_settings()
+    options = options or {}
+    futures: dict[str, Any] = {}
+    for name in sorted(scorers, key=ORDER.index):
+        waits = [futures[d] for d in NEEDS.get(name, []) if d in futures]
+        waits += [futures[d] for d in DEVICE_SCORERS if d in futures and name in DEVICE_SCORERS]
+        futures[name] = run_scorer.submit(store, name, options.get(name, {}), sources, wait_for=waits)
+    results = [futures[name].result() for name in futures]
+    for result in results:
+        markdown, _, _ = scoring_report(store, result["scorer"], result["run_id"])
+        create_markdown_artifact(key=f"score-{result['scorer']}", markdown=markdown,
+                                 description=f"{result['scorer']} run {result['run_id']}")
+    return results

@@ -1,0 +1,76 @@
+"""What a person looks at after a scoring run: a histogram per score (PNG) and the top flagged records."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tasks.scoring import base
+from tasks.storage import Store
+from tasks.tables import join_on_id
+
+# per scorer: the column that flags a record, and whether high values are the suspicious ones
+FLAG = {"quality": ("model_score", False), "dynamics": ("aum", False), "influence": ("self_influence", True),
+        "poisoning": ("knn_disagreement", True), "embeddings": ("cosine", True)}
+
+
+def numeric_columns(table: pa.Table) -> list[str]:
+    return [f.name for f in table.schema if pa.types.is_floating(f.type) or pa.types.is_integer(f.type)]
+
+
+def histograms_png(table: pa.Table, title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = numeric_columns(table)
+    n = max(1, len(cols))
+    fig, axes = plt.subplots((n + 2) // 3, min(3, n), figsize=(4 * min(3, n), 2.8 * ((n + 2) // 3)), squeeze=False)
+    for ax, col in zip(axes.ravel(), cols, strict=False):
+        values = table.column(col).to_numpy(zero_copy_only=False).astype(float)
+        ax.hist(values[np.isfinite(values)], bins=40, color="#4c72b0")
+        ax.set_title(col, fontsize=9)
+    for ax in axes.ravel()[len(cols):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def top_flagged(store: Store, scorer: str, table: pa.Table, k: int = 10) -> list[dict[str, Any]]:
+    column, high = FLAG.get(scorer, (None, True))
+    if column is None or column not in table.column_names or table.num_rows == 0:
+        return []
+    order = pc.sort_indices(table, [(column, "descending" if high else "ascending")])
+    top = table.take(order[:k]).select(["record_id", column])
+    texts = store.read_parquets("records", ["record_id", "text", "source"])
+    rows = join_on_id(top, texts).to_pylist()
+    return [{"record_id": r["record_id"], "source": r["source"], column: round(float(r[column]), 4),
+             "text": (r["text"][:117] + "...") if len(r["text"]) > 120 else r["text"]} for r in rows]
+
+
+def scoring_report(store: Store, scorer: str, rid: str) -> tuple[str, list[dict[str, Any]], str]:
+    """Markdown (with the histogram inline), the top flagged rows, and the PNG's key under reports/."""
+    table = store.read_json(f"attributes/{scorer}/{rid}/run.json")
+    source = "semantic_dups" if scorer == "embeddings" else scorer
+    data = base.read_attribute(store, source, rid)
+    png = histograms_png(data, f"{scorer} ({rid})")
+    key = store.write_bytes(f"reports/scoring/{rid}/histograms.png", png)
+    flagged = top_flagged(store, scorer, data)
+    lines = [f"# {scorer} — run `{rid}`", "", f"records: {data.num_rows}; model: {table['model']}", "",
+             f"![histograms](data:image/png;base64,{base64.b64encode(png).decode()})", "", f"PNG: {key}", ""]
+    if flagged:
+        cols = list(flagged[0])
+        lines += ["## Top flagged records", "", "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
+        lines += ["| " + " | ".join(str(r[c]).replace("|", "/").replace("\n", " ") for c in cols) + " |"
+                  for r in flagged]
+    return "\n".join(lines), flagged, key
