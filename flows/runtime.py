@@ -37,7 +37,7 @@ def ensure_prefect_api(settings: Settings | None = None) -> str:
     from prefect.server.api.server import SubprocessASGIServer
 
     _server = SubprocessASGIServer()
-    _server.start()
+    _server.start(timeout=120)  # a loaded 2-core machine can take far longer than the 20 s default
     os.environ["PREFECT_API_URL"] = _server.api_url
     log.info("started a temporary Prefect server at %s", _server.api_url)
     return _server.api_url

@@ -1,0 +1,40 @@
+"""The scoring flow end to end on a small real sample: real Prefect, Dask and MiniLM."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.cli import run_score
+from tasks import provenance
+from tasks.policy import load_policy
+from tasks.sample import land_samples
+from tasks.scoring import base
+from tests.helpers import artifacts, ingest_without_engine
+
+pytestmark = pytest.mark.integration
+
+
+def test_all_scorers_write_aligned_attributes_and_skip_when_rerun(prefect_api, store) -> None:
+    land_samples(store, limit=600)
+    ingest_without_engine(store)
+    policy = load_policy("research")
+    stats = [provenance.validate_partition(store, k, policy) for k in store.list("records", ".parquet")]
+    provenance.mark_current(store, policy, stats)
+    validated = set(provenance.validated_records(store, ["record_id"]).column("record_id").to_pylist())
+
+    runs = {r["scorer"]: r for r in run_score(None)["runs"]}
+    assert set(runs) == {"embeddings", "quality", "dynamics", "influence", "poisoning"}
+    for name in ("embeddings", "quality"):
+        ids = base.read_attribute(store, name, columns=["record_id"]).column("record_id").to_pylist()
+        assert sorted(ids) == sorted(validated)  # one row per validated record, nothing else
+        assert store.exists(f"attributes/{name}/{runs[name]['run_id']}/run.json")
+    dyn = base.read_attribute(store, "dynamics").to_pylist()
+    assert {r["label"] for r in dyn} == {"fresh", "rotten"} and set(r["record_id"] for r in dyn) <= validated
+    assert store.exists(f"attributes/dynamics/{runs['dynamics']['run_id']}/checkpoints.safetensors")
+    assert store.list("reports/scoring", ".png")
+    report = artifacts("score-quality")[0]
+    assert report.type == "markdown" and "data:image/png;base64" in report.data
+
+    again = {r["scorer"]: r for r in run_score(["quality", "poisoning"])["runs"]}
+    assert all(r.get("skipped") for r in again.values())
+    assert again["quality"]["run_id"] == runs["quality"]["run_id"]
