@@ -295,7 +295,7 @@ def run_score(scorers: list[str] | None, sources: list[str] | None = None) -> di
     settings = get_settings()
     ensure_prefect_api(settings)
     runs = score_flow.with_options(task_runner=dask_task_runner(settings))(scorers or ORDER, sources)
-    return {"ok": True, "runs": runs}
+    return {"ok": not any(r.get("failed") for r in runs), "runs": runs}
 
 
 def _compact(row: dict[str, Any]) -> dict[str, Any]:

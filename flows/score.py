@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from tasks.scoring import DEVICE_SCORERS, get_scorer
@@ -36,11 +36,15 @@ def score_flow(scorers: list[str], sources: list[str] | None = None,
     options = options or {}
     futures: dict[str, Any] = {}
     for name in sorted(scorers, key=ORDER.index):
-        waits = [futures[d] for d in NEEDS.get(name, []) if d in futures]
+        waits = [futures[d] for d in NEEDS.get(name, []) if d in futures]  # scorers that build on others wait
         waits += [futures[d] for d in DEVICE_SCORERS if d in futures and name in DEVICE_SCORERS]
         futures[name] = run_scorer.submit(store, name, options.get(name, {}), sources, wait_for=waits)
     results = [futures[name].result() for name in futures]
     for result in results:
+        if result.get("failed"):  # partial run: say which partitions failed; the rest is kept for the retry
+            create_table_artifact(key=f"score-{result['scorer']}-failures", table=result["failed"],
+                                  description=f"{result['scorer']}: partitions that failed (re-run retries them)")
+            continue
         markdown, _, _ = scoring_report(store, result["scorer"], result["run_id"])
         create_markdown_artifact(key=f"score-{result['scorer']}", markdown=markdown,
                                  description=f"{result['scorer']} run {result['run_id']}")

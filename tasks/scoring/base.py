@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from tqdm import tqdm
 
 from tasks.config import get_settings
 from tasks.errors import Fatal
@@ -132,6 +133,31 @@ def read_attribute(store: Store, scorer: str, rid: str | None = None, columns: l
     """All partitions of a scorer's run (the latest by default)."""
     rid = rid or latest_run(store, scorer)
     return store.read_parquets(f"attributes/{scorer}/{rid}", columns)
+
+
+def each_partition(parts: list[Partition], fn: Any, desc: str) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Apply ``fn`` to every partition; one that fails is reported and the others still run.
+
+    A failed partition has no done marker, so the next run retries just that one.
+    """
+    stats, failures = [], []
+    for part in tqdm(parts, desc=desc):
+        try:
+            stats.append(fn(part))
+        except Exception as exc:  # one bad partition must not sink the batch
+            log.exception("%s failed on %s", desc, part.key)
+            failures.append({"partition": part.key, "error": f"{type(exc).__name__}: {exc}"})
+    return stats, failures
+
+
+def finish(store: Store, scorer: str, rid: str, cfg: Any, model_identity: str, summary: dict[str, Any],
+           failures: list[dict[str, str]]) -> dict[str, Any]:
+    """Record a complete run (then it is skipped next time), or report the failed partitions."""
+    if failures:
+        store.write_json(f"attributes/{scorer}/{rid}/failures.json", failures)
+        return {"scorer": scorer, "run_id": rid, **summary, "failed": failures}
+    write_run(store, scorer, rid, cfg, model_identity, summary)
+    return {"scorer": scorer, "run_id": rid, **summary}
 
 
 def device() -> str:

