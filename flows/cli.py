@@ -301,6 +301,49 @@ def run_score(scorers: list[str] | None, sources: list[str] | None = None) -> di
     return {"ok": not any(r.get("failed") for r in runs), "runs": runs}
 
 
+@app.command()
+def select(name: Annotated[str, typer.Option(help="dataset name")],
+           strategy: Annotated[str, typer.Option(help="random, quality, kcenter, facility, target, dsir, "
+                                                      "influence")] = "random",
+           budget: Annotated[float, typer.Option(help="records (>= 1) or fraction of the train pool (< 1)")] = 0.2,
+           target: Annotated[str | None, typer.Option(help="source:NAME, label:VALUE or a text file")] = None,
+           balance: Annotated[str | None, typer.Option(help="'label' for equal counts per label")] = None,
+           exclude: Annotated[list[str] | None, typer.Option(help="SCORER:THRESHOLD, e.g. poisoning:0.6")] = None,
+           source: Annotated[list[str] | None, typer.Option(help="only these sources")] = None,
+           label: Annotated[list[str] | None, typer.Option(help="only these labels")] = None,
+           shards: Annotated[int, typer.Option(help="shards for sharded (SISA) training")] = 4,
+           seed: int = 0, as_json: JsonOpt = False) -> None:
+    """Select a dataset version from validated, non-tombstoned records into a versioned manifest."""
+    from tasks.selection import SelectionConfig
+
+    try:
+        cfg = SelectionConfig(name=name, strategy=strategy, budget=budget, target=target, balance=balance,
+                              exclude=tuple(exclude or ()), seed=seed, sources=tuple(source) if source else None,
+                              labels=tuple(label) if label else None, shards=shards)
+        result = run_select(cfg)
+    except CustodyError as exc:
+        fail(exc, as_json)
+    emit({"ok": True, **result}, as_json,
+         lambda r: out.print(f"dataset [bold]{r['ref']}[/bold]: {r['counts']} (excluded {r['excluded']})"))
+
+
+def run_select(cfg: Any) -> dict[str, Any]:
+    from flows.select import select_flow
+
+    ensure_prefect_api()
+    return select_flow(cfg)
+
+
+@app.command()
+def datasets(as_json: JsonOpt = False) -> None:
+    """List dataset names and versions."""
+    from tasks.selection import list_datasets
+    from tasks.storage import Store
+
+    rows = list_datasets(Store.from_settings())
+    emit({"ok": True, "datasets": rows}, as_json, lambda r: out.print(table_of(r["datasets"], "Datasets")))
+
+
 def _compact(row: dict[str, Any]) -> dict[str, Any]:
     """A per-source summary row with quarantine reasons folded into one column."""
     reasons = ", ".join(f"{k.removeprefix('quarantined_')}={v}" for k, v in row.items()

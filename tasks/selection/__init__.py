@@ -1,0 +1,172 @@
+"""Dataset selection: a budgeted subset of the validated pool, written as a content-addressed manifest.
+
+``select`` builds ``datasets/<name>/<version>/manifest.parquet`` (record_id, weight, label, split, shard,
+source, owner_id) and ``selection.json`` beside it. The budget applies to the train split; validation and
+test are every pool record in those splits, so versions are evaluated on the same held-out data. The version
+id hashes the sorted record ids and the configuration, so the same selection is the same version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tasks.errors import Fatal, unknown_name
+from tasks.provenance import CURRENT_KEY, validated_records
+from tasks.selection import strategies
+from tasks.selection.pool import attribute_column, embeddings_for, exclusion_mask, load_pool
+from tasks.storage import Store
+
+STRATEGIES = ("random", "quality", "kcenter", "facility", "target", "dsir", "influence")
+MANIFEST_SCHEMA = pa.schema([("record_id", pa.string()), ("weight", pa.float32()), ("label", pa.string()),
+                             ("split", pa.string()), ("shard", pa.int32()), ("source", pa.string()),
+                             ("owner_id", pa.string())])
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """What to select. ``budget`` >= 1 is a record count, < 1 a fraction of the train-split pool."""
+
+    name: str
+    strategy: str = "random"
+    budget: float = 0.2
+    target: str | None = None  # source:NAME | label:VALUE | a text file, one example per line
+    balance: str | None = None  # "label": equal counts per label
+    exclude: tuple[str, ...] = ()
+    seed: int = 0
+    sources: tuple[str, ...] | None = None
+    labels: tuple[str, ...] | None = None
+    shards: int = 4
+    fractions: tuple[float, float, float] = field(default=(0.8, 0.1, 0.1))
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise unknown_name("strategy", self.strategy, STRATEGIES)
+        if self.budget <= 0:
+            raise Fatal("--budget must be positive")
+        if self.balance not in (None, "label"):
+            raise Fatal("--balance only supports 'label'")
+        if self.strategy in ("target", "dsir") and not self.target:
+            raise Fatal(f"strategy {self.strategy} needs --target (source:NAME, label:VALUE or a text file)")
+
+
+def _target_texts(store: Store, spec: str) -> list[str]:
+    if spec.startswith(("source:", "label:")):
+        kind, value = spec.split(":", 1)
+        table = validated_records(store, ["text", "source", "label"])
+        column = table.column(kind).to_pylist()
+        return [t for t, v in zip(table.column("text").to_pylist(), column, strict=True) if v == value]
+    path = Path(spec)
+    if not path.exists():
+        raise Fatal(f"--target {spec!r}: not source:NAME, label:VALUE or an existing file")
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def _target_embeddings(store: Store, texts: list[str], rid: str) -> np.ndarray:
+    from tasks.scoring.embeddings import EmbeddingConfig, embed
+
+    cfg = store.read_json(f"attributes/embeddings/{rid}/run.json")["config"]
+    return embed(texts, EmbeddingConfig(**cfg))
+
+
+def _pick(store: Store, cfg: SelectionConfig, cand: pa.Table, k: int, rng: np.random.Generator,
+          used: dict[str, str]) -> np.ndarray:
+    """Indices into ``cand`` chosen by the strategy."""
+    n = cand.num_rows
+    if cfg.strategy == "random":
+        return strategies.random_pick(n, k, rng)
+    if cfg.strategy in ("quality", "influence"):
+        scorer, column = ("quality", "model_score") if cfg.strategy == "quality" else ("influence", "tracin_target")
+        scores, used[scorer] = attribute_column(store, cand, scorer, column)
+        return strategies.top_k(scores, k)
+    if cfg.strategy == "dsir":
+        return strategies.dsir(cand.column("text").to_pylist(), _target_texts(store, cfg.target), k, rng)
+    x, used["embeddings"] = embeddings_for(store, cand)
+    if cfg.strategy == "kcenter":
+        return strategies.kcenter(x, k, rng)
+    if cfg.strategy == "facility":
+        return strategies.facility_location(x, k, rng)
+    targets = _target_embeddings(store, _target_texts(store, cfg.target), used["embeddings"])
+    return strategies.top_k(strategies.target_similarity(x, targets), k)
+
+
+def choose(store: Store, cfg: SelectionConfig, train: pa.Table) -> tuple[np.ndarray, dict[str, str]]:
+    """Indices of the selected train rows (balanced per label when asked)."""
+    rng = np.random.default_rng(cfg.seed)
+    k = int(cfg.budget) if cfg.budget >= 1 else round(cfg.budget * train.num_rows)
+    k = min(k, train.num_rows)
+    used: dict[str, str] = {}
+    if cfg.balance != "label":
+        return np.sort(_pick(store, cfg, train, k, rng, used)), used
+    labels = np.array(train.column("label").to_pylist(), dtype=object)
+    groups = sorted({lab for lab in labels if lab is not None})
+    chosen = []
+    for lab in groups:
+        rows = np.flatnonzero(labels == lab)
+        picked = _pick(store, cfg, train.take(pa.array(rows)), min(k // len(groups), len(rows)), rng, used)
+        chosen.append(rows[picked])
+    return np.sort(np.concatenate(chosen)), used
+
+
+def select(store: Store, cfg: SelectionConfig) -> dict[str, Any]:
+    """Build (or find) the dataset version for ``cfg``; returns its selection summary."""
+    pool = load_pool(store, cfg.sources, cfg.labels, cfg.fractions, cfg.shards)
+    drop, exclusions = exclusion_mask(store, pool, cfg.exclude)
+    pool = pool.filter(pa.array(~drop))
+    splits = np.array(pool.column("split").to_pylist())
+    train = pool.filter(pa.array(splits == "train"))
+    picked, used = choose(store, cfg, train)
+    manifest = pa.concat_tables([train.take(pa.array(picked, pa.int64())), pool.filter(pa.array(splits != "train"))])
+    manifest = manifest.append_column("weight", pa.array(np.ones(manifest.num_rows), pa.float32()))
+    manifest = manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA).sort_by("record_id")
+    config = asdict(cfg)
+    ids = manifest.column("record_id").to_pylist()
+    version = hashlib.sha256(json.dumps([ids, config], sort_keys=True, default=list).encode()).hexdigest()[:12]
+    prefix = f"datasets/{cfg.name}/{version}"
+    counts = {s: int((np.array(manifest.column("split").to_pylist()) == s).sum()) for s in ("train", "validation",
+                                                                                               "test")}
+    summary = {"name": cfg.name, "version": version, "ref": f"{cfg.name}@{version}", "strategy": cfg.strategy,
+               "config": config, "attribute_runs": used, "exclusions": exclusions,
+               "policy_hash": store.read_json(CURRENT_KEY)["policy_hash"], "pool_records": pool.num_rows + int(
+                   drop.sum()), "excluded": int(drop.sum()), "counts": counts, "records": manifest.num_rows,
+               "created_at": dt.datetime.now(dt.UTC).isoformat(), "manifest": store.uri(f"{prefix}/manifest.parquet")}
+    if store.exists(f"{prefix}/selection.json"):
+        return {**store.read_json(f"{prefix}/selection.json"), "existing": True}
+    store.write_parquet(f"{prefix}/manifest.parquet", manifest, MANIFEST_SCHEMA)
+    store.write_json(f"{prefix}/selection.json", summary)  # written last: a version is complete when it exists
+    return summary
+
+
+def list_datasets(store: Store) -> list[dict[str, Any]]:
+    """Every complete dataset version, oldest first."""
+    rows = []
+    for key in store.list("datasets", "selection.json"):
+        doc = store.read_json(key)
+        rows.append({"name": doc["name"], "version": doc["version"], "strategy": doc["strategy"],
+                     "records": doc["records"], **doc["counts"], "created_at": doc["created_at"][:19]})
+    return sorted(rows, key=lambda r: r["created_at"])
+
+
+def load_manifest(store: Store, ref: str) -> tuple[pa.Table, dict[str, Any]]:
+    """Manifest and selection summary of ``NAME@VERSION``; clear errors when missing or corrupt."""
+    if "@" not in ref:
+        raise Fatal(f"expected a dataset as NAME@VERSION, got {ref!r}; see `custody datasets`")
+    name, version = ref.split("@", 1)
+    prefix = f"datasets/{name}/{version}"
+    if not store.exists(f"{prefix}/selection.json"):
+        raise Fatal(f"no dataset version {ref}; see `custody datasets`")
+    try:
+        manifest = store.read_parquet(f"{prefix}/manifest.parquet")
+    except Exception as exc:
+        raise Fatal(f"{store.uri(prefix)}/manifest.parquet is missing or corrupt: {exc}") from exc
+    missing = set(MANIFEST_SCHEMA.names) - set(manifest.column_names)
+    if missing:
+        raise Fatal(f"{ref}: manifest lacks columns {sorted(missing)}")
+    return manifest, store.read_json(f"{prefix}/selection.json")

@@ -1,0 +1,117 @@
+"""The candidate pool for a selection: validated, non-tombstoned records with the attributes a strategy needs.
+
+Records that are non-representative members of a near-duplicate cluster are left out (the cluster's kept
+record stands for it). Splits come from a stable hash of the near-dup cluster id (or the record id when the
+record has no cluster), so a record never changes split between dataset versions and a cluster never
+straddles two splits; shards come from the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tasks.errors import Fatal
+from tasks.ledger import tombstoned_ids
+from tasks.provenance import validated_records
+from tasks.scoring import base
+from tasks.scoring.embeddings import embedding_matrix
+from tasks.scoring.report import FLAG
+from tasks.storage import Store
+from tasks.tables import join_on_id
+
+POOL_COLUMNS = ["record_id", "text", "label", "source", "owner_id", "license", "consent", "near_dup_cluster",
+                "near_dup_kept"]
+
+
+def split_key(record_id: str, cluster: str | None) -> str:
+    return cluster or record_id
+
+
+def unit_hash(key: str, salt: str) -> float:
+    return int(hashlib.sha256(f"{salt}:{key}".encode()).hexdigest()[:12], 16) / 16**12
+
+
+def assign_split(key: str, fractions: tuple[float, float, float]) -> str:
+    u = unit_hash(key, "split")
+    return "train" if u < fractions[0] else ("validation" if u < fractions[0] + fractions[1] else "test")
+
+
+def assign_shard(key: str, shards: int) -> int:
+    return int(unit_hash(key, "shard") * shards) % shards
+
+
+def load_pool(store: Store, sources: tuple[str, ...] | None, labels: tuple[str, ...] | None,
+              fractions: tuple[float, float, float], shards: int) -> pa.Table:
+    """Validated records (current policy), filtered, with ``split`` and ``shard`` columns."""
+    pool = validated_records(store, POOL_COLUMNS, tombstoned_ids(store))
+    pool = pool.filter(pool.column("near_dup_kept"))
+    if sources:
+        pool = pool.filter(pc.is_in(pool.column("source"), value_set=pa.array(list(sources))))
+    if labels:
+        pool = pool.filter(pc.fill_null(pc.is_in(pool.column("label"), value_set=pa.array(list(labels))), False))
+    if pool.num_rows == 0:
+        raise Fatal("the selection pool is empty: check --source/--label and that records passed validation")
+    pool = pool.sort_by("record_id")
+    keys = [split_key(r, c) for r, c in zip(pool.column("record_id").to_pylist(),
+                                            pool.column("near_dup_cluster").to_pylist(), strict=True)]
+    pool = pool.append_column("split", pa.array([assign_split(k, fractions) for k in keys]))
+    return pool.append_column("shard", pa.array([assign_shard(k, shards) for k in keys], pa.int32()))
+
+
+def attribute_column(store: Store, pool: pa.Table, scorer: str, column: str) -> tuple[np.ndarray, str]:
+    """One attribute column aligned with the pool (NaN where a record has no score), and the run id used."""
+    rid = base.latest_run(store, scorer)
+    source = "semantic_dups" if scorer == "embeddings" and column != "embedding" else scorer
+    table = base.read_attribute(store, source, rid, ["record_id", column])
+    aligned = join_on_id(pool.select(["record_id"]), table)
+    values = dict(zip(aligned.column("record_id").to_pylist(), aligned.column(column).to_pylist(), strict=True))
+    return np.array([values.get(r, np.nan) if values.get(r) is not None else np.nan
+                     for r in pool.column("record_id").to_pylist()], dtype=np.float64), rid
+
+
+def embeddings_for(store: Store, pool: pa.Table) -> tuple[np.ndarray, str]:
+    """Embeddings aligned with the pool; every pool record must have one."""
+    rid = base.latest_run(store, "embeddings")
+    table = join_on_id(pool.select(["record_id"]), base.read_attribute(store, "embeddings", rid))
+    if table.num_rows != pool.num_rows:
+        raise Fatal(f"{pool.num_rows - table.num_rows} pool records have no embedding in run {rid}: "
+                    "run `custody score --scorer embeddings` over the same sources")
+    order = {r: i for i, r in enumerate(table.column("record_id").to_pylist())}
+    matrix = embedding_matrix(table)
+    return matrix[[order[r] for r in pool.column("record_id").to_pylist()]], rid
+
+
+def parse_exclusion(spec: str) -> tuple[str, str, float]:
+    """``SCORER:THRESHOLD`` or ``SCORER.COLUMN:THRESHOLD`` → (scorer, column, threshold)."""
+    try:
+        name, threshold = spec.rsplit(":", 1)
+        value = float(threshold)
+    except ValueError as exc:
+        raise Fatal(f"--exclude {spec!r}: expected SCORER:THRESHOLD, e.g. poisoning:0.6") from exc
+    scorer, _, column = name.partition(".")
+    if not column:
+        if scorer not in FLAG:
+            raise Fatal(f"--exclude {spec!r}: unknown scorer; valid: {sorted(FLAG)}")
+        column = FLAG[scorer][0]
+    return scorer, column, value
+
+
+def exclusion_mask(store: Store, pool: pa.Table, specs: tuple[str, ...]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Rows flagged beyond a threshold (high is bad, or low for low-is-bad columns), and what was applied."""
+    drop = np.zeros(pool.num_rows, dtype=bool)
+    applied = []
+    for spec in specs:
+        scorer, column, threshold = parse_exclusion(spec)
+        values, rid = attribute_column(store, pool, scorer, column)
+        high_is_bad = FLAG.get(scorer, (column, True))[1] if FLAG.get(scorer, ("",))[0] == column else True
+        hit = (values > threshold) if high_is_bad else (values < threshold)
+        hit &= ~np.isnan(values)
+        drop |= hit
+        applied.append({"scorer": scorer, "column": column, "threshold": threshold, "run_id": rid,
+                        "direction": "above" if high_is_bad else "below", "excluded": int(hit.sum())})
+    return drop, applied
