@@ -38,3 +38,14 @@ def test_all_scorers_write_aligned_attributes_and_skip_when_rerun(prefect_api, s
     again = {r["scorer"]: r for r in run_score(["quality", "poisoning"])["runs"]}
     assert all(r.get("skipped") for r in again.values())
     assert again["quality"]["run_id"] == runs["quality"]["run_id"]
+
+    from flows.cli import run_select
+    from tasks.selection import SelectionConfig, load_manifest
+
+    summary = run_select(SelectionConfig(name="sentiment", strategy="facility", budget=0.3, balance="label",
+                                         labels=("fresh", "rotten"), sources=("rotten_tomatoes",),
+                                         exclude=("poisoning:0.9",)))
+    manifest, selection_doc = load_manifest(store, summary["ref"])
+    assert selection_doc["attribute_runs"]["embeddings"] == runs["embeddings"]["run_id"]
+    assert set(manifest.column("label").to_pylist()) == {"fresh", "rotten"}
+    assert "data:image/png;base64" in artifacts("selection")[0].data
