@@ -122,7 +122,7 @@ def show_ingest(result: dict[str, Any]) -> None:
 @app.command()
 def demo(quick: Annotated[bool, typer.Option("--quick", help="a smaller sample (about 2k rows a corpus)")] = False,
          as_json: JsonOpt = False) -> None:
-    """The chain on the bundled real corpora with embedded defaults: sample, ingest, validate, score, status."""
+    """The chain on the bundled real corpora with embedded defaults: sample, ingest, validate, score, select."""
     from tasks.status import store_status
     from tasks.storage import Store
 
@@ -130,6 +130,11 @@ def demo(quick: Annotated[bool, typer.Option("--quick", help="a smaller sample (
              "validate": run_validate("research"),
              # embeddings-based scorers on the labelled corpus; MiniLM over all 77k texts takes ~10 min on 2 cores
              "score": run_score(None, ["rotten_tomatoes"])}
+    from tasks.selection import SelectionConfig
+
+    steps["select"] = {"ok": True, **run_select(SelectionConfig(
+        name="sentiment", strategy="facility", budget=0.5, balance="label", labels=("fresh", "rotten"),
+        sources=("rotten_tomatoes",), exclude=("poisoning:0.8",)))}
     result = {"ok": all(s["ok"] for s in steps.values()), **steps,
               "status": store_status(Store.from_settings())}
     emit(result, as_json, show_demo)
@@ -140,6 +145,8 @@ def show_demo(r: dict[str, Any]) -> None:
     show_ingest(r["ingest"])
     out.print(table_of(r["validate"]["sources"], f"Validation under policy {r['validate']['policy']}"))
     out.print(table_of(r["score"]["runs"], "Scoring runs (attributes/)"))
+    out.print(f"dataset [bold]{r['select']['ref']}[/bold]: {r['select']['counts']} "
+              f"(excluded {r['select']['excluded']} flagged records)")
     show_status(r["status"])
     out.print("\nNext: [bold]custody delete --owner contributor-007[/bold] files a deletion request and applies it; "
               "[bold]custody deletions[/bold] lists requests; [bold]custody lineage --owner ...[/bold] shows what "
