@@ -351,6 +351,34 @@ def datasets(as_json: JsonOpt = False) -> None:
     emit({"ok": True, "datasets": rows}, as_json, lambda r: out.print(table_of(r["datasets"], "Datasets")))
 
 
+@app.command()
+def train(dataset: Annotated[str, typer.Option(help="NAME@VERSION (see custody datasets)")],
+          model: Annotated[str, typer.Option(help="minilm (real weights) or tiny (for tests)")] = "minilm",
+          lora_rank: Annotated[int, typer.Option(help="LoRA rank")] = 8,
+          full: Annotated[bool, typer.Option("--full", help="full fine-tuning instead of LoRA")] = False,
+          shards: Annotated[int, typer.Option(help="SISA shards (1 or the dataset's shard count)")] = 1,
+          epochs: int = 2, seed: int = 0, as_json: JsonOpt = False) -> None:
+    """Fine-tune a classifier on a dataset version; tracked in MLflow and registered."""
+    from tasks.training import TrainConfig
+
+    try:
+        result = run_train(TrainConfig(dataset=dataset, model=model, lora_rank=0 if full else lora_rank,
+                                       shards=shards, epochs=epochs, seed=seed))
+    except CustodyError as exc:
+        fail(exc, as_json)
+    emit({"ok": True, **result}, as_json, lambda r: (
+        out.print(f"registered [bold]{r['ref']}[/bold] (MLflow run {r['run_id']}) on {r['dataset']}"),
+        out.print(table_of([{"metric": k, "value": round(v, 4)} for k, v in sorted(r["metrics"].items())],
+                           "Metrics"))))
+
+
+def run_train(cfg: Any) -> dict[str, Any]:
+    from flows.train import train_flow
+
+    ensure_prefect_api()
+    return train_flow(cfg)
+
+
 def _compact(row: dict[str, Any]) -> dict[str, Any]:
     """A per-source summary row with quarantine reasons folded into one column."""
     reasons = ", ".join(f"{k.removeprefix('quarantined_')}={v}" for k, v in row.items()

@@ -12,7 +12,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -162,18 +161,3 @@ def finish(store: Store, scorer: str, rid: str, cfg: Any, model_identity: str, s
 
 def device() -> str:
     return get_settings().resolved_device()
-
-
-def length_batches(lengths: list[int], max_tokens: int, max_batch: int) -> Iterator[list[int]]:
-    """Indices grouped into batches of similar length: sorted by length, each batch's padded size
-    (``len(batch) * longest``) at most ``max_tokens``, so padding waste stays small."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batch: list[int] = []
-    for i in order:
-        longest = lengths[i]  # ascending order: the newcomer is the longest in the batch
-        if batch and ((len(batch) + 1) * longest > max_tokens or len(batch) >= max_batch):
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from tasks.batching import length_batches
 from tasks.scoring import base
 from tasks.storage import Store
 
@@ -71,7 +72,7 @@ def embed(texts: list[str], cfg: EmbeddingConfig, device: str | None = None, pro
     tokenizer, model = load_encoder(cfg.model, device, cfg.seed)
     encoded = tokenizer(texts, truncation=True, max_length=cfg.max_length)["input_ids"]
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    batches = list(base.length_batches([len(ids) for ids in encoded], cfg.max_tokens, cfg.max_batch))
+    batches = list(length_batches([len(ids) for ids in encoded], cfg.max_tokens, cfg.max_batch))
     with torch.inference_mode():
         for batch in tqdm(batches, desc="embed", disable=not progress, leave=False):
             padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(device)

