@@ -24,7 +24,6 @@ def configure_environment(settings: Settings | None = None) -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
     settings.home.mkdir(parents=True, exist_ok=True)
 
 

@@ -80,7 +80,7 @@ def learning_curves_png(history: dict[str, list[float]]) -> bytes:
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     for key, values in sorted(history.items()):
-        ax = axes[0] if key.endswith("loss") else axes[1]
+        ax = axes[0] if key.endswith("loss") else axes[1]  # losses left; accuracy and F1 right
         ax.plot(range(1, len(values) + 1), values, marker="o", label=key)
     for ax, title in zip(axes, ("loss", "validation accuracy / F1"), strict=True):
         ax.set_xlabel("epoch")

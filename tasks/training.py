@@ -186,7 +186,7 @@ def train_models(splits: dict[str, Split], cfg: TrainConfig, n_labels: int, devi
         def on_epoch(epoch: int, model: Any, tok: Any, loss: float, shard: int = shard) -> None:
             val = splits["validation"]
             m = metrics(predict_proba([model], tok, val.texts, cfg, device), val.y, "val") if val.ids else {}
-            point = {"train_loss": loss, **m}
+            point = {"epoch_train_loss": loss, **{f"epoch_{k}": v for k, v in m.items()}}
             for key, value in point.items():
                 history.setdefault(f"shard{shard}_{key}" if cfg.shards > 1 else key, []).append(value)
             log_metrics(epoch, {(f"shard{shard}_{k}" if cfg.shards > 1 else k): v for k, v in point.items()})

@@ -7,7 +7,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from tasks.scoring import base, dynamics, influence, poisoning, proxy
+from tasks.batching import length_batches
+from tasks.scoring import dynamics, influence, poisoning, proxy
 from tasks.scoring.embeddings import EmbeddingConfig, embed, semantic_duplicates
 from tasks.scoring.quality import QualityConfig, fluency_model, heuristics
 
@@ -23,7 +24,7 @@ def _blobs(n: int = 400, d: int = 16, flip: float = 0.1, seed: int = 0):
 
 def test_length_batches_respect_the_token_budget_and_cover_everything() -> None:
     lengths = [5, 100, 7, 64, 3, 128, 9, 33] * 20
-    batches = list(base.length_batches(lengths, max_tokens=512, max_batch=16))
+    batches = list(length_batches(lengths, max_tokens=512, max_batch=16))
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for b in batches:
         assert len(b) <= 16 and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 512)
