@@ -55,7 +55,7 @@ class IngestConfig:
 
 def signature_schema(num_perm: int) -> pa.Schema:
     return pa.schema([("record_id", pa.string()), ("content_hash", pa.string()), ("source_uri", pa.string()),
-                      ("ingested_at", pa.timestamp("us", tz="UTC")), ("minhash", pa.list_(pa.uint32(), num_perm))])
+                      ("delivered_at", pa.timestamp("us", tz="UTC")), ("minhash", pa.list_(pa.uint32(), num_perm))])
 
 
 def list_sources(store: Store) -> list[str]:
@@ -168,7 +168,7 @@ def parse_file(store: Store, source: str, key: str, sheet: Datasheet, sheet_hash
     marker = _marker("parse", source, fid)
     if store.exists(marker) and store.read_json(marker).get("fingerprint") == fingerprint:
         return {**store.read_json(marker)["stats"], "skipped": True}
-    uri, now = store.uri(key), dt.datetime.now(dt.UTC)
+    uri, now, delivered = store.uri(key), dt.datetime.now(dt.UTC), store.modified(key)
     records: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
     rows_in = 0
@@ -181,11 +181,11 @@ def parse_file(store: Store, source: str, key: str, sheet: Datasheet, sheet_hash
         bad.append(_quarantine_row(source, uri, reason, detail, None))
         records = []
     for rec in records:
-        rec["ingested_at"], rec["datasheet_hash"] = now, sheet_hash
+        rec["ingested_at"], rec["delivered_at"], rec["datasheet_hash"] = now, delivered, sheet_hash
     table = pa.Table.from_pylist(records, schema=record_schema())
     sigs = signatures(table.column("text").to_pylist(), cfg.minhash)
     store.write_parquet(f"staging/source={source}/{fid}.parquet", table, record_schema())
-    sig_table = table.select(["record_id", "content_hash", "source_uri", "ingested_at"]).append_column(
+    sig_table = table.select(["record_id", "content_hash", "source_uri", "delivered_at"]).append_column(
         "minhash", pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel(), pa.uint32()), cfg.minhash.num_perm))
     store.write_parquet(f"dedup/signatures/source={source}/{fid}.parquet", sig_table,
                         signature_schema(cfg.minhash.num_perm))
@@ -223,7 +223,9 @@ def _write_quarantine(store: Store, key: str, rows: list[dict[str, Any]]) -> Non
 def cluster_store(store: Store, cfg: IngestConfig) -> dict[str, Any]:
     """Step 2: id conflicts, exact duplicates and near-dup clusters over every signature in the store."""
     sigs = store.read_parquets("dedup/signatures", schema=signature_schema(cfg.minhash.num_perm))
-    sigs = sigs.sort_by([("ingested_at", "ascending"), ("source_uri", "ascending")])
+    # earliest delivered copy first: a property of raw/, so the same raw files give the same clusters whatever
+    # the order (or the number of runs) in which they were parsed
+    sigs = sigs.sort_by([("delivered_at", "ascending"), ("source_uri", "ascending")])
     ids = sigs.column("record_id").to_pylist()
     hashes = sigs.column("content_hash").to_pylist()
     first: dict[str, int] = {}

@@ -8,6 +8,7 @@ documents JSON.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
@@ -95,6 +96,14 @@ class Store:
 
     def size(self, key: str) -> int:
         return int(self.fs.size(self.path(key)))
+
+    def modified(self, key: str) -> dt.datetime:
+        """Last modification time of a file (local mtime, or the object's LastModified), in UTC."""
+        info = self.fs.info(self.path(key))
+        stamp = info.get("mtime", info.get("LastModified", info.get("created")))
+        if isinstance(stamp, dt.datetime):
+            return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
+        return dt.datetime.fromtimestamp(float(stamp), tz=dt.UTC)
 
     # -- bytes --------------------------------------------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:

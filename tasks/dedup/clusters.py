@@ -1,6 +1,6 @@
 """Exact and near-duplicate clusters over the whole store, from content hashes and MinHash signatures.
 
-Exact duplicates share a ``content_hash``; the earliest-ingested copy is kept. Near duplicates are found by
+Exact duplicates share a ``content_hash``; the earliest-delivered copy (by rank) is kept. Near duplicates are found by
 LSH banding over the kept copies' signatures; candidate pairs are verified by estimated Jaccard and joined
 into clusters with connected components. The output is membership — cluster id, the kept record, each
 member's estimated similarity to it — so that a deletion can follow a text to all of its copies.
@@ -76,7 +76,7 @@ def cluster_records(record_ids: list[str], content_hashes: list[str], rank: np.n
     Args:
         record_ids: one id per row.
         content_hashes: hash of each row's normalized text.
-        rank: ingestion order (lower is earlier); the earliest member of a cluster is kept.
+        rank: delivery order (lower is earlier); the earliest member of a cluster is kept.
         sigs: MinHash signatures, shape ``(n, num_perm)``.
         cfg: thresholds and banding.
 
