@@ -122,7 +122,8 @@ def show_ingest(result: dict[str, Any]) -> None:
 @app.command()
 def demo(quick: Annotated[bool, typer.Option("--quick", help="a smaller sample (about 2k rows a corpus)")] = False,
          as_json: JsonOpt = False) -> None:
-    """The chain on the bundled real corpora with embedded defaults: sample, ingest, validate, score, select."""
+    """The chain on the bundled real corpora with embedded defaults: sample → ingest → validate → score →
+    select → train, then the store's status."""
     from tasks.status import store_status
     from tasks.storage import Store
 
@@ -135,6 +136,9 @@ def demo(quick: Annotated[bool, typer.Option("--quick", help="a smaller sample (
     steps["select"] = {"ok": True, **run_select(SelectionConfig(
         name="sentiment", strategy="facility", budget=0.5, balance="label", labels=("fresh", "rotten"),
         sources=("rotten_tomatoes",), exclude=("poisoning:0.8",)))}
+    from tasks.training import TrainConfig
+
+    steps["train"] = {"ok": True, **run_train(TrainConfig(dataset=steps["select"]["ref"], epochs=1 if quick else 2))}
     result = {"ok": all(s["ok"] for s in steps.values()), **steps,
               "status": store_status(Store.from_settings())}
     emit(result, as_json, show_demo)
@@ -147,11 +151,15 @@ def show_demo(r: dict[str, Any]) -> None:
     out.print(table_of(r["score"]["runs"], "Scoring runs (attributes/)"))
     out.print(f"dataset [bold]{r['select']['ref']}[/bold]: {r['select']['counts']} "
               f"(excluded {r['select']['excluded']} flagged records)")
+    metrics = r["train"]["metrics"]
+    out.print(f"model [bold]{r['train']['ref']}[/bold] (MiniLM + LoRA): test accuracy {metrics['test_accuracy']:.3f}, "
+              f"F1 {metrics['test_f1']:.3f}; MLflow run {r['train']['run_id']}")
     show_status(r["status"])
     out.print("\nNext: [bold]custody delete --owner contributor-007[/bold] files a deletion request and applies it; "
               "[bold]custody deletions[/bold] lists requests; [bold]custody lineage --owner ...[/bold] shows what "
               "holds an owner's records. Keep flow runs visible in the Prefect UI with `prefect server start` and "
-              "PREFECT_API_URL=http://127.0.0.1:4200/api.")
+              "PREFECT_API_URL=http://127.0.0.1:4200/api; browse MLflow with `mlflow ui --backend-store-uri "
+              f"{get_settings().mlflow_tracking_uri}`.")
 
 
 @app.command()
