@@ -10,11 +10,11 @@ import datetime as dt
 import hashlib
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.errors import DatasheetError
 from tasks.storage import Store
+from tasks.yaml_models import parse_yaml_model
 
 DATASHEET_FILE = "source.yaml"
 CONSENT_VALUES = ("granted", "revoked", "unknown")
@@ -63,17 +63,7 @@ def parse_datasheet(text: str, where: str) -> tuple[Datasheet, str]:
     Raises:
         DatasheetError: naming the file and every invalid field.
     """
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise DatasheetError(f"{where}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise DatasheetError(f"{where}: expected a mapping of datasheet fields, got {type(data).__name__}")
-    try:
-        sheet = Datasheet.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in exc.errors())
-        raise DatasheetError(f"{where}: invalid datasheet: {problems}") from exc
+    sheet = parse_yaml_model(text, where, Datasheet, DatasheetError, "datasheet")
     return sheet, hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -14,12 +14,12 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.errors import Fatal
 from tasks.pii import PII_KINDS
 from tasks.schema import SCHEMA_DIR, record_schema
+from tasks.yaml_models import parse_yaml_model
 
 POLICY_DIR = SCHEMA_DIR / "policies"
 DEFAULT_POLICY = POLICY_DIR / "commercial.yaml"
@@ -105,28 +105,9 @@ def is_noncommercial(spdx: str) -> bool:
     return "-NC" in spdx.upper()
 
 
-def _describe(error: dict) -> str:
-    """``field 'a.b': message``; model-level checks put the field name first in their message."""
-    loc = ".".join(str(p) for p in error["loc"])
-    msg = str(error["msg"]).removeprefix("Value error, ")
-    if not loc and ": " in msg:
-        loc, msg = msg.split(": ", 1)
-    return f"field '{loc or 'policy'}': {msg}"
-
-
 def parse_policy(text: str, where: str) -> Policy:
     """Validate policy YAML; raises ``PolicyError`` naming the file and the invalid fields."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{where}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise PolicyError(f"{where}: expected a mapping of policy fields")
-    try:
-        return Policy.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(_describe(e) for e in exc.errors())
-        raise PolicyError(f"{where}: invalid policy: {problems}") from exc
+    return parse_yaml_model(text, where, Policy, PolicyError, "policy")
 
 
 def load_policy(path: str | Path | None = None) -> Policy:
