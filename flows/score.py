@@ -17,8 +17,9 @@ from tasks.scoring import DEVICE_SCORERS, get_scorer
 from tasks.scoring.report import scoring_report
 from tasks.storage import Store
 
-ORDER = ["embeddings", "quality", "dynamics", "influence", "poisoning"]
-NEEDS = {"dynamics": ["embeddings"], "influence": ["dynamics"], "poisoning": ["embeddings"]}
+ORDER = ["embeddings", "quality", "dynamics", "influence", "poisoning", "mislabel"]
+NEEDS = {"dynamics": ["embeddings"], "influence": ["dynamics"], "poisoning": ["embeddings"],
+         "mislabel": ["embeddings"]}
 
 
 @task(name="score", cache_policy=NONE, tags=["custody-score"])

@@ -1,8 +1,8 @@
 """Scorers: each writes ``attributes/<scorer>/<run-id>/`` keyed by record_id, never touching records.
 
 ``SCORERS`` maps a name to ``(config class, run function)``; ``custody score --scorer NAME`` runs one.
-Order matters for the ones that build on others: embeddings → dynamics → influence; poisoning needs
-embeddings.
+Order matters for the ones that build on others: embeddings → dynamics → influence; poisoning and
+mislabel need embeddings.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tasks.errors import unknown_name
-from tasks.scoring import dynamics, embeddings, influence, poisoning, quality
+from tasks.scoring import dynamics, embeddings, influence, mislabel, poisoning, quality
 
 SCORERS: dict[str, tuple[type, Callable[..., dict[str, Any]]]] = {
     embeddings.NAME: (embeddings.EmbeddingConfig, embeddings.run),
@@ -19,6 +19,7 @@ SCORERS: dict[str, tuple[type, Callable[..., dict[str, Any]]]] = {
     dynamics.NAME: (dynamics.DynamicsConfig, dynamics.run),
     influence.NAME: (influence.InfluenceConfig, influence.run),
     poisoning.NAME: (poisoning.PoisoningConfig, poisoning.run),
+    mislabel.NAME: (mislabel.CrossFitConfig, mislabel.run),
 }
 DEVICE_SCORERS = (embeddings.NAME,)  # torch work: run one at a time, on the GPU when there is one
 

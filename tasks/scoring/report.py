@@ -16,7 +16,8 @@ from tasks.tables import join_on_id
 
 # per scorer: the column that flags a record, and whether high values are the suspicious ones
 FLAG = {"quality": ("model_score", False), "dynamics": ("aum", False), "influence": ("self_influence", True),
-        "poisoning": ("knn_disagreement", True), "embeddings": ("cosine", True)}
+        "poisoning": ("knn_disagreement", True), "embeddings": ("cosine", True),
+        "mislabel": ("label_suspicion", True)}
 
 
 def numeric_columns(table: pa.Table) -> list[str]:

@@ -23,7 +23,8 @@ def test_all_scorers_write_aligned_attributes_and_skip_when_rerun(prefect_api, s
     validated = set(provenance.validated_records(store, ["record_id"]).column("record_id").to_pylist())
 
     runs = {r["scorer"]: r for r in run_score(None)["runs"]}
-    assert set(runs) == {"embeddings", "quality", "dynamics", "influence", "poisoning"}
+    assert set(runs) == {"embeddings", "quality", "dynamics", "influence", "poisoning", "mislabel"}
+    assert runs["mislabel"]["grouped_by"] == "movie_name"  # the Rotten Tomatoes rows carry the movie
     for name in ("embeddings", "quality"):
         ids = base.read_attribute(store, name, columns=["record_id"]).column("record_id").to_pylist()
         assert sorted(ids) == sorted(validated)  # one row per validated record, nothing else

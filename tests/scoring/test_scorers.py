@@ -6,7 +6,7 @@ import pytest
 
 from tasks import provenance
 from tasks.policy import load_policy
-from tasks.scoring import base, dynamics, embeddings, influence, poisoning, quality
+from tasks.scoring import base, dynamics, embeddings, influence, mislabel, poisoning, quality
 from tests.helpers import ingest_without_engine, jsonl, write_source
 
 FRESH = ["a warm funny and moving film {}", "great acting and a lovely score {}", "the best story of the year {}"]
@@ -37,7 +37,10 @@ def test_every_scorer_on_a_tiny_model(scored_store) -> None:
     assert dyn["records"] == n and 0 < dyn["target_records"] < n
     assert influence.run(store, influence.InfluenceConfig())["checkpoints"] == 3
     pois = base.read_attribute(store, "poisoning") if poisoning.run(store, poisoning.PoisoningConfig(k=5)) else None
-    assert pois.num_rows == n and set(pois.column_names) == {"record_id", "spectral", "knn_disagreement"}
+    assert pois.num_rows == n and set(pois.column_names) == {"record_id", "spectral", "knn_disagreement",
+                                                         "snn_density"}
+    suspicion = mislabel.run(store, mislabel.CrossFitConfig(folds=3, knn_k=5))
+    assert suspicion["records"] == n and suspicion["grouped_by"] is None  # no movie_name in this corpus
     again = embeddings.run(store, embeddings.EmbeddingConfig(model="tiny"))
     assert again["skipped"] and again["run_id"] == emb["run_id"]  # same config and input: skipped
 

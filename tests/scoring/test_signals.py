@@ -105,3 +105,5 @@ def test_poisoning_signals_find_a_planted_trigger_cluster() -> None:
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     assert roc_auc_score(poisoned, poisoning.spectral_signature(x, y)) > 0.9
     assert roc_auc_score(poisoned, poisoning.knn_disagreement(x, y, k=10)) > 0.8
+    density = poisoning.snn_density(poisoning.nearest_neighbours(x, 10))
+    assert roc_auc_score(poisoned, density) > 0.9
