@@ -391,8 +391,9 @@ def mislabel_experiment(corpus: Corpus, seeds: list[int], nn: np.ndarray, tfidf:
             signals[f"knn{KNN_K}"] = poisoning.knn_disagreement(corpus.x, y, KNN_K)
         with timed(timings, "mislabel_scorer"):  # tasks/scoring/mislabel.py, as `custody score` runs it
             cfg = mislabel.CrossFitConfig(seed=seed)
-            signals["mislabel_scorer"] = mislabel.crossfit_label_suspicion(corpus.x, corpus.texts, y, cfg, corpus.movie)
-            signals["mislabel_scorer_text_only"] = mislabel.crossfit_label_suspicion(corpus.x, corpus.texts, y, cfg)
+            score = mislabel.crossfit_label_suspicion
+            signals["mislabel_scorer"] = score(corpus.x, corpus.texts, y, cfg, corpus.movie)
+            signals["mislabel_scorer_text_only"] = score(corpus.x, corpus.texts, y, cfg)
         info["knn_reuse_max_abs_diff"] = float(np.abs(signals[f"knn{KNN_K}"] - knn_disagreement(nn, y, KNN_K)).max())
         variants, probas = candidate_signals(corpus, corpus.x, y, nn, tfidf, seed, timings)
         signals.update(variants)
