@@ -26,8 +26,10 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration"
 
-bench: setup
-	$(BIN)/python bench/near_dup.py
+bench: setup  # each writes bench/results/<name>.json; see bench/README.md for the reference venvs
+	for script in near_dup lineage scoring_signals embed_throughput tracin_reference selection_quality selection_scale; do \
+		test -f bench/$$script.py && $(BIN)/python bench/$$script.py || exit 1; \
+	done
 
 lint: setup
 	$(BIN)/ruff check .

@@ -16,9 +16,11 @@ Strategies, budget 20% of the pool (k = 200,000 at 1M), each called exactly as `
 * ``facility``: ``strategies.facility_location`` - the same scheme with cells of about ``FACILITY_EXACT_MAX / 2``
   rows and lazy-greedy facility location per cell.
 
-Each strategy runs in a fresh subprocess (``--worker NAME``) so ``ru_maxrss`` is its own: the worker loads the
-data (not timed), records RSS after loading, runs the strategy once and reports wall seconds, CPU seconds
-(user + sys), peak RSS and peak RSS above the loaded data ("overhead"). BLAS runs with 2 threads. For the
+Each strategy runs in a fresh subprocess (``--worker NAME``) so its memory is its own: the worker loads the data
+(not timed), records RSS after loading, resets the kernel's high-water mark (``/proc/self/clear_refs``), runs the
+strategy once and reports wall seconds, CPU seconds (user + sys, ``resource.getrusage``), the peak RSS while the
+strategy ran (``VmHWM``; ``ru_maxrss``, which also covers loading, is kept too) and that peak above the loaded
+data ("overhead"). BLAS runs with 2 threads. For the
 partitioned strategies the worker also wraps (without changing them) ``sklearn.cluster.MiniBatchKMeans`` and the
 per-cell solver to record the partition scheme (cells, cell sizes) and where the time goes: k-means fit+predict,
 per-cell solves, and the rest (cell gathering). For facility location it re-times the similarity matrix alone on
@@ -28,13 +30,25 @@ Targets: each strategy finishes in under 120 s on 2 cores, with bounded memory, 
 of at most the size of the input matrix (1.5 GB at 1M x 384 float32) and no term that grows with n x targets.
 Other jobs may share the two cores; the load average and the CPU/wall ratio are recorded with every run.
 
-``--prototype`` (on by default) also runs a **bench-local prototype** of a faster facility location (not in
-tasks/selection): k-means fitted on a subsample, then per cell a stochastic greedy (Mirzasoleiman et al. 2015,
-"lazier than lazy greedy") whose gains are evaluated in float32 batches. It reports its objective
-``f(S) = sum_j max_{i in S} max(0, cos(i, j))`` against the current implementation and against the exact lazy
-greedy on a 20k subset (budget 20%), and its time on the full pool.
+Unless ``--no-prototype``, two **bench-local prototypes** (not in tasks/selection, labelled PROTOTYPE in the
+table and JSON) run the same way, to measure what a concrete change would buy:
 
-Run from the repository root (about 10 minutes on 2 cores; generating the data the first time adds ~1 min)::
+* ``facility_prototype``: a balanced two-level partition (k-means with ~sqrt(n / 1000) coarse clusters, each
+  split by k-means into ~1k-row cells; every k-means fitted on <= 50k rows and assigned in chunks; cells capped
+  at 2k rows by cutting along the top principal axis) and, per cell, stochastic greedy (Mirzasoleiman et al.
+  2015, "lazier than lazy greedy", eps = 0.01) with the gains of the sampled candidates evaluated in one float32
+  pass;
+* ``kcenter_prototype``: the same partition with ~2k-row cells (so each per-pick matvec stays in cache) and the
+  unchanged ``strategies.kcenter_exact`` per cell.
+
+A further worker compares objectives on a ``--subset`` (20k) sample of the pool, budget 20%: facility location
+``f(S) = sum_j max_{i in S} max(0, cos(i, j))`` for the current implementation, the prototype, the two mixes
+(prototype cells + lazy greedy, current cells + stochastic greedy), the exact lazy greedy on the whole subset
+(reference) and random; and the k-center covering radius (max cosine distance to the nearest pick; lower is
+better) for the exact k-center, the current partitioned scheme forced onto the subset, the prototype and random.
+
+Run from the repository root (10-15 minutes on 2 idle cores; each strategy is stopped at ``--timeout``, default
+240 s, and then reports its partial progress and an extrapolated total; generating the data adds ~15 s)::
 
     .venv/bin/python bench/selection_scale.py                    # writes bench/results/selection_scale.json
     .venv/bin/python bench/selection_scale.py --n 200000 --strategies random,kcenter --out /tmp/scale.json
@@ -502,17 +516,19 @@ def prototype_quality(args: argparse.Namespace) -> None:
                            "note": "k-center is exact at this size; its partitioned variants are forced with "
                                    "exact_max = n - 1 to measure what partitioning costs in covering radius"}
     for name, fn in facility.items():
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         chosen = fn(np.random.default_rng(args.seed))
         out["facility"][name] = {"objective": facility_objective(x, chosen), "seconds": time.perf_counter() - start,
+                                 "cpu_seconds": time.process_time() - cpu0,
                                  "selected": len(chosen), "unique": len(np.unique(chosen))}
     best = out["facility"]["exact lazy greedy on the whole subset (reference)"]["objective"]
     for res in out["facility"].values():
         res["vs_exact"] = res["objective"] / best
     for name, fn in kcenter.items():
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         chosen = fn(np.random.default_rng(args.seed))
         out["kcenter"][name] = {**kcenter_objective(x, chosen), "seconds": time.perf_counter() - start,
+                                "cpu_seconds": time.process_time() - cpu0,
                                 "selected": len(chosen), "unique": len(np.unique(chosen))}
     Path(args.worker_out).write_text(json.dumps(out, indent=2))
 
@@ -559,7 +575,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--strategies", default=",".join(STRATEGY_NAMES))
-    ap.add_argument("--timeout", type=float, default=300.0,
+    ap.add_argument("--timeout", type=float, default=240.0,
                     help="seconds before a strategy's worker is stopped (it then reports partial progress)")
     ap.add_argument("--no-prototype", dest="prototype", action="store_false")
     ap.add_argument("--subset", type=int, default=20_000, help="rows for the prototype's objective comparison")
@@ -589,8 +605,8 @@ def main() -> None:
         results[name] = res = spawn(args, name, tmp)
         if res.get("error"):
             console.print(f"[red]{name}: {res['error'][-600:]}[/]")
-        else:
-            console.print(f"  {res['seconds']:.1f}s (cpu {res['cpu_seconds']:.1f}s), peak RSS "
+        if "cpu_seconds" in res:
+            console.print(f"  {fmt(res['seconds'])}s (cpu {res['cpu_seconds']:.1f}s), peak RSS "
                           f"{res['peak_rss_mb']:.0f} MB, overhead {res['overhead_mb']:.0f} MB"
                           + (f"; partition {json.dumps(res['partition'])}" if "partition" in res else ""))
     quality = None
@@ -603,7 +619,7 @@ def main() -> None:
     input_mb = args.n * DIM * 4 / 2**20
     table = Table(title=f"selection at scale: n={args.n:,}, d={DIM}, k={round(BUDGET * args.n):,} (20%), "
                         f"{THREADS} BLAS threads", title_justify="left")
-    for col in ("strategy", "seconds", "cpu s", "peak RSS MB", "overhead MB", "< 120 s", "bounded mem", "scheme"):
+    for col in ("strategy", "wall s", "cpu s", "peak RSS MB", "overhead MB", "< 120 s", "bounded mem", "scheme"):
         table.add_column(col, justify="left" if col in ("strategy", "scheme") else "right")
     verdict: dict[str, Any] = {}
     for name, res in results.items():
@@ -611,16 +627,24 @@ def main() -> None:
         ok_mem = res.get("overhead_mb") is not None and res["overhead_mb"] <= input_mb
         verdict[name] = {"time_ok": ok_time, "memory_ok": ok_mem}
         part = res.get("partition") or {}
+        partial = part.get("partial") or {}
         scheme = ""
-        if part.get("kmeans"):
-            scheme = (f"{part['cells']} k-means cells ({part['cell_rows']['min']}-{part['cell_rows']['max']} rows); "
-                      f"kmeans {part['kmeans_s']:.0f}s, cells {part['solve_s']:.0f}s")
-        elif part.get("scheme"):
-            scheme = f"{part['cells']} cells; kmeans {part['kmeans_s']:.0f}s, cells {part['solve_s']:.0f}s"
+        if part.get("cells"):
+            scheme = (f"{part['cells']} cells ({part['cell_rows']['min']}-{part['cell_rows']['max']} rows); kmeans "
+                      f"{fmt(part.get('kmeans_s'), '.0f')}s, cells {fmt(part.get('solve_s'), '.0f')}s")
+        if partial:
+            state = "done" if partial["kmeans_finished"] else "running"
+            scheme = (f"stopped at {partial['elapsed_s']:.0f}s: k-means {state}, {partial['budget_done']:.0%} of "
+                      "the budget picked; " + scheme)
         label = name + (" (PROTOTYPE)" if name.endswith("_prototype") else "")
-        table.add_row(label, fmt(res.get("seconds")), fmt(res.get("cpu_seconds")), fmt(res.get("peak_rss_mb"), ".0f"),
+        seconds = fmt(res.get("seconds"))
+        if res.get("seconds") is None and partial.get("estimated_total_s"):
+            seconds = f"~{partial['estimated_total_s']:.0f} (est.)"
+        elif res.get("seconds") is None and partial:
+            seconds = f"> {partial['elapsed_s']:.0f}"
+        table.add_row(label, seconds, fmt(res.get("cpu_seconds")), fmt(res.get("peak_rss_mb"), ".0f"),
                       fmt(res.get("overhead_mb"), ".0f"), "[green]yes[/]" if ok_time else "[red]no[/]",
-                      "[green]yes[/]" if ok_mem else "[red]no[/]", scheme or res.get("error", "")[:40])
+                      "[green]yes[/]" if ok_mem else "[red]no[/]", scheme or res.get("error", "")[:60])
     console.print(table)
     current = [n for n in results if not n.endswith("_prototype")]
     passed = all(verdict[n]["time_ok"] and verdict[n]["memory_ok"] for n in current)
