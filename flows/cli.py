@@ -134,7 +134,7 @@ def demo(quick: Annotated[bool, typer.Option("--quick", help="a smaller sample (
     from tasks.selection import SelectionConfig
 
     steps["select"] = {"ok": True, **run_select(SelectionConfig(
-        name="sentiment", strategy="facility", budget=0.5, balance="label", labels=("fresh", "rotten"),
+        name="sentiment", strategy="facility", budget=0.3, balance="label", labels=("fresh", "rotten"),
         sources=("rotten_tomatoes",), exclude=("poisoning:0.8",)))}
     from tasks.training import TrainConfig
 
@@ -365,13 +365,14 @@ def train(dataset: Annotated[str, typer.Option(help="NAME@VERSION (see custody d
           lora_rank: Annotated[int, typer.Option(help="LoRA rank")] = 8,
           full: Annotated[bool, typer.Option("--full", help="full fine-tuning instead of LoRA")] = False,
           shards: Annotated[int, typer.Option(help="SISA shards (1 or the dataset's shard count)")] = 1,
-          epochs: int = 2, seed: int = 0, as_json: JsonOpt = False) -> None:
+          epochs: int = 2, lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-3,
+          seed: int = 0, as_json: JsonOpt = False) -> None:
     """Fine-tune a classifier on a dataset version; tracked in MLflow and registered."""
     from tasks.training import TrainConfig
 
     try:
         result = run_train(TrainConfig(dataset=dataset, model=model, lora_rank=0 if full else lora_rank,
-                                       shards=shards, epochs=epochs, seed=seed))
+                                       shards=shards, epochs=epochs, lr=lr, seed=seed))
     except CustodyError as exc:
         fail(exc, as_json)
     emit({"ok": True, **result}, as_json, lambda r: (

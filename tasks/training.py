@@ -37,7 +37,7 @@ class TrainConfig:
     lora_rank: int = 8  # 0 = full fine-tuning
     shards: int = 1
     epochs: int = 2
-    lr: float = 5e-4
+    lr: float = 2e-3  # LoRA adapters and the new head tolerate a higher rate than full fine-tuning
     batch_size: int = 32
     max_length: int = 64
     seed: int = 0
