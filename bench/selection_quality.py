@@ -48,7 +48,7 @@ accuracy is mean ± sample std. Deterministic strategies (``target``, ``full``) 
 
 Target (issue): the best strategy >= random + 2 points **and** within 1 point of the full pool.
 
-Run from the repository root (~1 minute with cached embeddings; ~1-2 minutes more to embed on CPU)::
+Run from the repository root (~3 minutes with cached embeddings; ~1-2 minutes more to embed on CPU)::
 
     .venv/bin/python bench/selection_quality.py              # writes bench/results/selection_quality.json
     .venv/bin/python bench/selection_quality.py --seeds 5 --budget 0.1 --out /tmp/sel.json

@@ -49,8 +49,9 @@ A further worker compares objectives on a ``--subset`` (20k) sample of the pool,
 (reference) and random; and the k-center covering radius (max cosine distance to the nearest pick; lower is
 better) for the exact k-center, the current partitioned scheme forced onto the subset, the prototype and random.
 
-Run from the repository root (10-15 minutes on 2 idle cores; each strategy is stopped at ``--timeout``, default
-240 s, and then reports its partial progress and an extrapolated total; generating the data adds ~15 s)::
+Run from the repository root (~6 minutes on 2 quiet cores, 15+ when other jobs share them; each strategy is
+stopped at ``--timeout``, default 240 s, and then reports its partial progress and an extrapolated total;
+generating the data adds ~15 s)::
 
     .venv/bin/python bench/selection_scale.py                    # writes bench/results/selection_scale.json
     .venv/bin/python bench/selection_scale.py --n 200000 --strategies random,kcenter --out /tmp/scale.json

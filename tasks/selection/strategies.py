@@ -46,8 +46,9 @@ def facility_location_exact(x: np.ndarray, k: int, rng: np.random.Generator) -> 
     """Lazy greedy for f(S) = Σ_j max_{i∈S} sim(i, j) (similarities clipped at 0): a (1-1/e) approximation."""
     n = len(x)
     k = min(k, n)
-    sims = np.clip(x @ x.T, 0.0, None).astype(np.float32)  # (n, n): fine for n <= FACILITY_EXACT_MAX
-    covered = np.zeros(n)
+    sims = (x @ x.T).astype(np.float32, copy=False)  # (n, n): fine for n <= FACILITY_EXACT_MAX
+    np.clip(sims, 0.0, None, out=sims)
+    covered = np.zeros(n, dtype=np.float32)
     tie = rng.random(n) * 1e-9  # deterministic tie-breaking by seed
     heap = [(-(sims[i].sum() + tie[i]), i) for i in range(n)]
     heapq.heapify(heap)
@@ -93,11 +94,16 @@ def facility_location(x: np.ndarray, k: int, rng: np.random.Generator) -> np.nda
     return partitioned(facility_location_exact, x, k, rng, FACILITY_EXACT_MAX)
 
 
-def target_similarity(x: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """RDS+-style score: each candidate's highest cosine to any target example (rows normalised)."""
+def target_similarity(x: np.ndarray, targets: np.ndarray, block: int = 65_536) -> np.ndarray:
+    """RDS+-style score: each candidate's highest cosine to any target example (rows normalised).
+
+    Blocked over candidates and targets, so the temporary stays at ``block x 1024`` floats whatever the pool.
+    """
     best = np.full(len(x), -1.0, dtype=np.float32)
-    for lo in range(0, len(targets), 1024):
-        np.maximum(best, (x @ targets[lo:lo + 1024].T).max(1), out=best)
+    for row in range(0, len(x), block):
+        for lo in range(0, len(targets), 1024):
+            sims = x[row:row + block] @ targets[lo:lo + 1024].T
+            np.maximum(best[row:row + block], sims.max(1), out=best[row:row + block])
     return best
 
 
