@@ -11,7 +11,6 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
-from prefect.futures import wait
 
 from flows.progress import retry_transient, track_futures
 from tasks import ingest
@@ -68,7 +67,6 @@ def ingest_flow(sources: list[str] | None = None, cfg: ingest.IngestConfig | Non
     clusters = cluster_store.submit(store, cfg).result()
     published = track_futures([publish_partition.submit(store, src, fid)
                                for src, fid in ingest.staged_partitions(store)], "publish records")
-    wait(futures)
     table = summarize(parsed, published, clusters, errors)
     create_table_artifact(key="ingest-summary", table=table, description="Ingestion per source")
     return {"sources": table, "clusters": clusters, "errors": errors}

@@ -68,7 +68,7 @@ def list_raw_files(store: Store, source: str) -> list[str]:
             if not k.endswith(DATASHEET_FILE) and detect_format(k) is not None]
 
 
-def file_id(store: Store, source: str, key: str) -> str:
+def file_id(source: str, key: str) -> str:
     """A partition name for a raw file: its path inside the source, made safe, plus a short hash."""
     rel = key.removeprefix(f"raw/{source}/")
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", rel)[-60:]
@@ -163,7 +163,7 @@ def parse_file(store: Store, source: str, key: str, sheet: Datasheet, sheet_hash
 
     Skipped (``skipped: True``) when the marker records the same file size and datasheet.
     """
-    fid = file_id(store, source, key)
+    fid = file_id(source, key)
     fingerprint = {"size": store.size(key), "datasheet": sheet_hash, "config": str(cfg)}
     marker = _marker("parse", source, fid)
     if store.exists(marker) and store.read_json(marker).get("fingerprint") == fingerprint:

@@ -96,10 +96,10 @@ def record_ids_of_owner(store: Store, owner: str) -> list[str]:
 def query(store: Store, *, owner: str | None = None, record_ids: list[str] | None = None,
           dataset: str | None = None, model: str | None = None) -> dict[str, Any]:
     """Which datasets and models hold the selected records (by owner, ids, dataset or model version)."""
-    index = store.read_parquet(f"{INDEX}/record_datasets.parquet") if store.exists(f"{INDEX}/index.json") \
-        else RECORD_DATASETS.empty_table()
-    models = store.read_parquet(f"{INDEX}/dataset_models.parquet") if store.exists(f"{INDEX}/index.json") \
-        else DATASET_MODELS.empty_table()
+    index, models = RECORD_DATASETS.empty_table(), DATASET_MODELS.empty_table()
+    if store.exists(f"{INDEX}/index.json"):
+        index = store.read_parquet(f"{INDEX}/record_datasets.parquet")
+        models = store.read_parquet(f"{INDEX}/dataset_models.parquet")
     if model:
         name, version = _split_ref(model, "--model")
         hit = models.filter(pc.and_(pc.equal(models.column("model"), name),

@@ -71,7 +71,7 @@ def _doomed_rows(data: bytes, key: str, sheet: Datasheet, ids: set[str], hashes:
     return doomed
 
 
-def _rewrite_raw(data: bytes, key: str, fmt: str, gz: bool, doomed: set[str]) -> bytes:
+def _rewrite_raw(data: bytes, fmt: str, gz: bool, doomed: set[str]) -> bytes:
     payload = gzip.decompress(data) if gz else data
     if fmt == "jsonl":
         lines = payload.split(b"\n")
@@ -110,7 +110,7 @@ def purge_raw(store: Store, sources: set[str], ids: set[str], hashes: set[str]) 
                 continue
             if doomed:
                 fmt, gz = detect_format(key) or ("jsonl", False)
-                store.write_bytes(key, _rewrite_raw(data, key, sheet.format or fmt, gz, doomed))
+                store.write_bytes(key, _rewrite_raw(data, sheet.format or fmt, gz, doomed))
                 rewritten += 1
                 removed += len(doomed)
     return {"raw_files_rewritten": rewritten, "raw_rows_removed": removed}

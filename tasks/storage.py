@@ -14,7 +14,6 @@ import json
 import os
 import posixpath
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import fsspec
@@ -182,11 +181,6 @@ class Store:
             empty = schema.empty_table()
             return empty.select(columns) if columns else empty
         return pa.concat_tables(tables, promote_options="default")
-
-    def iter_parquets(self, prefix: str, columns: list[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
-        """Stream the partitions under ``prefix`` one at a time (bounded memory)."""
-        for key in self.list(prefix, ".parquet"):
-            yield key, self.read_parquet(key, columns)
 
     def ensure_bucket(self) -> None:
         """Create the root directory or bucket if it does not exist yet."""

@@ -17,15 +17,6 @@ def without_ids(table: pa.Table, ids: Iterable[str], column: str = "record_id") 
     return table.filter(pc.invert(hit))
 
 
-def count_ids(table: pa.Table, ids: Iterable[str], column: str = "record_id") -> int:
-    """How many rows of ``table`` have ``column`` in ``ids``."""
-    ids = list(ids)
-    if not ids or table.num_rows == 0:
-        return 0
-    return int(pc.sum(pc.fill_null(pc.is_in(table.column(column), value_set=pa.array(ids, pa.string())),
-                                   False)).as_py() or 0)
-
-
 def join_on_id(left: pa.Table, right: pa.Table, column: str = "record_id") -> pa.Table:
     """Inner join by ``column`` that also works for list columns (Arrow's hash join does not carry them)."""
     idx = pc.index_in(left.column(column), value_set=right.column(column))

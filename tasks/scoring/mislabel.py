@@ -81,12 +81,12 @@ def crossfit_label_suspicion(x: np.ndarray, texts: list[str], y: np.ndarray, cfg
     return -np.log(np.clip(p_observed, 1e-12, None))
 
 
-def _groups(store: Store, ids: list[str], cfg: CrossFitConfig) -> np.ndarray | None:
+def _groups(data: proxy.ProxyData, cfg: CrossFitConfig) -> np.ndarray | None:
+    """The group of each example from its metadata; None when most examples have none."""
     if not cfg.group_field:
         return None
-    records = store.read_parquets("records", ["record_id", "extra"])
-    extra = dict(zip(records.column("record_id").to_pylist(), records.column("extra").to_pylist(), strict=True))
-    values = [json.loads(extra[r]).get(cfg.group_field) if extra.get(r) else None for r in ids]
+    ids = data.record_ids
+    values = [json.loads(e).get(cfg.group_field) if e else None for e in data.extra]
     if sum(v is not None for v in values) < len(values) / 2:
         return None
     return np.array([v if v is not None else f"__{r}" for v, r in zip(values, ids, strict=True)], dtype=object)
@@ -98,11 +98,8 @@ def run(store: Store, cfg: CrossFitConfig) -> dict[str, Any]:
     if (done := base.cached_run(store, NAME, rid)) is not None:
         return done
     data = proxy.load_data(store, cfg)
-    records = store.read_parquets("records", ["record_id", "text"])
-    text_of = dict(zip(records.column("record_id").to_pylist(), records.column("text").to_pylist(), strict=True))
-    texts = [text_of[r] for r in data.record_ids]
-    groups = _groups(store, data.record_ids, cfg)
-    score = crossfit_label_suspicion(data.x, texts, data.y, cfg, groups)
+    groups = _groups(data, cfg)
+    score = crossfit_label_suspicion(data.x, data.texts, data.y, cfg, groups)
     table = pa.table({"record_id": data.record_ids, "label_suspicion": score.astype(np.float32)})
     store.write_parquet(f"attributes/{NAME}/{rid}/source={cfg.source}/all.parquet", table)
     summary = {"records": len(data.record_ids), "grouped_by": cfg.group_field if groups is not None else None}

@@ -43,6 +43,8 @@ class ProxyData:
     x: np.ndarray  # (n, 384) normalised embeddings
     y: np.ndarray  # (n,) class indices
     is_target: np.ndarray  # (n,) held-out target-set mask
+    texts: list[str]  # validated text (redacted where the policy says so)
+    extra: list[str | None]  # unmapped source fields as JSON
 
 
 @dataclass
@@ -61,7 +63,7 @@ def load_data(store: Store, cfg: ProxyConfig) -> ProxyData:
     parts = base.partitions(store, [cfg.source])
     if not parts:
         raise Fatal(f"no records of source {cfg.source!r}")
-    records = pa.concat_tables([base.load_partition(store, p, ["label"]) for p in parts])
+    records = pa.concat_tables([base.load_partition(store, p, ["label", "text", "extra"]) for p in parts])
     emb = base.read_attribute(store, EMBEDDINGS, columns=["record_id", "embedding"])
     joined = join_on_id(records, emb).sort_by("record_id")
     labels = joined.column("label").to_pylist()
@@ -69,7 +71,8 @@ def load_data(store: Store, cfg: ProxyConfig) -> ProxyData:
     joined = joined.take(pa.array(keep, pa.int64()))
     ids = joined.column("record_id").to_pylist()
     y = np.array([cfg.labels.index(lab) for lab in joined.column("label").to_pylist()], dtype=np.int64)
-    return ProxyData(ids, embedding_matrix(joined), y, np.array([in_target(r, cfg.target_fraction) for r in ids]))
+    return ProxyData(ids, embedding_matrix(joined), y, np.array([in_target(r, cfg.target_fraction) for r in ids]),
+                     joined.column("text").to_pylist(), joined.column("extra").to_pylist())
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
