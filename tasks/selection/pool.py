@@ -3,7 +3,8 @@
 Records that are non-representative members of a near-duplicate cluster are left out (the cluster's kept
 record stands for it). Splits come from a stable hash of the near-dup cluster id (or the record id when the
 record has no cluster), so a record never changes split between dataset versions and a cluster never
-straddles two splits; shards come from the same key.
+straddles two splits. Shards come from the owner (or, without one, the same key as the split): deletions
+arrive per owner, so an owner's records sit in one SISA shard and deleting them retrains that shard alone.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def load_pool(store: Store, sources: tuple[str, ...] | None, labels: tuple[str, 
     keys = [split_key(r, c) for r, c in zip(pool.column("record_id").to_pylist(),
                                             pool.column("near_dup_cluster").to_pylist(), strict=True)]
     pool = pool.append_column("split", pa.array([assign_split(k, fractions) for k in keys]))
-    return pool.append_column("shard", pa.array([assign_shard(k, shards) for k in keys], pa.int32()))
+    shard_keys = [owner or key for owner, key in zip(pool.column("owner_id").to_pylist(), keys, strict=True)]
+    return pool.append_column("shard", pa.array([assign_shard(k, shards) for k in shard_keys], pa.int32()))
 
 
 def attribute_column(store: Store, pool: pa.Table, scorer: str, column: str) -> tuple[np.ndarray, str]:
