@@ -225,6 +225,31 @@ def run_apply(request_id: str | None = None) -> list[dict[str, Any]]:
 
 
 @app.command()
+def unlearn(request_id: Annotated[str, typer.Argument(help="deletion request id (see custody deletions)")],
+            method: Annotated[str, typer.Option(help="auto | sisa | retrain | neggrad-plus | scrub")] = "auto",
+            as_json: JsonOpt = False) -> None:
+    """Unlearn a deletion request from every model that learned it, judge it against a retrained oracle,
+    promote or fall back, and write the deletion certificate."""
+    from tasks.unlearn import UnlearnConfig
+
+    try:
+        result = run_unlearn(request_id, UnlearnConfig(method=method))
+    except CustodyError as exc:
+        fail(exc, as_json)
+    emit({"ok": True, **result}, as_json, lambda r: (
+        out.print(table_of(r["certificate"]["models"], f"Unlearning for {request_id}") if r["certificate"]["models"]
+                  else f"{request_id}: no model held these records"),
+        out.print(f"status [bold]{r['status']}[/bold]; certificate: {r['certificate']['markdown']}")))
+
+
+def run_unlearn(request_id: str, cfg: Any) -> dict[str, Any]:
+    from flows.unlearn import unlearn_flow
+
+    ensure_prefect_api()
+    return unlearn_flow(request_id, cfg.method)
+
+
+@app.command()
 def deletions(request: Annotated[str | None, typer.Option(help="show one request in full")] = None,
               apply: Annotated[bool, typer.Option("--apply", help="apply every open request now")] = False,
               as_json: JsonOpt = False) -> None:
@@ -239,6 +264,8 @@ def deletions(request: Annotated[str | None, typer.Option(help="show one request
         if request:
             doc = ledger.load(store, request)
             doc["resolved"] = {k: v for k, v in doc.get("resolved", {}).items() if k != "content_hashes"}
+            if doc.get("certificate"):
+                doc["certificate"]["document"] = store.read_json(store.key_of(doc["certificate"]["json"]))
             emit({"ok": True, **doc}, as_json, lambda r: out.print_json(data=r))
             return
     except CustodyError as exc:

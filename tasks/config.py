@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     def mlflow_tracking_uri(self) -> str:
         return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self.home.resolve() / 'mlflow.db')}"
 
+    @property
+    def mlflow_artifact_location(self) -> str | None:
+        """Where new experiments keep artifacts: under ``home`` for the embedded SQLite tracking store (MLflow
+        would otherwise write ``./mlruns`` wherever the command runs); a tracking server decides for itself."""
+        if os.environ.get("MLFLOW_TRACKING_URI", "").startswith("http"):
+            return None
+        return (self.home.resolve() / "mlartifacts").as_uri()
+
     def resolved_device(self) -> str:
         """``cuda`` when asked for or available under ``auto``, else ``cpu``."""
         if self.device != "auto":

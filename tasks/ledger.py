@@ -6,6 +6,11 @@ resolves each open request to record ids — the selected records plus exact and
 found through content hashes and near-dup clusters — writes tombstones, and purges those rows from every
 Parquet partition and raw file that held them (``tasks.purge``). Each step is idempotent, so a crash
 mid-apply is finished by re-running. The ledger keeps ids, hashes and counts, never text.
+
+One exception, and it is short-lived: approximate unlearning and its evaluation need the texts a model
+learned. Before the purge, the texts of deleted records that some dataset version holds are copied to
+``ledger/vault/<request-id>.parquet``; certification (tasks.unlearn) destroys it. Statuses run
+received → resolved → applied → unlearned → certified.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from tasks.storage import Store
 
 REQUESTS = "ledger/deletions"
 TOMBSTONES = "ledger/tombstones"
+VAULT = "ledger/vault"
 LOCK = "ledger/apply.lock"
 STALE_LOCK_SECONDS = 900
 TOMBSTONE_SCHEMA = pa.schema([("record_id", pa.string()), ("content_hash", pa.string()), ("request_id", pa.string())])
@@ -172,6 +178,41 @@ def write_tombstones(store: Store, doc: dict[str, Any]) -> str:
     return key
 
 
+def vault_key(request_id: str) -> str:
+    return f"{VAULT}/{request_id}.parquet"
+
+
+def write_vault(store: Store, doc: dict[str, Any]) -> int:
+    """Keep the texts of deleted records that a dataset version holds, for unlearning; returns how many."""
+    from tasks.lineage import manifest_keys
+    from tasks.provenance import validated_records
+
+    key = vault_key(doc["request_id"])
+    ids = pa.array(doc["resolved"]["record_ids"], pa.string())
+    if store.exists(key) or len(ids) == 0 or not manifest_keys(store):
+        return store.read_parquet(key).num_rows if store.exists(key) else 0
+    held = pa.concat_tables([store.read_parquet(k, ["record_id"]) for k in manifest_keys(store)])
+    held_ids = pc.filter(ids, pc.is_in(ids, value_set=held.column("record_id")))
+    if len(held_ids) == 0:
+        return 0
+    try:
+        texts = validated_records(store, ["record_id", "text"])
+    except Fatal:
+        return 0
+    texts = texts.filter(pc.is_in(texts.column("record_id"), value_set=held_ids))
+    store.write_parquet(key, texts)
+    return texts.num_rows
+
+
+def destroy_vault(store: Store, request_id: str) -> bool:
+    """Remove the request's forget texts (certification calls this); True when there was a vault."""
+    key = vault_key(request_id)
+    if not store.exists(key):
+        return False
+    store.delete(key)
+    return True
+
+
 def process_pending(store: Store, request_id: str | None = None) -> list[dict[str, Any]]:
     """Resolve and apply every open request (or one), exactly once each, under the store lock."""
     from tasks.purge import purge
@@ -184,6 +225,7 @@ def process_pending(store: Store, request_id: str | None = None) -> list[dict[st
             if doc["status"] == "received":
                 doc = resolve(store, doc)
             write_tombstones(store, doc)
+            vaulted = write_vault(store, doc)
             report = purge(store, set(doc["resolved"]["record_ids"]), set(doc["resolved"]["content_hashes"]))
-            done.append(set_status(store, doc, "applied", applied=report))
+            done.append(set_status(store, doc, "applied", applied={**report, "vaulted_for_unlearning": vaulted}))
     return done

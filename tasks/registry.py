@@ -3,11 +3,13 @@
 Every run logs its fully resolved config, the dataset version and manifest URI, the code version, counts,
 per-epoch metrics, a learning-curve plot, per-example losses (train and held-out, for the unlearning
 evaluation) and shard membership; the weights are saved with ``save_pretrained`` (safetensors) and
-registered as a model version tagged ``custody.dataset=NAME@VERSION``, which is what lineage reads.
+registered as a model version tagged ``custody.dataset=NAME@VERSION``, which is what lineage reads. A freshly
+trained version takes the ``serving`` alias; unlearning moves it (tasks.unlearn).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import tempfile
@@ -35,6 +37,7 @@ from tasks.training import (
 )
 
 EXPERIMENT = "custody-training"
+SERVING_ALIAS = "serving"
 
 
 def code_version() -> str:
@@ -93,60 +96,121 @@ def learning_curves_png(history: dict[str, list[float]]) -> bytes:
     return buf.getvalue()
 
 
-def _save_models(models: list[Any], tokenizer: Any, root: Path) -> None:
-    for i, model in enumerate(models):
-        merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-        merged.save_pretrained(root / f"shard{i}", safe_serialization=True)
+def merged(model: Any) -> Any:
+    """The plain transformers model: LoRA adapters folded into the weights (what is saved and served)."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def _save_models(models: dict[int, Any], tokenizer: Any, root: Path) -> None:
+    for shard, model in models.items():
+        model.save_pretrained(root / f"shard{shard}", safe_serialization=True)
     tokenizer.save_pretrained(root / "tokenizer")
 
 
-def run_training(store: Store, cfg: TrainConfig) -> dict[str, Any]:
-    """Train, evaluate, log and register; returns the run summary (metrics, ids, paths)."""
+def load_version(ref: str) -> tuple[dict[int, Any], Any]:
+    """A registered version's shard models and tokenizer, from its safetensors artifacts (never a pickle)."""
+    import mlflow
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    name, version = ref.split("@", 1)
+    client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
+    mv = client.get_model_version(name, version)
+    root = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="model",
+                                                    tracking_uri=get_settings().mlflow_tracking_uri))
+    device = get_settings().resolved_device()
+    models = {int(p.name.removeprefix("shard")): AutoModelForSequenceClassification.from_pretrained(
+        p, use_safetensors=True).to(device) for p in sorted(root.glob("shard*"))}
+    return models, AutoTokenizer.from_pretrained(root / "tokenizer")
+
+
+def use_experiment(name: str) -> None:
+    """Point MLflow at the configured tracking store and experiment ``name`` (created with our artifact root)."""
+    import mlflow
+
+    settings = get_settings()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    if mlflow.get_experiment_by_name(name) is None:
+        with contextlib.suppress(mlflow.exceptions.MlflowException):  # another process may create it first
+            mlflow.create_experiment(name, artifact_location=settings.mlflow_artifact_location)
+    mlflow.set_experiment(name)
+
+
+def start_run(cfg: TrainConfig, selection: dict[str, Any], experiment: str = EXPERIMENT,
+              run_name: str | None = None, tags: dict[str, str] | None = None) -> Any:
+    """An MLflow run tagged with the dataset version, config and code version (the caller ends it)."""
+    import mlflow
+
+    settings = get_settings()
+    use_experiment(experiment)
+    run = mlflow.start_run(run_name=run_name or f"{cfg.dataset} {cfg.model} s{cfg.shards}")
+    mlflow.set_tags({**dataset_tags(selection), "custody.code_version": code_version(),
+                     "custody.device": settings.resolved_device(), **(tags or {})})
+    mlflow.log_params({k: v for k, v in config_dict(cfg).items() if v is not None})
+    return run
+
+
+def dataset_tags(selection: dict[str, Any]) -> dict[str, str]:
+    return {DATASET_TAG: selection["ref"], "custody.manifest": selection["manifest"],
+            "custody.dataset_version": selection["version"], "custody.policy_hash": selection["policy_hash"]}
+
+
+def register(store: Store, run: Any, cfg: TrainConfig, splits: dict[str, Split], labels: list[str],
+             selection: dict[str, Any], models: dict[int, Any], tokenizer: Any, info: dict[str, Any],
+             tags: dict[str, str] | None = None, card_notes: str = "") -> dict[str, Any]:
+    """Evaluate, log and register trained models inside the active run ``run``; returns the summary."""
     import mlflow
     import pyarrow.parquet as pq
 
-    settings = get_settings()
-    device = settings.resolved_device()
-    splits, labels, selection = load_splits(store, cfg)
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_experiment(EXPERIMENT)
+    device = get_settings().resolved_device()
+    models = {shard: merged(m) for shard, m in models.items()}
     name = cfg.registered_model or f"{selection['name']}-classifier"
-    with mlflow.start_run(run_name=f"{cfg.dataset} {cfg.model} s{cfg.shards}") as run:
-        tags = {DATASET_TAG: selection["ref"], "custody.manifest": selection["manifest"],
-                "custody.dataset_version": selection["version"], "custody.policy_hash": selection["policy_hash"],
-                "custody.code_version": code_version(), "custody.device": device}
-        mlflow.set_tags(tags)
-        mlflow.log_params({**{k: v for k, v in config_dict(cfg).items() if v is not None}, "labels": ",".join(labels),
-                           **{f"n_{k}": len(s.ids) for k, s in splits.items()}})
-        mlflow.log_dict({"train": config_dict(cfg), "selection": selection}, "config.json")
-        models, tokenizer, info = train_models(splits, cfg, len(labels), device,
-                                               lambda step, m: mlflow.log_metrics(m, step=step))
-        probs = {k: predict_proba(models, tokenizer, s.texts, cfg, device) for k, s in splits.items() if s.ids}
-        result = {k: v for split, p in probs.items() for k, v in metrics(p, splits[split].y, split).items()}
-        result["examples_per_second"] = info["examples_processed"] / max(info["train_seconds"], 1e-9)
-        mlflow.log_metrics(result)
-        losses = pa.table({"record_id": [r for k in probs for r in splits[k].ids],
-                           "split": [k for k in probs for _ in splits[k].ids],
-                           "shard": np.concatenate([splits[k].shard for k in probs]).astype(np.int32),
-                           "loss": np.concatenate([per_example_loss(probs[k], splits[k].y) for k in probs])})
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            pq.write_table(losses, root / "per_example_losses.parquet")
+    mlflow.log_params({"labels": ",".join(labels), **{f"n_{k}": len(s.ids) for k, s in splits.items()}})
+    mlflow.log_dict({"train": config_dict(cfg), "selection": selection}, "config.json")
+    probs = {k: predict_proba(list(models.values()), tokenizer, s.texts, cfg, device)
+             for k, s in splits.items() if s.ids}
+    result = {k: v for split, p in probs.items() for k, v in metrics(p, splits[split].y, split).items()}
+    result["examples_per_second"] = info["examples_processed"] / max(info["train_seconds"], 1e-9)
+    mlflow.log_metrics({**result, "train_seconds": info["train_seconds"],
+                        "examples_processed": info["examples_processed"]})
+    losses = pa.table({"record_id": [r for k in probs for r in splits[k].ids],
+                       "split": [k for k in probs for _ in splits[k].ids],
+                       "shard": np.concatenate([splits[k].shard for k in probs]).astype(np.int32),
+                       "loss": np.concatenate([per_example_loss(probs[k], splits[k].y) for k in probs])})
+    card = model_card(store, cfg, selection, splits, result) + card_notes
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        pq.write_table(losses, root / "per_example_losses.parquet")
+        if info["history"]:
             (root / "learning_curves.png").write_bytes(learning_curves_png(info["history"]))
-            card = model_card(store, cfg, selection, splits, result)
-            (root / "model_card.md").write_text(card)
-            mlflow.log_artifacts(tmp, "evaluation")
-            _save_models(models, tokenizer, root / "model")
-            mlflow.log_artifacts(str(root / "model"), "model")
-        client = mlflow.MlflowClient()
-        if not client.search_registered_models(filter_string=f"name='{name}'"):
-            client.create_registered_model(name, description="Custody-trained classifier")
-        version = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
-                                              tags={**tags, "custody.shards": str(cfg.shards)}, description=card)
+        (root / "model_card.md").write_text(card)
+        mlflow.log_artifacts(tmp, "evaluation")
+        _save_models(models, tokenizer, root / "model")
+        mlflow.log_artifacts(str(root / "model"), "model")
+    client = mlflow.MlflowClient()
+    if not client.search_registered_models(filter_string=f"name='{name}'"):
+        client.create_registered_model(name, description="Custody-trained classifier")
+    all_tags = {**dataset_tags(selection), "custody.shards": str(cfg.shards), **(tags or {})}
+    version = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
+                                          tags=all_tags, description=card)
     prefix = f"models/{name}/{version.version}"
     store.write_parquet(f"{prefix}/per_example_losses.parquet", losses)
     store.write_json(f"{prefix}/model.json", {"model": name, "version": version.version, "run_id": run.info.run_id,
                                               "dataset": selection["ref"], "config": config_dict(cfg),
-                                              "labels": labels, "metrics": result})
+                                              "labels": labels, "metrics": result, "tags": all_tags})
     return {"model": name, "version": version.version, "ref": f"{name}@{version.version}", "run_id": run.info.run_id,
-            "dataset": selection["ref"], "metrics": result, "history": info["history"], "model_card": card}
+            "dataset": selection["ref"], "metrics": result, "history": info["history"], "model_card": card,
+            "models": models, "tokenizer": tokenizer}
+
+
+def run_training(store: Store, cfg: TrainConfig) -> dict[str, Any]:
+    """Train, evaluate, log and register; the new version takes the serving alias. Returns the run summary."""
+    import mlflow
+
+    splits, labels, selection = load_splits(store, cfg)
+    device = get_settings().resolved_device()
+    with start_run(cfg, selection) as run:
+        models, tokenizer, info = train_models(splits, cfg, len(labels), device,
+                                               lambda step, m: mlflow.log_metrics(m, step=step))
+        summary = register(store, run, cfg, splits, labels, selection, models, tokenizer, info)
+    mlflow.MlflowClient().set_registered_model_alias(summary["model"], SERVING_ALIAS, summary["version"])
+    return {k: v for k, v in summary.items() if k not in ("models", "tokenizer")}

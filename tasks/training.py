@@ -28,6 +28,7 @@ from tasks.storage import Store
 from tasks.tables import join_on_id, without_ids
 
 log = logging.getLogger(__name__)
+CURVE_RECORDS = 500  # validation records behind the per-epoch learning curves
 
 
 @dataclass(frozen=True)
@@ -172,19 +173,29 @@ def metrics(probs: np.ndarray, y: np.ndarray, prefix: str) -> dict[str, float]:
             f"{prefix}_loss": float(per_example_loss(probs, y).mean())}
 
 
+def subsample(split: Split, n: int, seed: int) -> Split:
+    """At most ``n`` rows of ``split``, a fixed random subset for ``seed``."""
+    if len(split.ids) <= n:
+        return split
+    idx = np.sort(np.random.default_rng(seed).choice(len(split.ids), n, replace=False))
+    return Split([split.ids[i] for i in idx], [split.texts[i] for i in idx], split.y[idx], split.shard[idx])
+
+
 def train_models(splits: dict[str, Split], cfg: TrainConfig, n_labels: int, device: str,
-                 log_metrics: Any) -> tuple[list[Any], Any, dict[str, Any]]:
-    """One model, or one per shard; ``log_metrics(step, dict)`` receives per-epoch curves."""
+                 log_metrics: Any, only: set[int] | None = None) -> tuple[dict[int, Any], Any, dict[str, Any]]:
+    """One model, or one per shard (only the shards in ``only`` when given, as SISA retraining does), keyed by
+    shard; ``log_metrics(step, dict)`` receives per-epoch curves. Empty shards get no model."""
     train = splits["train"]
-    models, tokenizer, seen, start = [], None, 0, time.perf_counter()
+    models, tokenizer, seen, start = {}, None, 0, time.perf_counter()
     history: dict[str, list[float]] = {}
+    curve_set = subsample(splits["validation"], CURVE_RECORDS, cfg.seed)  # every shard, every epoch: keep it cheap
     for shard in range(cfg.shards):
         rows = np.flatnonzero(train.shard == shard) if cfg.shards > 1 else np.arange(len(train.ids))
-        if len(rows) == 0:
+        if len(rows) == 0 or (only is not None and shard not in only):
             continue
 
         def on_epoch(epoch: int, model: Any, tok: Any, loss: float, shard: int = shard) -> None:
-            val = splits["validation"]
+            val = curve_set
             m = metrics(predict_proba([model], tok, val.texts, cfg, device), val.y, "val") if val.ids else {}
             point = {"epoch_train_loss": loss, **{f"epoch_{k}": v for k, v in m.items()}}
             for key, value in point.items():
@@ -192,7 +203,7 @@ def train_models(splits: dict[str, Split], cfg: TrainConfig, n_labels: int, devi
             log_metrics(epoch, {(f"shard{shard}_{k}" if cfg.shards > 1 else k): v for k, v in point.items()})
 
         model, tokenizer, n = fit_one([train.texts[i] for i in rows], train.y[rows], cfg, n_labels, device, on_epoch)
-        models.append(model)
+        models[shard] = model
         seen += n
     return models, tokenizer, {"history": history, "examples_processed": seen,
                                "train_seconds": time.perf_counter() - start}

@@ -23,6 +23,7 @@ from tasks.provenance import CURRENT_KEY, validated_records
 from tasks.selection import strategies
 from tasks.selection.pool import attribute_column, embeddings_for, exclusion_mask, load_pool
 from tasks.storage import Store
+from tasks.tables import without_ids
 
 STRATEGIES = ("random", "quality", "kcenter", "facility", "target", "dsir", "influence")
 MANIFEST_SCHEMA = pa.schema([("record_id", pa.string()), ("weight", pa.float32()), ("label", pa.string()),
@@ -141,6 +142,32 @@ def select(store: Store, cfg: SelectionConfig) -> dict[str, Any]:
         return {**store.read_json(f"{prefix}/selection.json"), "existing": True}
     store.write_parquet(f"{prefix}/manifest.parquet", manifest, MANIFEST_SCHEMA)
     store.write_json(f"{prefix}/selection.json", summary)  # written last: a version is complete when it exists
+    return summary
+
+
+def derive_without(store: Store, ref: str, drop_ids: set[str], request_id: str) -> dict[str, Any]:
+    """The dataset version ``ref`` minus ``drop_ids``, written as a version like any other (for unlearning).
+
+    Its ``selection.json`` records what it came from and which deletion request removed what; the version id
+    hashes the remaining ids with that derivation, so re-running yields the same version.
+    """
+    manifest, selection = load_manifest(store, ref)
+    kept = without_ids(manifest, frozenset(drop_ids)).sort_by("record_id")
+    removed = manifest.num_rows - kept.num_rows
+    derivation = {"from": ref, "request_id": request_id, "removed": removed}
+    ids = kept.column("record_id").to_pylist()
+    version = hashlib.sha256(json.dumps([ids, selection["config"], derivation], sort_keys=True,
+                                        default=list).encode()).hexdigest()[:12]
+    prefix = f"datasets/{selection['name']}/{version}"
+    if store.exists(f"{prefix}/selection.json"):
+        return store.read_json(f"{prefix}/selection.json")
+    splits = np.array(kept.column("split").to_pylist())
+    summary = {**selection, "version": version, "ref": f"{selection['name']}@{version}", "records": kept.num_rows,
+               "counts": {s: int((splits == s).sum()) for s in ("train", "validation", "test")},
+               "derived": [*selection.get("derived", []), derivation],
+               "created_at": dt.datetime.now(dt.UTC).isoformat(), "manifest": store.uri(f"{prefix}/manifest.parquet")}
+    store.write_parquet(f"{prefix}/manifest.parquet", kept, MANIFEST_SCHEMA)
+    store.write_json(f"{prefix}/selection.json", summary)
     return summary
 
 

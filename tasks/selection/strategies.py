@@ -1,20 +1,51 @@
 """Selection strategies: each picks ``k`` rows of a candidate pool and returns their indices, in order.
 
-All are deterministic for a given seed. Diversity strategies (k-center greedy, facility location with lazy
-greedy) are exact on pools up to ``*_EXACT_MAX`` rows; above that they run per k-means cell (MiniBatchKMeans,
-about half that many rows a cell) with a budget proportional to the cell's size: the standard partitioned
-approximation of both objectives, which keeps 1M-row pools within minutes on two cores.
+All are deterministic for a given seed: the same indices in another process and whatever the BLAS/OpenMP thread
+settings, because the diversity strategies run single-threaded (see ``single_threaded``).
+
+Diversity strategies (k-center greedy, facility location) are exact on pools up to ``*_EXACT_MAX`` rows. Above
+that they run per cell of a size-capped partition (``balanced_cells``: k-means fitted on a sample, every row
+assigned in chunks, oversized cells split again; no cell exceeds ``2 * *_CELL_ROWS`` rows whatever the data) with
+budgets proportional to cell size. Facility location uses stochastic greedy in each cell (Mirzasoleiman et al.
+2015, "Lazier than lazy greedy"), so its time per cell is bounded too. Peak memory above the input is O(n)
+indices plus one cell's working set (a <= 2k x 2k float32 similarity matrix, 16 MB, for facility location); a
+1M x 384-d pool takes about a minute on two cores (``bench/selection_scale.py``).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
 KCENTER_EXACT_MAX = 20_000  # k-center keeps one distance vector: O(n) memory
 FACILITY_EXACT_MAX = 2_000  # facility location keeps the (n, n) similarity matrix: 2k x 2k float32 = 16 MB
+KCENTER_CELL_ROWS = 5_000  # time ~ k * cell rows * d; vs 2k-row cells: 2x the time, 3-4% smaller covering radius
+FACILITY_CELL_ROWS = FACILITY_EXACT_MAX // 2  # capped at 2x: no cell's matrix is bigger than the exact solver's
+STOCHASTIC_EPSILON = 0.01  # stochastic greedy: (m / k) ln(1 / eps) candidates a step, (1 - 1/e - eps) expected
+KMEANS_FANOUT = 64  # clusters per k-means at most; a pool needing more cells is split in levels (~sqrt each)
+KMEANS_SAMPLE_PER_CLUSTER = 128  # each k-means is fitted on this many rows per cluster, then every row assigned
+ASSIGN_CHUNK = 16_384  # rows gathered per assignment/projection step: 16k x 384 float32 = 25 MB
+SPLIT_MAX_SHARE = 0.75  # a k-means split whose largest part keeps more than this share falls back to halving
+
+Solver = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """One BLAS and one OpenMP thread. sklearn's threaded k-means reduces per-thread partial sums in whatever
+    order the threads finish, and BLAS results may depend on the thread count, so a borderline row could change
+    cell between runs; the per-cell matrices (<= 10k rows) are too small to gain from threads anyway, and jobs
+    sharing the cores make extra threads spin (bench/README.md, "Dataset selection: scale")."""
+    import sklearn.cluster  # noqa: F401  # load its OpenMP runtime first: threadpoolctl only limits loaded ones
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
 
 
 def random_pick(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -35,11 +66,13 @@ def kcenter_exact(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray
         return np.empty(0, np.int64)
     chosen = [int(rng.integers(n))]
     dist = 1.0 - x @ x[chosen[0]]
+    dist[chosen[0]] = -np.inf  # never re-pick: with duplicate rows every distance can reach 0
     for _ in range(k - 1):
         nxt = int(np.argmax(dist))
         chosen.append(nxt)
         np.minimum(dist, 1.0 - x @ x[nxt], out=dist)
-    return np.array(chosen)
+        dist[nxt] = -np.inf
+    return np.array(chosen, dtype=np.int64)
 
 
 def facility_location_exact(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -64,34 +97,129 @@ def facility_location_exact(x: np.ndarray, k: int, rng: np.random.Generator) -> 
     return np.array(chosen, dtype=np.int64)
 
 
-def partitioned(solver: Callable[[np.ndarray, int, np.random.Generator], np.ndarray], x: np.ndarray, k: int,
-                rng: np.random.Generator, exact_max: int) -> np.ndarray:
-    """Run ``solver`` exactly when small, else per k-means cell with proportional budgets."""
-    n = len(x)
-    if n <= exact_max:
-        return solver(x, k, rng)
-    from sklearn.cluster import MiniBatchKMeans
+def facility_location_stochastic(x: np.ndarray, k: int, rng: np.random.Generator,
+                                  epsilon: float = STOCHASTIC_EPSILON) -> np.ndarray:
+    """Stochastic greedy for facility location: each step takes the best of a random ``(m / k) ln(1 / epsilon)``
+    candidates, a (1 - 1/e - epsilon) approximation in expectation. Unlike lazy greedy, whose re-evaluations are
+    data-dependent, the cost is fixed: one (m, m) similarity matrix plus ``k`` vectorised ``(s, m)`` passes."""
+    m = len(x)
+    k = min(k, m)
+    if k == 0:
+        return np.empty(0, np.int64)
+    sims = (x @ x.T).astype(np.float32, copy=False)  # (m, m)
+    np.maximum(sims, 0.0, out=sims)
+    covered = np.zeros(m, dtype=np.float32)
+    available = np.ones(m, dtype=bool)
+    sample = max(1, min(m, math.ceil(m / k * math.log(1 / epsilon))))
+    buf = np.empty((sample, m), dtype=np.float32)  # (s, m) gains of the sampled candidates
+    chosen = np.empty(k, dtype=np.int64)
+    for step in range(k):
+        pool = np.flatnonzero(available)
+        cand = pool if len(pool) <= sample else pool[rng.choice(len(pool), size=sample, replace=False)]
+        gains = buf[: len(cand)]
+        np.subtract(sims[cand], covered, out=gains)
+        np.maximum(gains, 0.0, out=gains)
+        best = int(cand[int(np.argmax(gains.sum(1)))])
+        chosen[step] = best
+        available[best] = False
+        np.maximum(covered, sims[best], out=covered)
+    return chosen
 
-    cells = int(np.ceil(n / exact_max * 2))
-    labels = MiniBatchKMeans(n_clusters=cells, random_state=int(rng.integers(2**31)), n_init=1,
-                             batch_size=8192, max_iter=20).fit_predict(x)
-    sizes = np.bincount(labels, minlength=cells)
-    budgets = np.floor(sizes / n * k).astype(int)
-    budgets[np.argsort(-(sizes / n * k - budgets))[: k - budgets.sum()]] += 1  # largest remainders
-    picked = []
-    for cell in range(cells):
-        rows = np.flatnonzero(labels == cell)
-        if budgets[cell] and len(rows):
-            picked.append(rows[solver(x[rows], int(budgets[cell]), rng)])
+
+def _groups(rows: np.ndarray, labels: np.ndarray, count: int) -> list[np.ndarray]:
+    """``rows`` grouped by label (ascending rows within a group), with one stable sort."""
+    order = np.argsort(labels, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=count))])
+    return [rows[order[bounds[i]:bounds[i + 1]]] for i in range(count)]
+
+
+def _kmeans_split(x: np.ndarray, rows: np.ndarray, clusters: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """k-means on a sample of ``x[rows]``, then every row assigned to its nearest centre in chunks, so neither
+    the fit nor the assignment copies more than ``clusters * KMEANS_SAMPLE_PER_CLUSTER`` / ``ASSIGN_CHUNK`` rows."""
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    sample = min(len(rows), clusters * KMEANS_SAMPLE_PER_CLUSTER)
+    fit_rows = rows if sample == len(rows) else np.sort(rng.choice(rows, size=sample, replace=False))
+    with warnings.catch_warnings():  # duplicate rows can leave fewer distinct centres: the cap still holds
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        km = KMeans(n_clusters=clusters, n_init=1, max_iter=50, random_state=int(rng.integers(2**31)))  # rough is fine
+        centres = km.fit(x[fit_rows]).cluster_centers_.astype(x.dtype, copy=False)  # (clusters, d)
+    half_norms = 0.5 * (centres * centres).sum(1)
+    labels = np.empty(len(rows), dtype=np.int64)
+    for lo in range(0, len(rows), ASSIGN_CHUNK):  # argmin |x - c|^2 = argmax x.c - |c|^2 / 2
+        labels[lo:lo + ASSIGN_CHUNK] = np.argmax(x[rows[lo:lo + ASSIGN_CHUNK]] @ centres.T - half_norms, axis=1)
+    return _groups(rows, labels, clusters)
+
+
+def _halves(x: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
+    """Median split along the top principal axis (of a <= 8k-row sample): the fallback when k-means cannot
+    split a group (duplicates, one dense blob), and it always halves, so splitting terminates."""
+    sub = x[rows[:: max(1, len(rows) // 4096)]]
+    _, _, vt = np.linalg.svd(sub - sub.mean(0), full_matrices=False)
+    proj = np.concatenate([x[rows[lo:lo + ASSIGN_CHUNK]] @ vt[0] for lo in range(0, len(rows), ASSIGN_CHUNK)])
+    order = rows[np.argsort(proj, kind="stable")]
+    return [np.sort(order[: len(rows) // 2]), np.sort(order[len(rows) // 2:])]
+
+
+def balanced_cells(x: np.ndarray, cell_rows: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Partition the rows of ``x`` into cells of about ``cell_rows`` and at most ``2 * cell_rows`` rows.
+
+    A group with more than ``2 * cell_rows`` rows is split by k-means into ``ceil(rows / cell_rows)`` clusters,
+    or, past ``KMEANS_FANOUT``, into ~sqrt of that many (so 1M rows in 1k-row cells cost two k-means levels of
+    ~32 clusters, not one of 1,000); parts still too big are split again. If k-means leaves more than
+    ``SPLIT_MAX_SHARE`` of a group in one part, the group is halved along its principal axis instead, so the cap
+    holds for any data distribution. Cells are returned as ascending row indices, in a seed-determined order.
+    """
+    cap = 2 * cell_rows
+    cells: list[np.ndarray] = []
+    stack = [np.arange(len(x))]
+    while stack:
+        rows = stack.pop()
+        if len(rows) <= cap:
+            if len(rows):
+                cells.append(rows)
+            continue
+        parts = math.ceil(len(rows) / cell_rows)
+        clusters = parts if parts <= KMEANS_FANOUT else min(KMEANS_FANOUT, math.ceil(math.sqrt(parts)))
+        children = _kmeans_split(x, rows, clusters, rng)
+        if max(len(c) for c in children) > SPLIT_MAX_SHARE * len(rows):
+            children = _halves(x, rows)
+        stack.extend(reversed(children))  # depth first, children in order
+    return cells
+
+
+def partitioned(solver: Solver, x: np.ndarray, k: int, rng: np.random.Generator, cell_rows: int) -> np.ndarray:
+    """Run ``solver`` per ``balanced_cells`` cell with budgets proportional to cell size (largest remainders).
+
+    Cells are solved one at a time and only ``x[cell]`` is copied, so memory beyond the input is the cell index
+    arrays (8 bytes a row) plus one cell's working set.
+    """
+    n = len(x)
+    k = min(k, n)
+    cells = balanced_cells(x, cell_rows, rng)
+    sizes = np.array([len(c) for c in cells])
+    quota = sizes / n * k
+    budgets = np.floor(quota).astype(int)
+    budgets[np.argsort(-(quota - budgets), kind="stable")[: k - budgets.sum()]] += 1
+    picked = [rows[solver(x[rows], int(b), rng)] for rows, b in zip(cells, budgets, strict=True) if b]
     return np.concatenate(picked) if picked else np.empty(0, np.int64)
 
 
 def kcenter(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    return partitioned(kcenter_exact, x, k, rng, KCENTER_EXACT_MAX)
+    """Greedy k-center: exact up to ``KCENTER_EXACT_MAX`` rows, else per ``KCENTER_CELL_ROWS`` cell."""
+    with single_threaded():
+        if len(x) <= KCENTER_EXACT_MAX:
+            return kcenter_exact(x, k, rng)
+        return partitioned(kcenter_exact, x, k, rng, KCENTER_CELL_ROWS)
 
 
 def facility_location(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    return partitioned(facility_location_exact, x, k, rng, FACILITY_EXACT_MAX)
+    """Facility location: lazy greedy up to ``FACILITY_EXACT_MAX`` rows, else stochastic greedy per cell."""
+    with single_threaded():
+        if len(x) <= FACILITY_EXACT_MAX:
+            return facility_location_exact(x, k, rng)
+        return partitioned(facility_location_stochastic, x, k, rng, FACILITY_CELL_ROWS)
 
 
 def target_similarity(x: np.ndarray, targets: np.ndarray, block: int = 65_536) -> np.ndarray:

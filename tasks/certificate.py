@@ -1,0 +1,149 @@
+"""The deletion certificate: what was deleted, what held it, what was done, and how well, as evidence.
+
+Written to ``reports/deletions/<request-id>/certificate.{json,md}`` with a plot of the forget-set losses
+(source, unlearned, oracle) and logged to MLflow (experiment ``custody-unlearning``). It names records by
+count, id digest and content hash only, never by text. Certification destroys the request's forget vault,
+the last copy of the deleted texts, and moves the request to ``certified``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tasks import ledger
+from tasks.registry import use_experiment
+from tasks.storage import Store
+
+REPORTS = "reports/deletions"
+SHOWN = ("test_accuracy", "test_f1", "retain_accuracy", "forget_accuracy", "forget_loss", "mia_loss_auc",
+         "mia_loss_tpr_at_1fpr", "mia_mink_auc", "mia_mink_tpr_at_1fpr")
+
+
+def model_entry(result: dict[str, Any]) -> dict[str, Any]:
+    """One model's part of the certificate: the action, the gate, and the numbers against the oracle."""
+    if result["action"] != "unlearned":
+        return {k: result[k] for k in ("source", "action", "note") if k in result}
+    last = result["steps"][-1]
+    oracle, source = result["evaluations"]["oracle"], result["evaluations"]["source"]
+    cost = last["evaluation"]["cost_seconds"]
+    return {"source": result["source"], "action": "unlearned", "dataset": {"from": result["source_dataset"],
+                                                                            "to": result["dataset"]},
+            "forget_records": result["forget_records"], "requested_method": result["requested_method"],
+            "final": result["final"], "final_method": result["final_method"], "fell_back": result["fell_back"],
+            "attempts": [{"method": s["method"], "version": s["version"], **s["gate"]} for s in result["steps"]],
+            "aliases_moved": result["aliases_moved"],
+            "metrics": {k: {"unlearned": last["evaluation"].get(k), "oracle": oracle.get(k),
+                            "source": source.get(k)} for k in SHOWN},
+            "forget_loss_ks_pvalue": last["vs_oracle"]["forget_loss_ks_pvalue"],
+            "cost": {"seconds": cost, "oracle_seconds": oracle["cost_seconds"],
+                     "fraction_of_oracle": cost / oracle["cost_seconds"] if oracle["cost_seconds"] else None,
+                     "examples_processed": last["evaluation"]["examples_processed"],
+                     "oracle_examples_processed": oracle["examples_processed"]}}
+
+
+def losses_png(results: list[dict[str, Any]]) -> bytes | None:
+    """Forget-set loss distributions per unlearned model: the source, the unlearned version, the oracle."""
+    shown = [r for r in results if r["action"] == "unlearned"]
+    if not shown:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 3.2), squeeze=False)
+    for ax, r in zip(axes[0], shown, strict=True):
+        curves = {"source (held the records)": r["evaluations"]["source"]["forget_losses"],
+                  f"unlearned ({r['final_method']})": r["steps"][-1]["evaluation"]["forget_losses"],
+                  "oracle (retrained without)": r["evaluations"]["oracle"]["forget_losses"]}
+        top = max(max(v) for v in curves.values() if v) or 1.0
+        for label, values in curves.items():
+            ax.hist(values, bins=20, range=(0, top), histtype="step", linewidth=1.5, label=label)
+        ax.set_title(f"{r['source']} → {r['final']}", fontsize=9)
+        ax.set_xlabel("per-example loss on the forget set")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def markdown(cert: dict[str, Any], plot: str | None) -> str:
+    d = cert["deleted"]
+    lines = [f"# Deletion certificate {cert['request_id']}", "",
+             f"Issued {cert['issued_at']}. Request by **{cert['selector']['kind']}** "
+             f"({cert['selector']['values']} value(s)), reason: {cert['reason'] or 'not given'}.", "",
+             "## Deleted", "",
+             f"{d['records']} records ({d['selected']} selected, {d['duplicates']} exact or near duplicates of their "
+             f"text), {len(d['content_hashes'])} distinct texts; record-id digest `{d['ids_digest']}`. Purged "
+             f"physically: {cert['applied'].get('rows_removed', 0)} Parquet rows, "
+             f"{cert['applied'].get('raw_rows_removed', 0)} raw rows. The forget vault was "
+             f"{'destroyed' if cert['vault_destroyed'] else 'never needed'}.", "",
+             "## Models", ""]
+    if not cert["models"]:
+        lines += ["No dataset version or registered model held these records: nothing to unlearn.", ""]
+    for m in cert["models"]:
+        if m["action"] != "unlearned":
+            lines += [f"- **{m['source']}**: {m['action']} — {m.get('note', '')}", ""]
+            continue
+        attempts = "; ".join(f"{a['method']} → {a['version']}: {'passed' if a['passed'] else 'failed'} "
+                             f"({' '.join(a['reasons'])})" for a in m["attempts"])
+        lines += [f"### {m['source']} → {m['final']} ({m['final_method']})", "",
+                  f"Dataset {m['dataset']['from']} → {m['dataset']['to']}; {m['forget_records']} trained-on records "
+                  f"forgotten. Attempts: {attempts}."
+                  + (" **Fell back to an exact method.**" if m["fell_back"] else ""),
+                  f"Aliases moved: {', '.join(m['aliases_moved']) or 'none'}; {m['source']} is retired.", "",
+                  "| metric | unlearned | oracle | source |", "|---|---|---|---|",
+                  *(f"| {k} | {_fmt(v['unlearned'])} | {_fmt(v['oracle'])} | {_fmt(v['source'])} |"
+                    for k, v in m["metrics"].items()),
+                  f"| forget-loss KS p-value vs oracle | {_fmt(m['forget_loss_ks_pvalue'])} | | |",
+                  f"| cost (s) | {_fmt(m['cost']['seconds'])} | {_fmt(m['cost']['oracle_seconds'])} | |",
+                  f"| examples processed | {m['cost']['examples_processed']} | "
+                  f"{m['cost']['oracle_examples_processed']} | |", ""]
+    if plot:
+        lines += [f"![forget-set losses]({plot})", ""]
+    return "\n".join(lines)
+
+
+def certify(store: Store, doc: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write the certificate (store + MLflow), destroy the vault, and mark the request certified."""
+    import mlflow
+
+    request_id = doc["request_id"]
+    prefix = f"{REPORTS}/{request_id}"
+    resolved = doc["resolved"]
+    previous = store.read_json(f"{prefix}/certificate.json") if store.exists(f"{prefix}/certificate.json") else {}
+    cert = {"request_id": request_id, "issued_at": dt.datetime.now(dt.UTC).isoformat(),
+            "selector": {"kind": doc["selector"]["kind"], "values": len(doc["selector"]["values"])},
+            "reason": doc.get("reason"),
+            "deleted": {"records": len(resolved["record_ids"]), **resolved["counts"],
+                        "content_hashes": resolved["content_hashes"], "ids_digest": resolved.get("ids_digest")},
+            "applied": doc.get("applied", {}), "models": [model_entry(r) for r in results],
+            "vault_destroyed": store.exists(ledger.vault_key(request_id)) or previous.get("vault_destroyed", False),
+            "history": doc["history"]}
+    png = losses_png(results)
+    if png:
+        store.write_bytes(f"{prefix}/forget_losses.png", png)
+    store.write_json(f"{prefix}/certificate.json", cert)
+    store.write_bytes(f"{prefix}/certificate.md", markdown(cert, "forget_losses.png" if png else None).encode())
+    use_experiment("custody-unlearning")
+    with mlflow.start_run(run_name=f"certificate {request_id}"), tempfile.TemporaryDirectory() as tmp:
+        mlflow.set_tags({"custody.request": request_id, "custody.kind": "certificate"})
+        for name in ("certificate.json", "certificate.md", "forget_losses.png"):
+            if store.exists(f"{prefix}/{name}"):
+                (Path(tmp) / name).write_bytes(store.read_bytes(f"{prefix}/{name}"))
+        mlflow.log_artifacts(tmp, "certificate")
+    ledger.destroy_vault(store, request_id)
+    return ledger.set_status(store, doc, "certified", certificate={
+        "json": store.uri(f"{prefix}/certificate.json"), "markdown": store.uri(f"{prefix}/certificate.md"),
+        "models": [{k: m.get(k) for k in ("source", "action", "final", "final_method", "fell_back")}
+                   for m in cert["models"]]})

@@ -1,0 +1,123 @@
+"""Judging a model after unlearning against the retrained oracle: utility, forgetting, privacy, cost.
+
+The oracle is a model trained from scratch without the deleted records, so whatever it "knows" about them
+is what any model would know from the rest of the data. An unlearned model passes when it is
+indistinguishable from the oracle on the forget set (membership-inference AUC within a tolerance) and keeps
+its utility (test accuracy within a tolerance). Exact methods (SISA, retrain) pass by construction; their
+measurements are still reported.
+
+Membership inference compares the forget set (members of the original model) with held-out test records:
+- the *loss attack* scores a record by its negative loss;
+- the *Min-K%-style attack* adapts Min-K% Prob (Shi et al., 2024) to a classifier, which has one label
+  probability per text rather than one per token: it scores a text by the mean of its k% lowest
+  true-label log-probabilities over random word-dropout neighbours of the text, so a record the model
+  memorised stays likely even when perturbed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tasks.training import Split, TrainConfig, metrics, per_example_loss, predict_proba
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Tolerances for an approximate method against the oracle (the issue's targets)."""
+
+    max_mia_gap: float = 0.03
+    max_accuracy_drop: float = 0.01
+
+
+def membership_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
+    """ROC AUC of telling members from non-members by score (higher = more likely a member)."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(member_scores) == 0 or len(nonmember_scores) == 0:
+        return float("nan")
+    y = np.r_[np.ones(len(member_scores)), np.zeros(len(nonmember_scores))]
+    return float(roc_auc_score(y, np.r_[member_scores, nonmember_scores]))
+
+
+def tpr_at_fpr(member_scores: np.ndarray, nonmember_scores: np.ndarray, fpr: float = 0.01) -> float:
+    """True-positive rate at the threshold that flags ``fpr`` of the non-members (the low-FPR regime)."""
+    if len(member_scores) == 0 or len(nonmember_scores) == 0:
+        return float("nan")
+    threshold = np.quantile(nonmember_scores, 1 - fpr, method="higher")
+    return float(np.mean(member_scores > threshold))
+
+
+def neighbours(text: str, n: int, drop: float, rng: np.random.Generator) -> list[str]:
+    """``n`` copies of ``text`` with a ``drop`` fraction of its words removed at random (never all)."""
+    words = text.split()
+    out = []
+    for _ in range(n):
+        keep = rng.random(len(words)) >= drop
+        if not keep.any():
+            keep[rng.integers(len(words))] = True
+        out.append(" ".join(w for w, k in zip(words, keep, strict=True) if k))
+    return out
+
+
+def min_k_scores(models: list[Any], tokenizer: Any, split: Split, cfg: TrainConfig, device: str,
+                 k: float = 0.2, n_neighbours: int = 8, drop: float = 0.15, seed: int = 0) -> np.ndarray:
+    """Min-K%-style membership score per text: mean of the k% lowest true-label log-probs over neighbours."""
+    if not split.ids:
+        return np.zeros(0)
+    rng = np.random.default_rng(seed)
+    texts = [v for t in split.texts for v in [t, *neighbours(t, n_neighbours, drop, rng)]]
+    y = np.repeat(split.y, n_neighbours + 1)
+    logp = -per_example_loss(predict_proba(models, tokenizer, texts, cfg, device), y)
+    logp = logp.reshape(len(split.ids), n_neighbours + 1)
+    lowest = max(1, round(k * (n_neighbours + 1)))
+    return np.sort(logp, axis=1)[:, :lowest].mean(axis=1)
+
+
+def assess(models: list[Any], tokenizer: Any, cfg: TrainConfig, device: str, forget: Split, retain: Split,
+           test: Split) -> dict[str, Any]:
+    """Utility, forgetting and privacy of one (possibly sharded) model; ``forget_losses`` for the KS test."""
+    probs = {name: predict_proba(models, tokenizer, s.texts, cfg, device) if s.ids else np.zeros((0, 2))
+             for name, s in (("forget", forget), ("retain", retain), ("test", test))}
+    out: dict[str, Any] = {**metrics(probs["test"], test.y, "test"), **metrics(probs["retain"], retain.y, "retain"),
+                           **metrics(probs["forget"], forget.y, "forget")}
+    forget_loss = per_example_loss(probs["forget"], forget.y)
+    test_loss = per_example_loss(probs["test"], test.y)
+    out["mia_loss_auc"] = membership_auc(-forget_loss, -test_loss)
+    out["mia_loss_tpr_at_1fpr"] = tpr_at_fpr(-forget_loss, -test_loss)
+    minimum_k = {name: min_k_scores(models, tokenizer, s, cfg, device) for name, s in (("forget", forget),
+                                                                                      ("test", test))}
+    out["mia_mink_auc"] = membership_auc(minimum_k["forget"], minimum_k["test"])
+    out["mia_mink_tpr_at_1fpr"] = tpr_at_fpr(minimum_k["forget"], minimum_k["test"])
+    out["forget_losses"] = forget_loss.tolist()
+    return out
+
+
+def compare(candidate: dict[str, Any], oracle: dict[str, Any]) -> dict[str, float]:
+    """Candidate minus oracle on every shared metric, plus the KS test between their forget-set losses."""
+    from scipy.stats import ks_2samp
+
+    out = {f"{k}_minus_oracle": float(candidate[k] - oracle[k]) for k in candidate
+           if k in oracle and isinstance(candidate[k], float)}
+    a, b = candidate["forget_losses"], oracle["forget_losses"]
+    out["forget_loss_ks_pvalue"] = float(ks_2samp(a, b).pvalue) if a and b else float("nan")
+    out["forget_loss_ks_statistic"] = float(ks_2samp(a, b).statistic) if a and b else float("nan")
+    return out
+
+
+def gate(comparison: dict[str, float], exact: bool, cfg: GateConfig = GateConfig()) -> dict[str, Any]:
+    """Whether the candidate may be served: exact methods always; approximate ones within the tolerances."""
+    if exact:
+        return {"passed": True, "reasons": ["exact method: the deleted records never reached this model"]}
+    failures = []
+    mia_gap = abs(comparison.get("mia_loss_auc_minus_oracle", float("nan")))
+    if not mia_gap <= cfg.max_mia_gap:  # NaN fails too
+        failures.append(f"|MIA loss AUC - oracle| = {mia_gap:.3f} > {cfg.max_mia_gap}")
+    drop = -comparison.get("test_accuracy_minus_oracle", float("nan"))
+    if not drop <= cfg.max_accuracy_drop:
+        failures.append(f"test accuracy {drop * 100:.2f} points below the oracle > {cfg.max_accuracy_drop * 100:.0f}")
+    return {"passed": not failures,
+            "reasons": failures or [f"|MIA loss AUC - oracle| = {mia_gap:.3f} <= {cfg.max_mia_gap}; test accuracy "
+                                    f"within {cfg.max_accuracy_drop * 100:.0f} point(s) of the oracle"]}

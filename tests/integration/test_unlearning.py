@@ -1,0 +1,139 @@
+"""Unlearning end to end with tiny BERTs: every method, the gate against the oracle, promotion, the certificate,
+a kill mid-unlearning, and a request that matches nothing. Real Prefect, MLflow on SQLite and the ledger."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from flows.cli import run_train, run_unlearn
+from tasks import ledger, lineage, provenance
+from tasks.config import get_settings
+from tasks.policy import load_policy
+from tasks.selection import SelectionConfig, load_manifest, select
+from tasks.training import TrainConfig
+from tasks.unlearn import UnlearnConfig
+from tests.helpers import files_containing, ingest_without_engine, jsonl, write_source
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = ["great", "good", "best", "love", "lovely", "warm", "fine", "superb"]
+BAD = ["bad", "worst", "dull", "boring", "slow", "awful", "poor", "weak"]
+FILLER = ["film", "story", "plot", "acting", "music", "scene", "the", "a", "movie", "cast", "ending", "script"]
+OWNER = "o07"
+
+
+@pytest.fixture
+def models(store) -> dict[str, str]:
+    """200 labelled reviews from 20 owners (5% each), a 2-shard dataset, an unsharded and a sharded model."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(200):
+        label, words = ("fresh", GOOD) if i % 2 else ("rotten", BAD)
+        text = " ".join([*rng.choice(words, 2), *rng.choice(FILLER, 5), f"r{i}x{rng.integers(1e6)}"])
+        rows.append({"id": f"r{i}", "text": text, "label": label, "owner": f"o{i % 20:02d}"})
+    write_source(store, "rt", {"a.jsonl": jsonl(rows[::2]), "b.jsonl": jsonl(rows[1::2])})
+    ingest_without_engine(store)
+    policy = load_policy("research")
+    provenance.mark_current(store, policy, [provenance.validate_partition(store, k, policy)
+                                            for k in store.list("records", ".parquet")])
+    ref = select(store, SelectionConfig(name="sent", strategy="random", budget=10_000, shards=2,
+                                        fractions=(0.7, 0.15, 0.15)))["ref"]
+    cfg = {"dataset": ref, "model": "tiny", "lora_rank": 0, "epochs": 4, "lr": 3e-3, "batch_size": 16}
+    return {"dataset": ref, "plain": run_train(TrainConfig(**cfg))["ref"],
+            "sharded": run_train(TrainConfig(**cfg, shards=2))["ref"], "texts": {r["owner"]: [] for r in rows}
+            | {OWNER: [r["text"] for r in rows if r["owner"] == OWNER]}}
+
+
+def _version(ref: str):
+    name, version = ref.split("@")
+    return MlflowClient(get_settings().mlflow_tracking_uri).get_model_version(name, version)
+
+
+@pytest.mark.parametrize("method", ["neggrad-plus", "scrub", "sisa", "retrain"])
+def test_unlearning_each_method_certifies(prefect_api, store, models, method) -> None:
+    owner_ids = set(lineage.record_ids_of_owner(store, OWNER))
+    request = ledger.submit(store, "owner", [OWNER], "consent withdrawn")
+    ledger.process_pending(store, request["request_id"])
+    assert store.exists(ledger.vault_key(request["request_id"]))  # the texts models learned, kept for unlearning
+    if method == "sisa":  # only the sharded model can use SISA; unlearn the plain one exactly first
+        with pytest.raises(Exception, match="sisa needs a sharded model"):
+            run_unlearn(request["request_id"], UnlearnConfig(method="sisa"))
+        store.delete(f"reports/deletions/{request['request_id']}", recursive=True)
+        _version(models["plain"])  # untouched by the failed attempt
+        MlflowClient(get_settings().mlflow_tracking_uri).set_model_version_tag(
+            *models["plain"].split("@"), "custody.status", "retired")
+    result = run_unlearn(request["request_id"], UnlearnConfig(method=method))
+
+    assert result["status"] == "certified"
+    doc = ledger.load(store, request["request_id"])
+    assert [h["status"] for h in doc["history"]] == ["received", "resolved", "applied", "unlearned", "certified"]
+    assert not store.exists(ledger.vault_key(request["request_id"]))  # certification destroyed the vault
+    assert files_containing(store, models["texts"][OWNER]) == []  # no copy of the owner's text is left
+    cert = store.read_json(f"reports/deletions/{request['request_id']}/certificate.json")
+    unlearned = [m for m in cert["models"] if m["action"] == "unlearned"]
+    assert unlearned and all(m["forget_records"] > 0 for m in unlearned)
+    for m in unlearned:
+        assert m["attempts"][0]["method"] == method or method == "sisa"
+        final = _version(m["final"])
+        assert final.tags["custody.dataset"] == m["dataset"]["to"] != m["dataset"]["from"]
+        manifest, _ = load_manifest(store, m["dataset"]["to"])
+        assert not owner_ids & set(manifest.column("record_id").to_pylist())  # the derived dataset lacks them
+        source = _version(m["source"])
+        assert source.tags["custody.status"] == "retired" and not source.aliases
+        for attempt in m["attempts"][:-1]:  # a failed approximate attempt is never served
+            assert _version(attempt["version"]).tags["custody.status"] == "rejected"
+        assert m["metrics"]["test_accuracy"]["oracle"] is not None and 0 <= m["forget_loss_ks_pvalue"] <= 1
+        if m["final_method"] in ("sisa", "retrain"):
+            assert m["attempts"][-1]["passed"]
+    serving = _version(models["sharded"].split("@")[0] + "@" + str(
+        MlflowClient(get_settings().mlflow_tracking_uri).get_model_version_by_alias("sent-classifier",
+                                                                                    "serving").version))
+    assert serving.tags.get("custody.request") == request["request_id"]  # the serving alias moved
+    if method == "sisa":
+        sharded = next(m for m in unlearned if m["source"] == models["sharded"])
+        assert sharded["cost"]["examples_processed"] < sharded["cost"]["oracle_examples_processed"]
+    md = store.read_bytes(f"reports/deletions/{request['request_id']}/certificate.md").decode()
+    assert "Deletion certificate" in md and "forget_losses.png" in md
+
+
+def test_unlearning_killed_midway_is_finished_by_rerun(prefect_api, store, models, custody_env) -> None:
+    request = ledger.submit(store, "owner", [OWNER], "consent withdrawn")
+    env = {**os.environ, "CUSTODY_HOME": str(custody_env)}
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "unlearn", request["request_id"], "--method", "scrub"],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    folder = f"reports/deletions/{request['request_id']}/models"
+    deadline = time.monotonic() + 300
+    while not store.list(folder, ".json") and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # one model done, the other mid-way
+    proc.wait()
+    assert ledger.load(store, request["request_id"])["status"] in ("applied", "unlearned")
+
+    result = run_unlearn(request["request_id"], UnlearnConfig(method="scrub"))
+    assert result["status"] == "certified"
+    client = MlflowClient(get_settings().mlflow_tracking_uri)
+    made = client.search_model_versions(f"name='sent-classifier' and tags.`custody.request`='{request['request_id']}'")
+    steps = [(v.tags["custody.unlearned_from"], v.tags["custody.method"]) for v in made]
+    assert len(steps) == len(set(steps))  # the re-run reused what the killed run had registered
+    assert {m["source"] for m in result["certificate"]["models"]} == {models["plain"], models["sharded"]}
+    assert client.get_model_version_by_alias("sent-classifier", "serving").tags["custody.request"] \
+        == request["request_id"]
+
+
+def test_request_matching_nothing_certifies_cleanly(prefect_api, store, models) -> None:
+    request = ledger.submit(store, "owner", ["nobody"], None)
+    result = run_unlearn(request["request_id"], UnlearnConfig())
+    assert result["status"] == "certified" and result["certificate"]["models"] == []
+    md = store.read_bytes(f"reports/deletions/{request['request_id']}/certificate.md").decode()
+    assert "nothing to unlearn" in md
+    assert _version(models["sharded"]).aliases == ["serving"]  # nothing changed
