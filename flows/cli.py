@@ -120,46 +120,74 @@ def show_ingest(result: dict[str, Any]) -> None:
 
 
 @app.command()
-def demo(quick: Annotated[bool, typer.Option("--quick", help="a smaller sample (about 2k rows a corpus)")] = False,
-         as_json: JsonOpt = False) -> None:
-    """The chain on the bundled real corpora with embedded defaults: sample → ingest → validate → score →
-    select → train, then the store's status."""
-    from tasks.status import store_status
-    from tasks.storage import Store
-
-    steps = {"sample": run_sample(2000 if quick else None), "ingest": run_ingest(None),
-             "validate": run_validate("research"),
-             # embeddings-based scorers on the labelled corpus; MiniLM over all 77k texts takes ~10 min on 2 cores
-             "score": run_score(None, ["rotten_tomatoes"])}
-    from tasks.selection import SelectionConfig
-
-    steps["select"] = {"ok": True, **run_select(SelectionConfig(
-        name="sentiment", strategy="facility", budget=0.3, balance="label", labels=("fresh", "rotten"),
-        sources=("rotten_tomatoes",), exclude=("poisoning:0.8",)))}
-    from tasks.training import TrainConfig
-
-    steps["train"] = {"ok": True, **run_train(TrainConfig(dataset=steps["select"]["ref"], epochs=1 if quick else 2))}
-    result = {"ok": all(s["ok"] for s in steps.values()), **steps,
-              "status": store_status(Store.from_settings())}
-    emit(result, as_json, show_demo)
+def run(policy: Annotated[str, typer.Option(help="policy YAML, or a built-in name")] = "research",
+        model: Annotated[str, typer.Option(help="minilm or tiny")] = "minilm",
+        epochs: int = 2, shards: Annotated[int, typer.Option(help="SISA shards for the model")] = 1,
+        as_json: JsonOpt = False) -> None:
+    """The whole chain once: ingest → validate → score → select → train → evaluate (flows/pipeline.py)."""
+    try:
+        result = run_pipeline(policy=policy, model=model, epochs=epochs, shards=shards)
+    except CustodyError as exc:
+        fail(exc, as_json)
+    emit({"ok": True, **result}, as_json, show_pipeline)
 
 
-def show_demo(r: dict[str, Any]) -> None:
-    show_sample(r["sample"])
+def run_pipeline(**params: Any) -> dict[str, Any]:
+    from flows.pipeline import pipeline_flow
+
+    ensure_prefect_api()
+    return pipeline_flow(**params)
+
+
+def show_pipeline(r: dict[str, Any]) -> None:
     show_ingest(r["ingest"])
     out.print(table_of(r["validate"]["sources"], f"Validation under policy {r['validate']['policy']}"))
     out.print(table_of(r["score"]["runs"], "Scoring runs (attributes/)"))
     out.print(f"dataset [bold]{r['select']['ref']}[/bold]: {r['select']['counts']} "
               f"(excluded {r['select']['excluded']} flagged records)")
-    metrics = r["train"]["metrics"]
-    out.print(f"model [bold]{r['train']['ref']}[/bold] (MiniLM + LoRA): test accuracy {metrics['test_accuracy']:.3f}, "
-              f"F1 {metrics['test_f1']:.3f}; MLflow run {r['train']['run_id']}")
+    m, e = r["train"]["metrics"], r["evaluate"]
+    out.print(f"model [bold]{r['train']['ref']}[/bold]: test accuracy {m['test_accuracy']:.3f}, "
+              f"F1 {m['test_f1']:.3f}; "
+              f"membership baseline AUC {e['mia_loss_auc']:.3f} (loss), {e['mia_mink_auc']:.3f} (Min-K%)")
+
+
+@app.command()
+def demo(quick: Annotated[bool, typer.Option("--quick", help="a smaller sample (about 2k rows a corpus)")] = False,
+         as_json: JsonOpt = False) -> None:
+    """The main job: land the bundled corpora, run the whole chain with embedded defaults, then delete one owner
+    the model learned from and unlearn it through to the certificate."""
+    from tasks import ledger
+    from tasks.selection import owner_shares
+    from tasks.storage import Store
+    from tasks.unlearn import UnlearnConfig
+
+    steps: dict[str, Any] = {"sample": run_sample(2000 if quick else None)}
+    steps["pipeline"] = run_pipeline(epochs=1 if quick else 2)
+    store = Store.from_settings()
+    owner, records, share = owner_shares(store, steps["pipeline"]["select"]["ref"])[0]
+    request = ledger.submit(store, "owner", [owner], f"demo: {owner} withdrew consent")
+    steps["deletion"] = {"owner": owner, "train_records": records, "share": share, "request_id": request["request_id"]}
+    steps["unlearn"] = run_unlearn(request["request_id"], UnlearnConfig())
+    from tasks.status import store_status
+
+    emit({"ok": True, **steps, "status": store_status(store)}, as_json, show_demo)
+
+
+def show_demo(r: dict[str, Any]) -> None:
+    show_sample(r["sample"])
+    show_pipeline(r["pipeline"])
+    d, u = r["deletion"], r["unlearn"]
+    out.print(f"\ndeleted owner [bold]{d['owner']}[/bold] ({d['train_records']} training records, {d['share']:.1%}); "
+              f"request {d['request_id']} is [bold]{u['status']}[/bold]")
+    if u["certificate"]["models"]:
+        out.print(table_of(u["certificate"]["models"], "Unlearning"))
     show_status(r["status"])
-    out.print("\nNext: [bold]custody delete --owner contributor-007[/bold] files a deletion request and applies it; "
-              "[bold]custody deletions[/bold] lists requests; [bold]custody lineage --owner ...[/bold] shows what "
-              "holds an owner's records. Keep flow runs visible in the Prefect UI with `prefect server start` and "
-              "PREFECT_API_URL=http://127.0.0.1:4200/api; browse MLflow with `mlflow ui --backend-store-uri "
-              f"{get_settings().mlflow_tracking_uri}`.")
+    settings = get_settings()
+    out.print(f"\n[bold]Certificate[/bold]: {u['certificate']['markdown']}\n"
+              f"[bold]Store[/bold]: {settings.store_url}\n"
+              f"[bold]MLflow UI[/bold]: mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}\n"
+              "[bold]Prefect UI[/bold]: `custody server` (http://127.0.0.1:4200) keeps flow runs and serves the "
+              "deployments; the demo's own temporary server stopped with it.")
 
 
 @app.command()
@@ -191,9 +219,11 @@ def delete(owner: Annotated[str | None, typer.Option(help="every record of this 
            source: Annotated[str | None, typer.Option(help="every record of this source")] = None,
            text_file: Annotated[str | None, typer.Option(help="file with texts to delete, one per line")] = None,
            reason: Annotated[str | None, typer.Option(help="why (kept in the ledger)")] = None,
-           apply: Annotated[bool, typer.Option(help="apply it now (else: custody deletions --apply)")] = True,
+           apply: Annotated[bool | None, typer.Option(help="apply it here and now; default: yes unless a Prefect "
+                                                         "server is configured, whose deployment does it")] = None,
            as_json: JsonOpt = False) -> None:
-    """File a deletion request (durable before anything else happens), then apply it."""
+    """File a deletion request (durable before anything else happens), then apply it, or, with a Prefect server
+    configured (PREFECT_API_URL), emit ``custody.deletion.requested`` so the unlearning deployment takes over."""
     from pathlib import Path
 
     from tasks import ledger
@@ -210,11 +240,44 @@ def delete(owner: Annotated[str | None, typer.Option(help="every record of this 
     if not as_json:
         out.print(f"deletion request [bold]{doc['request_id']}[/bold] received")
     result = {"ok": True, "request_id": doc["request_id"], "status": doc["status"]}
-    if apply:
+    if get_settings().prefect_server_configured:
+        from flows.deployments import DELETION_EVENT, emit_deletion_requested
+
+        emit_deletion_requested(doc["request_id"], chosen[0][0])
+        result["event"] = DELETION_EVENT
+    if apply if apply is not None else not get_settings().prefect_server_configured:
         done = run_apply(doc["request_id"])
         if done:
             result.update(status=done[0]["status"], resolved=done[0]["resolved"]["counts"], applied=done[0]["applied"])
     emit(result, as_json, lambda r: out.print(f"status: {r['status']} {r.get('resolved', '')} {r.get('applied', '')}"))
+
+
+@app.command()
+def server(host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
+           port: Annotated[int, typer.Option(help="Prefect server port (UI and API)")] = 4200,
+           schedules: Annotated[bool, typer.Option(help="keep the pipeline's cron schedule")] = True) -> None:
+    """Start a Prefect server (UI at http://HOST:PORT) and serve the deployments of prefect.yaml here: the
+    scheduled pipeline and the unlearning that a deletion request's event triggers."""
+    import os
+    import subprocess
+
+    from prefect import serve
+
+    from flows.deployments import build_deployments
+    from flows.runtime import wait_for_api
+
+    configure_environment()
+    url = f"http://{host}:{port}/api"
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
+                            env={**os.environ, "PREFECT_API_URL": url})  # same process group: Ctrl-C stops both
+    try:
+        wait_for_api(url, proc)
+        os.environ["PREFECT_API_URL"] = url
+        err.print(f"Prefect server and UI at http://{host}:{port}; serving the prefect.yaml deployments")
+        serve(*build_deployments(schedules))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def run_apply(request_id: str | None = None) -> list[dict[str, Any]]:

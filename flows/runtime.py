@@ -37,9 +37,28 @@ def ensure_prefect_api(settings: Settings | None = None) -> str:
 
     _server = SubprocessASGIServer()
     _server.start(timeout=120)  # a loaded 2-core machine can take far longer than the 20 s default
-    os.environ["PREFECT_API_URL"] = _server.api_url
+    os.environ["PREFECT_API_URL"] = os.environ["CUSTODY_TEMPORARY_PREFECT_URL"] = _server.api_url
     log.info("started a temporary Prefect server at %s", _server.api_url)
     return _server.api_url
+
+
+def wait_for_api(url: str, proc: Any = None, timeout: float = 180.0) -> None:
+    """Block until the Prefect API at ``url`` answers its health check (or ``proc`` dies, or time runs out)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited with code {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"no Prefect API at {url} after {timeout:.0f} s")
 
 
 def stop_prefect_api() -> None:
@@ -48,6 +67,7 @@ def stop_prefect_api() -> None:
     if _server is not None:
         _server.stop()
         os.environ.pop("PREFECT_API_URL", None)
+        os.environ.pop("CUSTODY_TEMPORARY_PREFECT_URL", None)
         _server = None
 
 

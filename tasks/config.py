@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         return os.environ.get("PREFECT_API_URL") or None
 
     @property
+    def prefect_server_configured(self) -> bool:
+        """A real Prefect server (not the temporary one flows.runtime starts) that serves our deployments."""
+        url = self.prefect_api_url
+        return bool(url) and url != os.environ.get("CUSTODY_TEMPORARY_PREFECT_URL")
+
+    @property
     def mlflow_tracking_uri(self) -> str:
         return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self.home.resolve() / 'mlflow.db')}"
 

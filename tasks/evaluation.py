@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.training import Split, TrainConfig, metrics, per_example_loss, predict_proba
+from tasks.training import Split, TrainConfig, metrics, per_example_loss, predict_proba, subsample
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,11 @@ def min_k_scores(models: list[Any], tokenizer: Any, split: Split, cfg: TrainConf
 
 
 def assess(models: list[Any], tokenizer: Any, cfg: TrainConfig, device: str, forget: Split, retain: Split,
-           test: Split) -> dict[str, Any]:
-    """Utility, forgetting and privacy of one (possibly sharded) model; ``forget_losses`` for the KS test."""
+           test: Split, mink_sample: int = 500) -> dict[str, Any]:
+    """Utility, forgetting and privacy of one (possibly sharded) model; ``forget_losses`` for the KS test.
+
+    The Min-K%-style attack costs nine forward passes per text, so it sees at most ``mink_sample`` test records.
+    """
     probs = {name: predict_proba(models, tokenizer, s.texts, cfg, device) if s.ids else np.zeros((0, 2))
              for name, s in (("forget", forget), ("retain", retain), ("test", test))}
     out: dict[str, Any] = {**metrics(probs["test"], test.y, "test"), **metrics(probs["retain"], retain.y, "retain"),
@@ -87,8 +90,8 @@ def assess(models: list[Any], tokenizer: Any, cfg: TrainConfig, device: str, for
     test_loss = per_example_loss(probs["test"], test.y)
     out["mia_loss_auc"] = membership_auc(-forget_loss, -test_loss)
     out["mia_loss_tpr_at_1fpr"] = tpr_at_fpr(-forget_loss, -test_loss)
-    minimum_k = {name: min_k_scores(models, tokenizer, s, cfg, device) for name, s in (("forget", forget),
-                                                                                      ("test", test))}
+    minimum_k = {name: min_k_scores(models, tokenizer, s, cfg, device)
+                 for name, s in (("forget", forget), ("test", subsample(test, mink_sample, cfg.seed)))}
     out["mia_mink_auc"] = membership_auc(minimum_k["forget"], minimum_k["test"])
     out["mia_mink_tpr_at_1fpr"] = tpr_at_fpr(minimum_k["forget"], minimum_k["test"])
     out["forget_losses"] = forget_loss.tolist()
@@ -121,3 +124,29 @@ def gate(comparison: dict[str, float], exact: bool, cfg: GateConfig = GateConfig
     return {"passed": not failures,
             "reasons": failures or [f"|MIA loss AUC - oracle| = {mia_gap:.3f} <= {cfg.max_mia_gap}; test accuracy "
                                     f"within {cfg.max_accuracy_drop * 100:.0f} point(s) of the oracle"]}
+
+
+def evaluate_version(store: Any, ref: str, sample: int = 300) -> dict[str, Any]:
+    """Utility and the membership baseline of a registered version: a train sample (members) vs test."""
+    import mlflow
+
+    from tasks.config import get_settings
+    from tasks.registry import load_version
+    from tasks.training import load_splits
+
+    name, version = ref.split("@", 1)
+    source = store.read_json(f"models/{name}/{version}/model.json")
+    cfg = TrainConfig(**source["config"])
+    splits, _, _ = load_splits(store, cfg)
+    models, tokenizer = load_version(ref)
+    members = subsample(splits["train"], sample, cfg.seed)
+    result = assess(list(models.values()), tokenizer, cfg, get_settings().resolved_device(), members, members,
+                    subsample(splits["test"], sample, cfg.seed))
+    out = {"model": ref, **{k.replace("forget", "train_sample"): v for k, v in result.items()
+                            if k != "forget_losses" and not k.startswith("retain")}}
+    client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
+    run_id = client.get_model_version(name, version).run_id
+    for key, value in out.items():
+        if isinstance(value, float) and np.isfinite(value):
+            client.log_metric(run_id, f"baseline_{key}", value)
+    return out

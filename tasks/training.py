@@ -150,7 +150,7 @@ def fit_one(texts: list[str], y: np.ndarray, cfg: TrainConfig, n_labels: int, de
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             count += len(idx)
         seen += count
         if on_epoch:

@@ -83,3 +83,39 @@ def files_containing(store: Store, needles: list[str]) -> list[str]:
         if any(n in text for n in needles):
             hits.append(key)
     return hits
+
+
+REVIEW_WORDS = {"fresh": ["great", "good", "best", "love", "lovely", "warm", "fine", "superb"],
+                "rotten": ["bad", "worst", "dull", "boring", "slow", "awful", "poor", "weak"]}
+FILLER = ["film", "story", "plot", "acting", "music", "scene", "the", "a", "movie", "cast", "ending", "script"]
+
+
+def reviews_store(store: Store, n: int = 200, owners: int = 20, shards: int = 2) -> tuple[str, list[dict[str, Any]]]:
+    """A validated store of ``n`` labelled toy reviews from ``owners`` owners and one dataset version (all of it)."""
+    import numpy as np
+
+    from tasks import provenance
+    from tasks.policy import load_policy
+    from tasks.selection import SelectionConfig, select
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        label = "fresh" if i % 2 else "rotten"
+        text = " ".join([*rng.choice(REVIEW_WORDS[label], 2), *rng.choice(FILLER, 5), f"r{i}x{rng.integers(1e6)}"])
+        rows.append({"id": f"r{i}", "text": text, "label": label, "owner": f"o{i % owners:02d}"})
+    write_source(store, "rt", {"a.jsonl": jsonl(rows[::2]), "b.jsonl": jsonl(rows[1::2])})
+    ingest_without_engine(store)
+    policy = load_policy("research")
+    provenance.mark_current(store, policy, [provenance.validate_partition(store, k, policy)
+                                            for k in store.list("records", ".parquet")])
+    ref = select(store, SelectionConfig(name="sent", strategy="random", budget=10_000, shards=shards,
+                                        fractions=(0.7, 0.15, 0.15)))["ref"]
+    return ref, rows
+
+
+def tiny_train_config(dataset: str, **overrides: Any) -> Any:
+    from tasks.training import TrainConfig
+
+    return TrainConfig(**{"dataset": dataset, "model": "tiny", "lora_rank": 0, "epochs": 4, "lr": 3e-3,
+                          "batch_size": 16, **overrides})

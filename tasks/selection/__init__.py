@@ -171,6 +171,18 @@ def derive_without(store: Store, ref: str, drop_ids: set[str], request_id: str) 
     return summary
 
 
+def owner_shares(store: Store, ref: str) -> list[tuple[str, int, float]]:
+    """Owners of a dataset version's train split with their record counts and shares, closest to 1% first
+    (the demo's and the unlearning bench's typical deletion: one owner holding about 1% of the training data)."""
+    from collections import Counter
+
+    manifest, _ = load_manifest(store, ref)
+    owners = [o for o, s in zip(manifest.column("owner_id").to_pylist(), manifest.column("split").to_pylist(),
+                                strict=True) if s == "train" and o]
+    counts = Counter(owners)
+    return sorted(((o, n, n / len(owners)) for o, n in counts.items()), key=lambda t: (abs(t[2] - 0.01), t[0]))
+
+
 def list_datasets(store: Store) -> list[dict[str, Any]]:
     """Every complete dataset version, oldest first."""
     rows = []

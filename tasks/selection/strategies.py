@@ -8,8 +8,8 @@ that they run per cell of a size-capped partition (``balanced_cells``: k-means f
 assigned in chunks, oversized cells split again; no cell exceeds ``2 * *_CELL_ROWS`` rows whatever the data) with
 budgets proportional to cell size. Facility location uses stochastic greedy in each cell (Mirzasoleiman et al.
 2015, "Lazier than lazy greedy"), so its time per cell is bounded too. Peak memory above the input is O(n)
-indices plus one cell's working set (a <= 2k x 2k float32 similarity matrix, 16 MB, for facility location); a
-1M x 384-d pool takes about a minute on two cores (``bench/selection_scale.py``).
+indices plus one cell's working set (a <= 4k x 4k float32 similarity matrix, 64 MB, for facility location); a
+1M x 384-d pool takes under a minute on one core (``bench/selection_scale.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import numpy as np
 
 KCENTER_EXACT_MAX = 20_000  # k-center keeps one distance vector: O(n) memory
-FACILITY_EXACT_MAX = 2_000  # facility location keeps the (n, n) similarity matrix: 2k x 2k float32 = 16 MB
+FACILITY_EXACT_MAX = 4_000  # facility location keeps the (n, n) similarity matrix: 4k x 4k float32 = 64 MB
 KCENTER_CELL_ROWS = 5_000  # time ~ k * cell rows * d; vs 2k-row cells: 2x the time, 3-4% smaller covering radius
 FACILITY_CELL_ROWS = FACILITY_EXACT_MAX // 2  # capped at 2x: no cell's matrix is bigger than the exact solver's
 STOCHASTIC_EPSILON = 0.01  # stochastic greedy: (m / k) ln(1 / eps) candidates a step, (1 - 1/e - eps) expected

@@ -9,48 +9,30 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 from flows.cli import run_train, run_unlearn
-from tasks import ledger, lineage, provenance
+from tasks import ledger, lineage
 from tasks.config import get_settings
-from tasks.policy import load_policy
-from tasks.selection import SelectionConfig, load_manifest, select
-from tasks.training import TrainConfig
+from tasks.selection import load_manifest
 from tasks.unlearn import UnlearnConfig
-from tests.helpers import files_containing, ingest_without_engine, jsonl, write_source
+from tests.helpers import files_containing, reviews_store, tiny_train_config
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-GOOD = ["great", "good", "best", "love", "lovely", "warm", "fine", "superb"]
-BAD = ["bad", "worst", "dull", "boring", "slow", "awful", "poor", "weak"]
-FILLER = ["film", "story", "plot", "acting", "music", "scene", "the", "a", "movie", "cast", "ending", "script"]
 OWNER = "o07"
 
 
 @pytest.fixture
-def models(store) -> dict[str, str]:
+def models(store) -> dict[str, Any]:
     """200 labelled reviews from 20 owners (5% each), a 2-shard dataset, an unsharded and a sharded model."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(200):
-        label, words = ("fresh", GOOD) if i % 2 else ("rotten", BAD)
-        text = " ".join([*rng.choice(words, 2), *rng.choice(FILLER, 5), f"r{i}x{rng.integers(1e6)}"])
-        rows.append({"id": f"r{i}", "text": text, "label": label, "owner": f"o{i % 20:02d}"})
-    write_source(store, "rt", {"a.jsonl": jsonl(rows[::2]), "b.jsonl": jsonl(rows[1::2])})
-    ingest_without_engine(store)
-    policy = load_policy("research")
-    provenance.mark_current(store, policy, [provenance.validate_partition(store, k, policy)
-                                            for k in store.list("records", ".parquet")])
-    ref = select(store, SelectionConfig(name="sent", strategy="random", budget=10_000, shards=2,
-                                        fractions=(0.7, 0.15, 0.15)))["ref"]
-    cfg = {"dataset": ref, "model": "tiny", "lora_rank": 0, "epochs": 4, "lr": 3e-3, "batch_size": 16}
-    return {"dataset": ref, "plain": run_train(TrainConfig(**cfg))["ref"],
-            "sharded": run_train(TrainConfig(**cfg, shards=2))["ref"], "texts": {r["owner"]: [] for r in rows}
-            | {OWNER: [r["text"] for r in rows if r["owner"] == OWNER]}}
+    ref, rows = reviews_store(store)
+    return {"dataset": ref, "plain": run_train(tiny_train_config(ref))["ref"],
+            "sharded": run_train(tiny_train_config(ref, shards=2))["ref"],
+            "owner_texts": [r["text"] for r in rows if r["owner"] == OWNER]}
 
 
 def _version(ref: str):
@@ -77,7 +59,7 @@ def test_unlearning_each_method_certifies(prefect_api, store, models, method) ->
     doc = ledger.load(store, request["request_id"])
     assert [h["status"] for h in doc["history"]] == ["received", "resolved", "applied", "unlearned", "certified"]
     assert not store.exists(ledger.vault_key(request["request_id"]))  # certification destroyed the vault
-    assert files_containing(store, models["texts"][OWNER]) == []  # no copy of the owner's text is left
+    assert files_containing(store, models["owner_texts"]) == []  # no copy of the owner's text is left
     cert = store.read_json(f"reports/deletions/{request['request_id']}/certificate.json")
     unlearned = [m for m in cert["models"] if m["action"] == "unlearned"]
     assert unlearned and all(m["forget_records"] > 0 for m in unlearned)
