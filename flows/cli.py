@@ -256,8 +256,9 @@ def delete(owner: Annotated[str | None, typer.Option(help="every record of this 
 def server(host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
            port: Annotated[int, typer.Option(help="Prefect server port (UI and API)")] = 4200,
            schedules: Annotated[bool, typer.Option(help="keep the pipeline's cron schedule")] = True) -> None:
-    """Start a Prefect server (UI at http://HOST:PORT) and serve the deployments of prefect.yaml here: the
-    scheduled pipeline and the unlearning that a deletion request's event triggers."""
+    """Serve the deployments of prefect.yaml from this machine (the scheduled pipeline, and the unlearning that a
+    deletion's event triggers), on the Prefect server PREFECT_API_URL names, or on one started here (UI at
+    http://HOST:PORT)."""
     import os
     import subprocess
 
@@ -267,17 +268,20 @@ def server(host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.
     from flows.runtime import wait_for_api
 
     configure_environment()
-    url = f"http://{host}:{port}/api"
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
-                            env={**os.environ, "PREFECT_API_URL": url})  # same process group: Ctrl-C stops both
-    try:
-        wait_for_api(url, proc)
+    proc = None
+    if not get_settings().prefect_server_configured:
+        url = f"http://{host}:{port}/api"
+        proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port",
+                                 str(port)], env={**os.environ, "PREFECT_API_URL": url})  # one process group
         os.environ["PREFECT_API_URL"] = url
-        err.print(f"Prefect server and UI at http://{host}:{port}; serving the prefect.yaml deployments")
+    try:
+        wait_for_api(os.environ["PREFECT_API_URL"], proc)
+        err.print(f"serving the prefect.yaml deployments on {os.environ['PREFECT_API_URL']}")
         serve(*build_deployments(schedules))
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def run_apply(request_id: str | None = None) -> list[dict[str, Any]]:
