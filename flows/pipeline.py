@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.evaluate import evaluate_flow
 from flows.ingest import ingest_flow
-from flows.runtime import dask_task_runner
+from flows.runtime import shared_dask
 from flows.score import ORDER, score_flow
 from flows.select import select_flow
 from flows.train import train_flow
@@ -34,13 +34,13 @@ def pipeline_flow(policy: str = "research", score_sources: list[str] | None = No
                   shards: int = 1) -> dict[str, Any]:
     """The chain with the demo's embedded defaults (a sentiment classifier on Rotten Tomatoes)."""
     settings = get_settings()
-    runner = dask_task_runner(settings)
     score_sources = score_sources or ["rotten_tomatoes"]
-    ingested = ingest_flow.with_options(task_runner=runner)(
-        sources=None, cfg=IngestConfig(max_record_bytes=settings.max_record_bytes))
-    validated = validate_flow.with_options(task_runner=dask_task_runner(settings))(policy=load_policy(policy))
-    # embeddings-based scorers on the labelled corpus; MiniLM over all 77k texts takes ~10 min on 2 cores
-    scored = score_flow.with_options(task_runner=dask_task_runner(settings))(list(ORDER), score_sources)
+    with shared_dask(settings) as runner:
+        ingested = ingest_flow.with_options(task_runner=runner())(
+            sources=None, cfg=IngestConfig(max_record_bytes=settings.max_record_bytes))
+        validated = validate_flow.with_options(task_runner=runner())(policy=load_policy(policy))
+        # embeddings-based scorers on the labelled corpus; MiniLM over all 77k texts takes ~10 min on 2 cores
+        scored = score_flow.with_options(task_runner=runner())(list(ORDER), score_sources)
     selected = select_flow(SelectionConfig(
         name=dataset, strategy=strategy, budget=budget, balance="label", labels=tuple(labels or ("fresh", "rotten")),
         sources=tuple(select_sources or ("rotten_tomatoes",)), exclude=tuple(exclude or ("poisoning:0.8",))))

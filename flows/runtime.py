@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from tasks.config import Settings, get_settings
@@ -71,16 +73,37 @@ def stop_prefect_api() -> None:
         _server = None
 
 
-def dask_task_runner(settings: Settings | None = None) -> Any:
-    """A DaskTaskRunner on ``CUSTODY_DASK_ADDRESS`` or on a LocalCluster of single-threaded processes."""
+def _local_cluster_kwargs(settings: Settings) -> dict[str, Any]:
+    return {"n_workers": settings.dask_workers, "threads_per_worker": 1, "processes": True,
+            "dashboard_address": None, "silence_logs": logging.WARNING}
+
+
+def dask_task_runner(settings: Settings | None = None, address: str | None = None) -> Any:
+    """A DaskTaskRunner on ``address``, ``CUSTODY_DASK_ADDRESS``, or a LocalCluster of single-threaded processes."""
     from prefect_dask import DaskTaskRunner
 
     for noisy in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = settings or get_settings()
+    if address or settings.dask_address:
+        return DaskTaskRunner(address=address or settings.dask_address)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=_local_cluster_kwargs(settings))
+
+
+@contextmanager
+def shared_dask(settings: Settings | None = None) -> Iterator[Callable[[], Any]]:
+    """Task runners for several sub-flows on one Dask cluster: the configured scheduler, or one LocalCluster for
+    the whole block. Starting and stopping a cluster per sub-flow is slow, and on a loaded machine a cluster's
+    shutdown can time out and fail the parent flow."""
+    settings = settings or get_settings()
     if settings.dask_address:
-        return DaskTaskRunner(address=settings.dask_address)
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                          cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1,
-                                          "processes": True, "dashboard_address": None,
-                                          "silence_logs": logging.WARNING})
+        yield lambda: dask_task_runner(settings)
+        return
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(**_local_cluster_kwargs(settings))
+    try:
+        yield lambda: dask_task_runner(settings, cluster.scheduler_address)
+    finally:
+        with suppress(Exception):  # a slow shutdown must not fail a finished pipeline
+            cluster.close(timeout=120)
