@@ -7,7 +7,9 @@ QUICK ?=
 
 .PHONY: setup demo test test-fast bench lint clean
 
-setup: $(STAMP)
+setup: $(STAMP)  # and Debian's Chromium for the Prefect UI browser test (tests/integration/test_prefect_ui.py)
+	@command -v chromium >/dev/null || $(if $(filter 0,$(shell id -u)),,sudo) sh -c \
+		'export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq chromium chromium-driver'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
