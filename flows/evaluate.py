@@ -20,7 +20,7 @@ evaluate_task = task(evaluate_version, name="evaluate", cache_policy=NONE)
 
 
 @flow(name="evaluate")
-def evaluate_flow(model_ref: str, sample: int = 300) -> dict[str, Any]:
+def evaluate_flow(model_ref: str, sample: int = 200) -> dict[str, Any]:
     result = evaluate_task(Store.from_settings(), model_ref, sample)
     create_table_artifact(key="model-evaluation", description=f"{model_ref}: utility and membership baseline",
                           table=[{"metric": k, "value": round(v, 4)} for k, v in sorted(result.items())

@@ -126,7 +126,7 @@ def gate(comparison: dict[str, float], exact: bool, cfg: GateConfig = GateConfig
                                     f"within {cfg.max_accuracy_drop * 100:.0f} point(s) of the oracle"]}
 
 
-def evaluate_version(store: Any, ref: str, sample: int = 300) -> dict[str, Any]:
+def evaluate_version(store: Any, ref: str, sample: int = 200) -> dict[str, Any]:
     """Utility and the membership baseline of a registered version: a train sample (members) vs test."""
     import mlflow
 
