@@ -162,7 +162,7 @@ def demo(quick: Annotated[bool, typer.Option("--quick", help="a smaller sample (
     from tasks.unlearn import UnlearnConfig
 
     steps: dict[str, Any] = {"sample": run_sample(2000 if quick else None)}
-    steps["pipeline"] = run_pipeline(epochs=1 if quick else 2)
+    steps["pipeline"] = run_pipeline(epochs=3 if quick else 2)  # quick: ~400 training records
     store = Store.from_settings()
     owner, records, share = owner_shares(store, steps["pipeline"]["select"]["ref"])[0]
     request = ledger.submit(store, "owner", [owner], f"demo: {owner} withdrew consent")
