@@ -72,33 +72,80 @@ def unlearn_owner(store: Any, owner: str, method: str) -> dict[str, Any]:
     from tasks import ledger
     from tasks.unlearn import UnlearnConfig, unlearn_request
 
-    request = ledger.submit(store, "owner", [owner], "bench")
+    request = ledger.submit(store, "owner", [owner], f"bench {method}")
     start = time.perf_counter()
     unlearn_request(store, request["request_id"], UnlearnConfig(method=method))
-    cert = store.read_json(f"reports/deletions/{request['request_id']}/certificate.json")
+    row = row_of(store, ledger.load(store, request["request_id"]))
+    row["wall_seconds_total"] = time.perf_counter() - start
+    log(f"{method} for {owner}: {json.dumps(row['attempted'])}")
+    return row
+
+
+def row_of(store: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """One unlearning's numbers from its certificate and per-model result (the attempted method's own numbers
+    too, also when the gate rejected it)."""
+    rid = request["request_id"]
+    cert = store.read_json(f"reports/deletions/{rid}/certificate.json")
     model = next(m for m in cert["models"] if m["action"] == "unlearned")
-    metrics = model["metrics"]
-    row = {"owner": owner, "request": request["request_id"], "method": method, "final": model["final"],
-           "final_method": model["final_method"], "fell_back": model["fell_back"],
-           "forget_records": model["forget_records"], "wall_seconds_total": time.perf_counter() - start,
-           "attempts": model["attempts"], **model["cost"], "forget_loss_ks_pvalue": model["forget_loss_ks_pvalue"]}
-    for key, values in metrics.items():
+    row = {"owner": request["selector"]["values"][0], "request": rid, "method": model["requested_method"],
+           "final": model["final"], "final_method": model["final_method"], "fell_back": model["fell_back"],
+           "forget_records": model["forget_records"], "attempts": model["attempts"], **model["cost"],
+           "forget_loss_ks_pvalue": model["forget_loss_ks_pvalue"]}
+    for key, values in model["metrics"].items():
         row.update({f"{key}_{who}": v for who, v in values.items()})
-    # the attempted method's own numbers, also when the gate rejected it
-    steps = store.read_json(f"reports/deletions/{request['request_id']}/models/"
-                            f"{model['source'].replace('@', '-v')}.json")["steps"]
-    first = steps[0]
-    oracle_seconds = model["cost"]["oracle_seconds"]
-    row["attempted"] = {"method": first["method"], "passed": first["gate"]["passed"],
-                        "seconds": first["evaluation"]["cost_seconds"],
-                        "fraction_of_oracle_time": first["evaluation"]["cost_seconds"] / oracle_seconds,
+    first = store.read_json(f"reports/deletions/{rid}/models/{model['source'].replace('@', '-v')}.json")["steps"][0]
+    seconds = first["evaluation"]["cost_seconds"]
+    row["attempted"] = {"method": first["method"], "passed": first["gate"]["passed"], "seconds": seconds,
+                        "fraction_of_oracle_time": seconds / model["cost"]["oracle_seconds"],
                         "examples_processed": first["evaluation"]["examples_processed"],
                         "mia_loss_auc_gap": first["vs_oracle"]["mia_loss_auc_minus_oracle"],
                         "mia_mink_auc_gap": first["vs_oracle"]["mia_mink_auc_minus_oracle"],
                         "test_accuracy_gap": first["vs_oracle"]["test_accuracy_minus_oracle"],
                         "forget_loss_ks_pvalue": first["vs_oracle"]["forget_loss_ks_pvalue"]}
-    log(f"{method} for {owner}: {json.dumps(row['attempted'])}")
     return row
+
+
+def certified_rows(home: Path) -> list[dict[str, Any]]:
+    """Rows of every certified request under ``home``, oldest first."""
+    from tasks import ledger
+
+    store = use_home(home)
+    return [row_of(store, d) for d in ledger.list_requests(store) if d["status"] == "certified"]
+
+
+def collect(root: Path) -> dict[str, Any]:
+    """Results from the certificates the runs left under ``root`` (so a cut-short run still reports)."""
+    methods = [r for m in ("neggrad-plus", "scrub", "sisa") if (root / f"run-{m}").exists()
+               for r in certified_rows(root / f"run-{m}")]
+    sequence = certified_rows(root / "run-sequential") if (root / "run-sequential").exists() else []
+    for i, row in enumerate(sequence, start=1):
+        row.update(step=i, test_accuracy_minus_oracle=row["test_accuracy_unlearned"] - row["test_accuracy_oracle"])
+    approx = [m for m in methods if m["method"] != "sisa"]
+    sisa = [m for m in methods if m["method"] == "sisa"]
+    targets = {
+        "approximate_time_le_10pct": {m["method"]: m["attempted"]["fraction_of_oracle_time"] <= 0.10 for m in approx},
+        "approximate_mia_gap_le_0.03": {m["method"]: abs(m["attempted"]["mia_loss_auc_gap"]) <= 0.03
+                                        for m in approx},
+        "approximate_accuracy_within_1pt": {m["method"]: m["attempted"]["test_accuracy_gap"] >= -0.01
+                                            for m in approx},
+        "sisa_time_le_35pct": [m["attempted"]["fraction_of_oracle_time"] <= 0.35 for m in sisa],
+        "sequential_within_2pts": [abs(r["test_accuracy_minus_oracle"]) <= 0.02 for r in sequence]}
+    trained = {n: json.loads((root / n / "done.json").read_text()) for n in ("plain", "sharded")
+               if (root / n / "done.json").exists()}
+    return {"bench": "unlearning", "trained": trained, "methods": methods, "sequential": sequence,
+            "sequential_completed": len(sequence), "targets_met": targets}
+
+
+def report(result: dict[str, Any]) -> None:
+    print(f"\n{'method':14} {'time/oracle':>11} {'MIA gap':>8} {'MinK gap':>8} {'acc gap':>8} {'KS p':>6} gate")
+    for m in result["methods"]:
+        a = m["attempted"]
+        print(f"{m['method']:14} {a['fraction_of_oracle_time']:>11.3f} {a['mia_loss_auc_gap']:>+8.3f} "
+              f"{a['mia_mink_auc_gap']:>+8.3f} {a['test_accuracy_gap']:>+8.4f} {a['forget_loss_ks_pvalue']:>6.3f} "
+              f"{'passed' if a['passed'] else 'failed'}")
+    for r in result["sequential"]:
+        print(f"sequential {r['step']}: {r['final_method']:13} acc - oracle {r['test_accuracy_minus_oracle']:+.4f}")
+    print(json.dumps(result["targets_met"], indent=1))
 
 
 def main() -> None:
@@ -109,54 +156,25 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=2000, help="train records (the demo selects about 2.9k)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--sequential", type=int, default=5)
+    ap.add_argument("--collect", action="store_true", help="only summarise the certificates of an earlier run")
     args = ap.parse_args()
     load_before = load()
-    use_home(args.root / "validated")
-    setup = ensure_store(args.root / "validated")
-    plain, sharded = (trained_home(args.root, "plain", 1, args), trained_home(args.root, "sharded", 4, args))
-    base = json.loads((plain / "done.json").read_text())
-    owners = owner_shares(use_home(plain), base["dataset"])
-    owner = owners[0]
-    log(f"deleting {owner[0]}: {owner[1]} train records ({owner[2]:.2%})")
-    methods = []
-    for method, home in (("neggrad-plus", plain), ("scrub", plain), ("sisa", sharded)):
-        store = copy_home(home, args.root / f"run-{method}")
-        methods.append(unlearn_owner(store, owner[0], method))
-    store = copy_home(plain, args.root / "run-sequential")
-    sequence = []
-    for i, (name, n, share) in enumerate(owners[1:args.sequential + 1], start=1):
-        row = unlearn_owner(store, name, "auto")
-        row.update(step=i, share=share, test_accuracy_minus_oracle=row["test_accuracy_unlearned"]
-                   - row["test_accuracy_oracle"])
-        sequence.append(row)
-        log(f"sequential {i}: {name} ({n} records) final {row['final_method']}, test acc "
-            f"{row['test_accuracy_unlearned']:.4f} vs oracle {row['test_accuracy_oracle']:.4f}")
-    sisa = next(m for m in methods if m["method"] == "sisa")
-    approx = [m for m in methods if m["method"] != "sisa"]
-    targets = {
-        "approximate_time_le_10pct": {m["method"]: m["attempted"]["fraction_of_oracle_time"] <= 0.10 for m in approx},
-        "approximate_mia_gap_le_0.03": {m["method"]: abs(m["attempted"]["mia_loss_auc_gap"]) <= 0.03
-                                        for m in approx},
-        "approximate_accuracy_within_1pt": {m["method"]: m["attempted"]["test_accuracy_gap"] >= -0.01
-                                            for m in approx},
-        "sisa_time_le_35pct": sisa["attempted"]["fraction_of_oracle_time"] <= 0.35,
-        "sequential_within_2pts": all(abs(r["test_accuracy_minus_oracle"]) <= 0.02 for r in sequence)}
-    result = {"bench": "unlearning", "owner": {"id": owner[0], "train_records": owner[1], "share": owner[2]},
-              "trained": {"plain": base, "sharded": json.loads((sharded / "done.json").read_text())},
-              "methods": methods, "sequential": sequence, "targets_met": targets, "setup": setup,
-              "load_before": load_before, "load_after": load(),
+    if not args.collect:
+        use_home(args.root / "validated")
+        ensure_store(args.root / "validated")
+        plain, sharded = (trained_home(args.root, "plain", 1, args), trained_home(args.root, "sharded", 4, args))
+        owners = owner_shares(use_home(plain), json.loads((plain / "done.json").read_text())["dataset"])
+        log(f"deleting {owners[0][0]}: {owners[0][1]} train records ({owners[0][2]:.2%})")
+        for method, home in (("neggrad-plus", plain), ("scrub", plain), ("sisa", sharded)):
+            unlearn_owner(copy_home(home, args.root / f"run-{method}"), owners[0][0], method)
+        store = copy_home(plain, args.root / "run-sequential")
+        for name, _, _ in owners[1:args.sequential + 1]:
+            unlearn_owner(store, name, "auto")
+    result = {**collect(args.root), "load_before": load_before, "load_after": load(),
               "note": "2-core machine shared with tests and other benchmarks; times are wall seconds"}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, default=str))
-    print(f"\n{'method':14} {'time/oracle':>11} {'MIA gap':>8} {'MinK gap':>8} {'acc gap':>8} {'KS p':>6} gate")
-    for m in methods:
-        a = m["attempted"]
-        print(f"{m['method']:14} {a['fraction_of_oracle_time']:>11.3f} {a['mia_loss_auc_gap']:>+8.3f} "
-              f"{a['mia_mink_auc_gap']:>+8.3f} {a['test_accuracy_gap']:>+8.4f} {a['forget_loss_ks_pvalue']:>6.3f} "
-              f"{'passed' if a['passed'] else 'failed'}")
-    for r in sequence:
-        print(f"sequential {r['step']}: {r['final_method']:13} acc - oracle {r['test_accuracy_minus_oracle']:+.4f}")
-    print(json.dumps(targets, indent=1))
+    report(result)
 
 
 if __name__ == "__main__":
