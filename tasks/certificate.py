@@ -46,7 +46,8 @@ def model_entry(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def losses_png(results: list[dict[str, Any]]) -> bytes | None:
-    """Forget-set loss distributions per unlearned model: the source, the unlearned version, the oracle."""
+    """Per-example forget-set losses of each unlearned model's source, every attempt, and the oracle: one dot a
+    record (forget sets are small), with a box for the spread."""
     shown = [r for r in results if r["action"] == "unlearned"]
     if not shown:
         return None
@@ -54,18 +55,21 @@ def losses_png(results: list[dict[str, Any]]) -> bytes | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 3.2), squeeze=False)
+    rng = np.random.default_rng(0)
+    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3.4), squeeze=False)
     for ax, r in zip(axes[0], shown, strict=True):
-        curves = {"source (held the records)": r["evaluations"]["source"]["forget_losses"],
-                  f"unlearned ({r['final_method']})": r["steps"][-1]["evaluation"]["forget_losses"],
-                  "oracle (retrained without)": r["evaluations"]["oracle"]["forget_losses"]}
-        top = max(max(v) for v in curves.values() if v) or 1.0
-        for label, values in curves.items():
-            ax.hist(values, bins=20, range=(0, top), histtype="step", linewidth=1.5, label=label)
+        columns = {"source\n(held them)": r["evaluations"]["source"]["forget_losses"],
+                   **{f"{s['method']}\n({'passed' if s['gate']['passed'] else 'rejected'})":
+                      s["evaluation"]["forget_losses"] for s in r["steps"]},
+                   "oracle\n(retrained)": r["evaluations"]["oracle"]["forget_losses"]}
+        ax.boxplot(list(columns.values()), showfliers=False, widths=0.5)
+        for i, values in enumerate(columns.values(), start=1):
+            ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=10, alpha=0.6)
+        ax.set_xticks(range(1, len(columns) + 1), list(columns), fontsize=8)
+        ax.set_ylabel("per-example loss on the forget set")
         ax.set_title(f"{r['source']} → {r['final']}", fontsize=9)
-        ax.set_xlabel("per-example loss on the forget set")
-        ax.legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
