@@ -87,10 +87,18 @@ def _split_ref(ref: str, what: str) -> tuple[str, str]:
 
 
 def record_ids_of_owner(store: Store, owner: str) -> list[str]:
+    """The owner's records still in the store, plus those its deletion requests removed (ids the ledger kept), so
+    lineage still names the datasets and retired models that held them."""
+    from tasks.ledger import list_requests
+
     records = store.read_parquets("records", ["record_id", "owner_id"])
-    if records.num_rows == 0:
-        return []
-    return records.filter(pc.equal(records.column("owner_id"), owner)).column("record_id").to_pylist()
+    ids = set()
+    if records.num_rows:
+        ids |= set(records.filter(pc.equal(records.column("owner_id"), owner)).column("record_id").to_pylist())
+    for doc in list_requests(store):
+        if doc["selector"]["kind"] == "owner" and owner in doc["selector"]["values"] and doc.get("resolved"):
+            ids |= set(doc["resolved"]["record_ids"])
+    return sorted(ids)
 
 
 def query(store: Store, *, owner: str | None = None, record_ids: list[str] | None = None,

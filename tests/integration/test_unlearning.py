@@ -85,6 +85,8 @@ def test_unlearning_each_method_certifies(prefect_api, store, models, method) ->
         assert sharded["cost"]["examples_processed"] < sharded["cost"]["oracle_examples_processed"]
     md = store.read_bytes(f"reports/deletions/{request['request_id']}/certificate.md").decode()
     assert "Deletion certificate" in md and "forget_losses.png" in md
+    held = lineage.query(store, owner=OWNER)  # after the purge, lineage still names what held the owner's records
+    assert {f"{m['model']}@{m['model_version']}" for m in held["models"]} >= {m["source"] for m in unlearned}
 
 
 def test_unlearning_killed_midway_is_finished_by_rerun(prefect_api, store, models, custody_env) -> None:
