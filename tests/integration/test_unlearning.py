@@ -40,7 +40,8 @@ def _version(ref: str):
     return MlflowClient(get_settings().mlflow_tracking_uri).get_model_version(name, version)
 
 
-@pytest.mark.parametrize("method", ["neggrad-plus", "scrub", "sisa", "retrain"])
+# scrub runs in the kill test; retrain and sisa also run as the exact fallbacks of an approximate method
+@pytest.mark.parametrize("method", ["neggrad-plus", "sisa"])
 def test_unlearning_each_method_certifies(prefect_api, store, models, method) -> None:
     owner_ids = set(lineage.record_ids_of_owner(store, OWNER))
     request = ledger.submit(store, "owner", [OWNER], "consent withdrawn")
