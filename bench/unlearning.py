@@ -156,6 +156,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=2000, help="train records (the demo selects about 2.9k)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--sequential", type=int, default=5)
+    ap.add_argument("--methods", nargs="*", default=["neggrad-plus", "scrub", "sisa"])
     ap.add_argument("--collect", action="store_true", help="only summarise the certificates of an earlier run")
     args = ap.parse_args()
     load_before = load()
@@ -165,7 +166,8 @@ def main() -> None:
         plain, sharded = (trained_home(args.root, "plain", 1, args), trained_home(args.root, "sharded", 4, args))
         owners = owner_shares(use_home(plain), json.loads((plain / "done.json").read_text())["dataset"])
         log(f"deleting {owners[0][0]}: {owners[0][1]} train records ({owners[0][2]:.2%})")
-        for method, home in (("neggrad-plus", plain), ("scrub", plain), ("sisa", sharded)):
+        for method in args.methods:
+            home = sharded if method == "sisa" else plain
             unlearn_owner(copy_home(home, args.root / f"run-{method}"), owners[0][0], method)
         store = copy_home(plain, args.root / "run-sequential")
         for name, _, _ in owners[1:args.sequential + 1]:
