@@ -169,9 +169,10 @@ def main() -> None:
         for method in args.methods:
             home = sharded if method == "sisa" else plain
             unlearn_owner(copy_home(home, args.root / f"run-{method}"), owners[0][0], method)
-        store = copy_home(plain, args.root / "run-sequential")
-        for name, _, _ in owners[1:args.sequential + 1]:
-            unlearn_owner(store, name, "auto")
+        if args.sequential:
+            store = copy_home(plain, args.root / "run-sequential")
+            for name, _, _ in owners[1:args.sequential + 1]:
+                unlearn_owner(store, name, "auto")
     result = {**collect(args.root), "load_before": load_before, "load_after": load(),
               "note": "2-core machine shared with tests and other benchmarks; times are wall seconds"}
     RESULTS.parent.mkdir(exist_ok=True)
