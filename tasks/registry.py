@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import subprocess
 import tempfile
 from collections import Counter
@@ -128,7 +129,12 @@ def use_experiment(name: str) -> None:
     import mlflow
 
     settings = get_settings()
+    configured = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI, which Settings would then take for the user's choice and
+    # keep using after CUSTODY_HOME changes; leave the environment as the user set it
+    if configured is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     if mlflow.get_experiment_by_name(name) is None:
         with contextlib.suppress(mlflow.exceptions.MlflowException):  # another process may create it first
             mlflow.create_experiment(name, artifact_location=settings.mlflow_artifact_location)
