@@ -81,19 +81,24 @@ def unlearn_owner(store: Any, owner: str, method: str) -> dict[str, Any]:
     return row
 
 
-def row_of(store: Any, request: dict[str, Any]) -> dict[str, Any]:
-    """One unlearning's numbers from its certificate and per-model result (the attempted method's own numbers
-    too, also when the gate rejected it)."""
+def row_of(store: Any, request: dict[str, Any]) -> dict[str, Any] | None:
+    """One unlearning's numbers from its per-model result (what the certificate is made of; a run cut short
+    before certification still counts), with the attempted method's own numbers, also when rejected."""
+    from tasks.certificate import model_entry
+
     rid = request["request_id"]
-    cert = store.read_json(f"reports/deletions/{rid}/certificate.json")
-    model = next(m for m in cert["models"] if m["action"] == "unlearned")
-    row = {"owner": request["selector"]["values"][0], "request": rid, "method": model["requested_method"],
-           "final": model["final"], "final_method": model["final_method"], "fell_back": model["fell_back"],
-           "forget_records": model["forget_records"], "attempts": model["attempts"], **model["cost"],
-           "forget_loss_ks_pvalue": model["forget_loss_ks_pvalue"]}
+    results = [store.read_json(k) for k in store.list(f"reports/deletions/{rid}/models", ".json")]
+    result = next((r for r in results if r["action"] == "unlearned"), None)
+    if result is None:
+        return None
+    model = model_entry(result)
+    row = {"owner": request["selector"]["values"][0], "request": rid, "status": request["status"],
+           "method": model["requested_method"], "final": model["final"], "final_method": model["final_method"],
+           "fell_back": model["fell_back"], "forget_records": model["forget_records"], "attempts": model["attempts"],
+           **model["cost"], "forget_loss_ks_pvalue": model["forget_loss_ks_pvalue"]}
     for key, values in model["metrics"].items():
         row.update({f"{key}_{who}": v for who, v in values.items()})
-    first = store.read_json(f"reports/deletions/{rid}/models/{model['source'].replace('@', '-v')}.json")["steps"][0]
+    first = result["steps"][0]
     seconds = first["evaluation"]["cost_seconds"]
     row["attempted"] = {"method": first["method"], "passed": first["gate"]["passed"], "seconds": seconds,
                         "fraction_of_oracle_time": seconds / model["cost"]["oracle_seconds"],
@@ -106,18 +111,20 @@ def row_of(store: Any, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def certified_rows(home: Path) -> list[dict[str, Any]]:
-    """Rows of every certified request under ``home``, oldest first."""
+    """Rows of every request under ``home`` that unlearned a model, oldest first."""
     from tasks import ledger
 
     store = use_home(home)
-    return [row_of(store, d) for d in ledger.list_requests(store) if d["status"] == "certified"]
+    rows = [row_of(store, d) for d in ledger.list_requests(store)]
+    return [r for r in rows if r is not None]
 
 
-def collect(root: Path) -> dict[str, Any]:
-    """Results from the certificates the runs left under ``root`` (so a cut-short run still reports)."""
-    methods = [r for m in ("neggrad-plus", "scrub", "sisa") if (root / f"run-{m}").exists()
+def collect(roots: list[Path]) -> dict[str, Any]:
+    """Results from what the runs left under ``roots`` (so a run cut short still reports)."""
+    methods = [r for root in roots for m in ("neggrad-plus", "scrub", "sisa") if (root / f"run-{m}").exists()
                for r in certified_rows(root / f"run-{m}")]
-    sequence = certified_rows(root / "run-sequential") if (root / "run-sequential").exists() else []
+    sequence = [r for root in roots if (root / "run-sequential").exists()
+                for r in certified_rows(root / "run-sequential")]
     for i, row in enumerate(sequence, start=1):
         row.update(step=i, test_accuracy_minus_oracle=row["test_accuracy_unlearned"] - row["test_accuracy_oracle"])
     approx = [m for m in methods if m["method"] != "sisa"]
@@ -130,8 +137,8 @@ def collect(root: Path) -> dict[str, Any]:
                                             for m in approx},
         "sisa_time_le_35pct": [m["attempted"]["fraction_of_oracle_time"] <= 0.35 for m in sisa],
         "sequential_within_2pts": [abs(r["test_accuracy_minus_oracle"]) <= 0.02 for r in sequence]}
-    trained = {n: json.loads((root / n / "done.json").read_text()) for n in ("plain", "sharded")
-               if (root / n / "done.json").exists()}
+    trained = {f"{root.name}/{n}": json.loads((root / n / "done.json").read_text()) for root in roots
+               for n in ("plain", "sharded") if (root / n / "done.json").exists()}
     return {"bench": "unlearning", "trained": trained, "methods": methods, "sequential": sequence,
             "sequential_completed": len(sequence), "targets_met": targets}
 
@@ -158,13 +165,16 @@ def main() -> None:
     ap.add_argument("--sequential", type=int, default=5)
     ap.add_argument("--methods", nargs="*", default=["neggrad-plus", "scrub", "sisa"])
     ap.add_argument("--collect", action="store_true", help="only summarise the certificates of an earlier run")
+    ap.add_argument("--also", type=Path, nargs="*", default=[], help="more roots whose runs to summarise")
     args = ap.parse_args()
     load_before = load()
     if not args.collect:
         use_home(args.root / "validated")
         ensure_store(args.root / "validated")
-        plain, sharded = (trained_home(args.root, "plain", 1, args), trained_home(args.root, "sharded", 4, args))
-        owners = owner_shares(use_home(plain), json.loads((plain / "done.json").read_text())["dataset"])
+        plain = trained_home(args.root, "plain", 1, args) if set(args.methods) - {"sisa"} or args.sequential else None
+        sharded = trained_home(args.root, "sharded", 4, args) if "sisa" in args.methods else None
+        base = plain or sharded
+        owners = owner_shares(use_home(base), json.loads((base / "done.json").read_text())["dataset"])
         log(f"deleting {owners[0][0]}: {owners[0][1]} train records ({owners[0][2]:.2%})")
         for method in args.methods:
             home = sharded if method == "sisa" else plain
@@ -173,7 +183,7 @@ def main() -> None:
             store = copy_home(plain, args.root / "run-sequential")
             for name, _, _ in owners[1:args.sequential + 1]:
                 unlearn_owner(store, name, "auto")
-    result = {**collect(args.root), "load_before": load_before, "load_after": load(),
+    result = {**collect([args.root, *args.also]), "load_before": load_before, "load_after": load(),
               "note": "2-core machine shared with tests and other benchmarks; times are wall seconds"}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, default=str))
