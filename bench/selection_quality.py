@@ -18,7 +18,7 @@ Strategies choose 20% of the pool (``--budget``):
 
 * ``random``: ``strategies.random_pick``;
 * ``kcenter``, ``facility``: ``strategies.kcenter`` / ``strategies.facility_location`` on the embeddings (the
-  pool is ~10k rows, so k-center is exact and facility location runs per MiniBatchKMeans cell);
+  pool is ~10k rows, so k-center is exact and facility location runs per size-capped k-means cell);
 * ``target``: ``top_k(target_similarity(pool, validation))`` (each candidate's max cosine to the 200);
 * ``dsir``: ``strategies.dsir(pool_texts, validation_texts)``;
 * ``influence``: the proxy head (``tasks.scoring.proxy.train``, ``ProxyConfig(seed=seed)``) trained on the pool
