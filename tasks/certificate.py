@@ -9,12 +9,12 @@ the last copy of the deleted texts, and moves the request to ``certified``.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from tasks import ledger
+from tasks.plots import figure_png
 from tasks.registry import use_experiment
 from tasks.storage import Store
 
@@ -70,11 +70,7 @@ def losses_png(results: list[dict[str, Any]]) -> bytes | None:
         ax.set_xticks(range(1, len(columns) + 1), list(columns), fontsize=8)
         ax.set_ylabel("per-example loss on the forget set")
         ax.set_title(f"{r['source']} → {r['final']}", fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def _fmt(value: Any) -> str:

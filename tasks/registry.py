@@ -10,7 +10,6 @@ trained version takes the ``serving`` alias; unlearning moves it (tasks.unlearn)
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import subprocess
 import tempfile
@@ -23,6 +22,7 @@ import pyarrow as pa
 
 from tasks.config import get_settings
 from tasks.lineage import DATASET_TAG
+from tasks.plots import figure_png
 from tasks.provenance import validated_records
 from tasks.storage import Store
 from tasks.tables import join_on_id
@@ -90,11 +90,7 @@ def learning_curves_png(history: dict[str, list[float]]) -> bytes:
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def merged(model: Any) -> Any:

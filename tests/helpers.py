@@ -90,13 +90,9 @@ REVIEW_WORDS = {"fresh": ["great", "good", "best", "love", "lovely", "warm", "fi
 FILLER = ["film", "story", "plot", "acting", "music", "scene", "the", "a", "movie", "cast", "ending", "script"]
 
 
-def reviews_store(store: Store, n: int = 200, owners: int = 20, shards: int = 2) -> tuple[str, list[dict[str, Any]]]:
-    """A validated store of ``n`` labelled toy reviews from ``owners`` owners and one dataset version (all of it)."""
+def review_rows(n: int = 200, owners: int = 20) -> list[dict[str, Any]]:
+    """``n`` labelled toy reviews (fresh/rotten alternating) from ``owners`` owners, the same for every run."""
     import numpy as np
-
-    from tasks import provenance
-    from tasks.policy import load_policy
-    from tasks.selection import SelectionConfig, select
 
     rng = np.random.default_rng(0)
     rows = []
@@ -104,6 +100,32 @@ def reviews_store(store: Store, n: int = 200, owners: int = 20, shards: int = 2)
         label = "fresh" if i % 2 else "rotten"
         text = " ".join([*rng.choice(REVIEW_WORDS[label], 2), *rng.choice(FILLER, 5), f"r{i}x{rng.integers(1e6)}"])
         rows.append({"id": f"r{i}", "text": text, "label": label, "owner": f"o{i % owners:02d}"})
+    return rows
+
+
+def stop_process_group(proc: Any, first: int = 15, grace: float = 30) -> None:
+    """Signal the process group ``proc`` leads (``first``, SIGTERM by default), then SIGKILL after ``grace`` s."""
+    import os
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, first)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def reviews_store(store: Store, n: int = 200, owners: int = 20, shards: int = 2) -> tuple[str, list[dict[str, Any]]]:
+    """A validated store of ``n`` labelled toy reviews from ``owners`` owners and one dataset version (all of it)."""
+
+    from tasks import provenance
+    from tasks.policy import load_policy
+    from tasks.selection import SelectionConfig, select
+
+    rows = review_rows(n, owners)
     write_source(store, "rt", {"a.jsonl": jsonl(rows[::2]), "b.jsonl": jsonl(rows[1::2])})
     ingest_without_engine(store)
     policy = load_policy("research")

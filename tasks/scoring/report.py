@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import io
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tasks.plots import figure_png
 from tasks.scoring import base
 from tasks.storage import Store
 from tasks.tables import join_on_id
@@ -40,11 +40,7 @@ def histograms_png(table: pa.Table, title: str) -> bytes:
     for ax in axes.ravel()[len(cols):]:
         ax.axis("off")
     fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def top_flagged(store: Store, scorer: str, table: pa.Table, k: int = 10) -> list[dict[str, Any]]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import io
 from collections import Counter
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from tasks.plots import figure_png
 from tasks.selection.pool import attribute_column, load_pool
 from tasks.storage import Store
 
@@ -56,14 +56,11 @@ def comparison(store: Store, manifest: pa.Table, summary: dict[str, Any]) -> tup
     except Exception:  # no quality run yet: the share plot still tells the story
         axes[1].axis("off")
     fig.suptitle(f"{summary['ref']} ({summary['strategy']})")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    key = store.write_bytes(f"reports/selection/{summary['name']}/{summary['version']}/comparison.png", buf.getvalue())
+    png = figure_png(fig)
+    key = store.write_bytes(f"reports/selection/{summary['name']}/{summary['version']}/comparison.png", png)
     md = [f"# Dataset {summary['ref']}", "", f"strategy **{summary['strategy']}**, budget {cfg['budget']}, seed "
           f"{cfg['seed']}; counts {summary['counts']}; excluded {summary['excluded']} of {summary['pool_records']}",
-          "", f"![comparison](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})", "",
+          "", f"![comparison](data:image/png;base64,{base64.b64encode(png).decode()})", "",
           f"PNG: {key}", "", "| what | pool | selected |", "|---|---|---|"]
     md += [f"| {r['what']} | {r['pool']} | {r['selected']} |" for r in rows]
     return "\n".join(md), rows

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import jsonl, write_source
+from tests.helpers import jsonl, stop_process_group, write_source
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,17 +78,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Terminate the process group that ``proc`` leads (the server, or the chain and its Dask workers)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @pytest.fixture
 def ui_server(tmp_path: Path) -> Iterator[dict]:
     """`prefect server start` (API and UI) on a free port with its own PREFECT_HOME, not yet waited for."""
@@ -107,7 +95,7 @@ def ui_server(tmp_path: Path) -> Iterator[dict]:
     try:
         yield {"url": base, "api": f"{base}/api", "proc": proc, "log": log}
     finally:
-        _stop(proc)
+        stop_process_group(proc)
 
 
 def _wait_until_serving(server: dict, timeout: float = 180) -> None:
@@ -145,7 +133,7 @@ def chain(ui_server: dict, store, tmp_path: Path) -> dict:
         _wait_until_serving(ui_server)
         proc.wait(timeout=600)
     finally:
-        _stop(proc)
+        stop_process_group(proc)
     assert proc.returncode == 0, log.read_text()[-4000:]
     done = json.loads(result.read_text())
     assert done["ingest_ok"] and done["validated"] and done["model"] == "sent-classifier@1", done

@@ -30,7 +30,7 @@ from tasks import ledger
 from tasks.selection import owner_shares
 from tasks.storage import Store
 from tests.conftest import MOTO_REGION
-from tests.helpers import FILLER, REVIEW_WORDS, datasheet, jsonl, write_source
+from tests.helpers import datasheet, jsonl, review_rows, write_source
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,14 +158,7 @@ def postgres_databases() -> Iterator[tuple[str, str]]:
 def _land_reviews(store: Store, n: int = 200, owners: int = 20) -> list[dict]:
     """Raw labelled reviews as the pipeline's defaults expect them (source rotten_tomatoes, fresh/rotten), like
     tests.helpers.reviews_store but not ingested: the deployment must do that on the cluster."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(n):
-        label = "fresh" if i % 2 else "rotten"
-        text = " ".join([*rng.choice(REVIEW_WORDS[label], 2), *rng.choice(FILLER, 5), f"r{i}x{rng.integers(1e6)}"])
-        rows.append({"id": f"r{i}", "text": text, "label": label, "owner": f"o{i % owners:02d}"})
+    rows = review_rows(n, owners)
     write_source(store, "rotten_tomatoes", {"a.jsonl": jsonl(rows[::2]), "b.jsonl": jsonl(rows[1::2])},
                  datasheet("rotten_tomatoes"))
     return rows
