@@ -22,6 +22,11 @@ app = typer.Typer(help="Custody: chain of custody for training data.", no_args_i
                   pretty_exceptions_enable=False)
 out = Console()
 err = Console(stderr=True)
+# `custody demo --quick`: 1,200 rows a corpus (~250 training records), only the scorers the selection uses,
+# smaller membership-attack samples
+QUICK_SAMPLE = 1200
+QUICK_PIPELINE: dict[str, Any] = {"epochs": 3, "scorers": ["embeddings", "poisoning"], "membership_sample": 100}
+QUICK_UNLEARN: dict[str, Any] = {"retain_sample": 300, "mink_sample": 100}
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
 
 
@@ -152,7 +157,7 @@ def show_pipeline(r: dict[str, Any]) -> None:
 
 
 @app.command()
-def demo(quick: Annotated[bool, typer.Option("--quick", help="a smaller sample (about 2k rows a corpus)")] = False,
+def demo(quick: Annotated[bool, typer.Option("--quick", help="a smaller sample (1,200 rows a corpus)")] = False,
          as_json: JsonOpt = False) -> None:
     """The main job: land the bundled corpora, run the whole chain with embedded defaults, then delete one owner
     the model learned from and unlearn it through to the certificate."""
@@ -161,13 +166,13 @@ def demo(quick: Annotated[bool, typer.Option("--quick", help="a smaller sample (
     from tasks.storage import Store
     from tasks.unlearn import UnlearnConfig
 
-    steps: dict[str, Any] = {"sample": run_sample(2000 if quick else None)}
-    steps["pipeline"] = run_pipeline(epochs=3 if quick else 2)  # quick: ~400 training records
+    steps: dict[str, Any] = {"sample": run_sample(QUICK_SAMPLE if quick else None)}
+    steps["pipeline"] = run_pipeline(**QUICK_PIPELINE if quick else {})
     store = Store.from_settings()
     owner, records, share = owner_shares(store, steps["pipeline"]["select"]["ref"])[0]
     request = ledger.submit(store, "owner", [owner], f"demo: {owner} withdrew consent")
     steps["deletion"] = {"owner": owner, "train_records": records, "share": share, "request_id": request["request_id"]}
-    steps["unlearn"] = run_unlearn(request["request_id"], UnlearnConfig())
+    steps["unlearn"] = run_unlearn(request["request_id"], UnlearnConfig(**QUICK_UNLEARN if quick else {}))
     from tasks.status import store_status
 
     emit({"ok": True, **steps, "status": store_status(store)}, as_json, show_demo)
@@ -313,14 +318,16 @@ def run_unlearn(request_id: str, cfg: Any) -> dict[str, Any]:
     from flows.unlearn import unlearn_flow
 
     ensure_prefect_api()
-    return unlearn_flow(request_id, cfg.method)
+    return unlearn_flow(request_id, cfg.method, cfg.retain_sample, cfg.mink_sample)
 
 
 @app.command()
 def deletions(request: Annotated[str | None, typer.Option(help="show one request in full")] = None,
               apply: Annotated[bool, typer.Option("--apply", help="apply every open request now")] = False,
+              finish: Annotated[bool, typer.Option("--finish", help="unlearn and certify every request not yet "
+                                                   "certified (what the sweep deployment does)")] = False,
               as_json: JsonOpt = False) -> None:
-    """List deletion requests and their status (or show one, or apply the open ones)."""
+    """List deletion requests and their status (or show one, or apply the open ones, or finish them)."""
     from tasks import ledger
     from tasks.storage import Store
 
@@ -328,6 +335,8 @@ def deletions(request: Annotated[str | None, typer.Option(help="show one request
     try:
         if apply:
             run_apply()
+        if finish:
+            run_sweep()
         if request:
             doc = ledger.load(store, request)
             doc["resolved"] = {k: v for k, v in doc.get("resolved", {}).items() if k != "content_hashes"}
@@ -341,6 +350,13 @@ def deletions(request: Annotated[str | None, typer.Option(help="show one request
              "status": d["status"], "records": len(d.get("resolved", {}).get("record_ids", []))}
             for d in ledger.list_requests(store)]
     emit({"ok": True, "requests": rows}, as_json, lambda r: out.print(table_of(r["requests"], "Deletion requests")))
+
+
+def run_sweep() -> list[dict[str, Any]]:
+    from flows.unlearn import sweep_flow
+
+    ensure_prefect_api()
+    return sweep_flow(min_age_seconds=0)
 
 
 @app.command()

@@ -34,11 +34,19 @@ def build_deployments(schedules: bool = True) -> list[Any]:
     for spec in deployment_specs():
         triggers = [DeploymentEventTrigger(**{k: v for k, v in t.items() if k != "type"})
                     for t in spec.get("triggers", [])]
-        crons = [s["cron"] for s in spec.get("schedules", [])] if schedules else []
         out.append(load_flow(spec["entrypoint"]).to_deployment(
             name=spec["name"], description=spec.get("description"), tags=spec.get("tags"), triggers=triggers,
-            cron=crons[0] if crons else None))
+            schedules=[schedule_of(s) for s in spec.get("schedules", [])] if schedules else None))
     return out
+
+
+def schedule_of(spec: dict[str, Any]) -> Any:
+    """A ``prefect.yaml`` schedule entry (``cron`` or ``interval`` seconds) as a Prefect schedule."""
+    from prefect.schedules import Cron, Interval
+
+    if "cron" in spec:
+        return Cron(spec["cron"], timezone=spec.get("timezone", "UTC"))
+    return Interval(spec["interval"])
 
 
 def emit_deletion_requested(request_id: str, kind: str) -> None:

@@ -31,8 +31,12 @@ def pipeline_flow(policy: str = "research", score_sources: list[str] | None = No
                   dataset: str = "sentiment", strategy: str = "facility", budget: float = 0.3,
                   labels: list[str] | None = None, select_sources: list[str] | None = None,
                   exclude: list[str] | None = None, model: str = "minilm", epochs: int = 2,
-                  shards: int = 1) -> dict[str, Any]:
-    """The chain with the demo's embedded defaults (a sentiment classifier on Rotten Tomatoes)."""
+                  shards: int = 1, scorers: list[str] | None = None, membership_sample: int = 200) -> dict[str, Any]:
+    """The chain with the demo's embedded defaults (a sentiment classifier on Rotten Tomatoes).
+
+    ``scorers`` defaults to all of them; the selection itself needs only ``embeddings`` (facility location) and
+    ``poisoning`` (the default exclusion). ``membership_sample`` sizes the evaluation's membership baseline.
+    """
     settings = get_settings()
     score_sources = score_sources or ["rotten_tomatoes"]
     with shared_dask(settings) as runner:
@@ -40,12 +44,12 @@ def pipeline_flow(policy: str = "research", score_sources: list[str] | None = No
             sources=None, cfg=IngestConfig(max_record_bytes=settings.max_record_bytes))
         validated = validate_flow.with_options(task_runner=runner())(policy=load_policy(policy))
         # embeddings-based scorers on the labelled corpus; MiniLM over all 77k texts takes ~10 min on 2 cores
-        scored = score_flow.with_options(task_runner=runner())(list(ORDER), score_sources)
+        scored = score_flow.with_options(task_runner=runner())(scorers or list(ORDER), score_sources)
     selected = select_flow(SelectionConfig(
         name=dataset, strategy=strategy, budget=budget, balance="label", labels=tuple(labels or ("fresh", "rotten")),
         sources=tuple(select_sources or ("rotten_tomatoes",)), exclude=tuple(exclude or ("poisoning:0.8",))))
     trained = train_flow(TrainConfig(dataset=selected["ref"], model=model, epochs=epochs, shards=shards))
-    evaluated = evaluate_flow(trained["ref"])
+    evaluated = evaluate_flow(trained["ref"], membership_sample)
     summary = {"ingest": ingested, "validate": validated, "score": {"runs": scored}, "select": selected,
                "train": trained, "evaluate": evaluated}
     create_markdown_artifact(key="pipeline-summary", description="the chain, one run", markdown="\n".join([

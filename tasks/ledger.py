@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -108,7 +109,11 @@ def _pid_alive(pid: int) -> bool:
 
 @contextmanager
 def store_lock(store: Store, key: str = LOCK, timeout: float = 600.0) -> Iterator[None]:
-    """Mutual exclusion between appliers; a lock left by a dead process (same host) or a stale one is broken."""
+    """Mutual exclusion between appliers; a lock left by a dead process (same host) or a stale one is broken.
+
+    The holder refreshes the lock while it works (unlearning a large model can take longer than
+    ``STALE_LOCK_SECONDS``), so only a holder that stopped refreshing it counts as stale.
+    """
     me = {"pid": os.getpid(), "host": socket.gethostname(), "at": time.time(), "token": uuid.uuid4().hex}
     deadline = time.monotonic() + timeout
     while not store.write_new(key, json.dumps(me).encode()):
@@ -123,11 +128,34 @@ def store_lock(store: Store, key: str = LOCK, timeout: float = 600.0) -> Iterato
         if time.monotonic() > deadline:
             raise CustodyError(f"{store.uri(key)} is held by pid {holder.get('pid')} on {holder.get('host')}")
         time.sleep(0.2)
+    done = threading.Event()
+    heartbeat = threading.Thread(target=_refresh, args=(store, key, me, done), daemon=True)
+    heartbeat.start()
     try:
         yield
     finally:
+        done.set()
+        heartbeat.join()
         if store.exists(key) and store.read_json(key).get("token") == me["token"]:
             store.delete(key)
+
+
+def _refresh(store: Store, key: str, me: dict[str, Any], done: threading.Event) -> None:
+    """Keep a held lock fresh until ``done``; never re-create one that another process took over."""
+    while not done.wait(STALE_LOCK_SECONDS / 6):
+        try:
+            if store.read_json(key).get("token") != me["token"]:
+                return
+        except (FileNotFoundError, json.JSONDecodeError):
+            return
+        store.write_json(key, {**me, "at": time.time()})
+
+
+def unfinished(store: Store, min_age_seconds: float = 0.0) -> list[dict[str, Any]]:
+    """Requests filed at least ``min_age_seconds`` ago and not yet certified, oldest first (the sweep's work)."""
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=min_age_seconds)
+    return [d for d in list_requests(store)
+            if d["status"] != "certified" and dt.datetime.fromisoformat(d["created_at"]) <= cutoff]
 
 
 def resolve(store: Store, doc: dict[str, Any]) -> dict[str, Any]:

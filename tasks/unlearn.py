@@ -71,6 +71,7 @@ class UnlearnConfig:
     lr_scale: float = 0.5  # of the training learning rate
     alpha: float = 0.5  # NegGrad+: weight of the forget-set ascent against the retain-set descent
     retain_sample: int = 1000  # retain records used for evaluation
+    mink_sample: int = 500  # test records the Min-K%-style attack sees (nine forward passes each)
     gate: GateConfig = field(default_factory=GateConfig)
 
     def __post_init__(self) -> None:
@@ -112,6 +113,7 @@ class Sets:
     splits: dict[str, Split]  # of the derived dataset
     forget: Split  # deleted records the source trained on
     retain: Split  # a sample of the derived train split
+    mink_sample: int  # test records the Min-K%-style attack sees
 
 
 def _forget_split(store: Store, request_id: str, source_dataset: str, deleted: set[str], labels: list[str],
@@ -146,7 +148,8 @@ def judged_sets(store: Store, request: dict[str, Any], source_ref: str, ucfg: Un
     if labels != source["labels"]:
         raise Fatal(f"{source_ref}: labels changed after deletion ({source['labels']} -> {labels}); retrain instead")
     forget = _forget_split(store, request["request_id"], source["dataset"], deleted, labels, cfg.shards > 1)
-    return Sets(cfg, labels, selection, splits, forget, subsample(splits["train"], ucfg.retain_sample, cfg.seed))
+    return Sets(cfg, labels, selection, splits, forget, subsample(splits["train"], ucfg.retain_sample, cfg.seed),
+                ucfg.mink_sample)
 
 
 # --- candidates -------------------------------------------------------------------------------------------
@@ -196,24 +199,40 @@ def _approximate(method: str, model: Any, tokenizer: Any, forget: Split, retain:
         r_batch = _encode(tokenizer, [retain.texts[i] for i in r_idx], cfg, device)
         f_y, r_y = torch.tensor(forget.y[f_idx], device=device), torch.tensor(retain.y[r_idx], device=device)
         student.train()
-        if teacher is None:  # NegGrad+: descend on retain, ascend on forget
-            loss = (1 - ucfg.alpha) * F.cross_entropy(student(**r_batch).logits, r_y) \
-                - ucfg.alpha * F.cross_entropy(student(**f_batch).logits, f_y)
-        else:  # SCRUB: move away from the teacher on forget, stay with it (and the labels) on retain
-            with torch.no_grad():
-                t_f, t_r = teacher(**f_batch).logits, teacher(**r_batch).logits
-            s_f, s_r = student(**f_batch).logits, student(**r_batch).logits
-            kl_f = F.kl_div(F.log_softmax(s_f, -1), F.log_softmax(t_f, -1), log_target=True, reduction="batchmean")
-            kl_r = F.kl_div(F.log_softmax(s_r, -1), F.log_softmax(t_r, -1), log_target=True, reduction="batchmean")
-            loss = kl_r + F.cross_entropy(s_r, r_y) - kl_f
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        seen += (len(f_idx) + len(r_idx)) * (2 if teacher is not None else 1)
+        if teacher is None:  # NegGrad+: descend on retain, ascend on forget, one combined step
+            _step(optimizer, params, (1 - ucfg.alpha) * F.cross_entropy(student(**r_batch).logits, r_y)
+                  - ucfg.alpha * F.cross_entropy(student(**f_batch).logits, f_y))
+            seen += len(f_idx) + len(r_idx)
+            continue
+        # SCRUB: a max-step away from the teacher on forget, then a min-step towards it (and the labels) on
+        # retain. Separate steps as in the paper: at the start the student equals the teacher, the forget KL's
+        # gradient is tiny, and in a combined loss the retain term would set the direction alone.
+        with torch.no_grad():
+            t_f, t_r = teacher(**f_batch).logits, teacher(**r_batch).logits
+        _step(optimizer, params, -_kl(student(**f_batch).logits, t_f))
+        s_r = student(**r_batch).logits
+        _step(optimizer, params, _kl(s_r, t_r) + F.cross_entropy(s_r, r_y))
+        seen += 2 * (len(f_idx) + len(r_idx))
     from tasks.registry import merged
 
     return merged(student).eval(), seen
+
+
+def _kl(student_logits: Any, teacher_logits: Any) -> Any:
+    """KL(teacher || student) per batch, from logits."""
+    import torch.nn.functional as F
+
+    return F.kl_div(F.log_softmax(student_logits, -1), F.log_softmax(teacher_logits, -1), log_target=True,
+                    reduction="batchmean")
+
+
+def _step(optimizer: Any, params: list[Any], loss: Any) -> None:
+    import torch
+
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
 
 
 def _source_heldout_loss(store: Store, source_ref: str) -> float:
@@ -296,7 +315,7 @@ def assessment(store: Store, request_id: str, ref: str, sets: Sets) -> dict[str,
         return store.read_json(key)
     models, tokenizer = load_version(ref)
     result = assess(list(models.values()), tokenizer, sets.cfg, get_settings().resolved_device(), sets.forget,
-                    sets.retain, sets.splits["test"])
+                    sets.retain, sets.splits["test"], sets.mink_sample)
     tags = _tags(ref)
     result["cost_seconds"] = float(tags.get("custody.unlearn_seconds", "nan"))
     result["examples_processed"] = int(tags.get("custody.examples_processed", "0") or 0)
@@ -421,6 +440,9 @@ def unlearn_request(store: Store, request_id: str, ucfg: UnlearnConfig,
     if doc["status"] == "certified":
         return doc
     with ledger.store_lock(store, UNLEARN_LOCK, timeout=3600):
+        doc = ledger.load(store, request_id)  # another run (event, sweep, CLI) may have finished it meanwhile
+        if doc["status"] == "certified":
+            return doc
         results = []
         for ref in affected_versions(store, doc["resolved"]["record_ids"]) if doc["resolved"]["record_ids"] else []:
             results.append(unlearn_version(store, doc, ref, ucfg))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import time
 
 import pytest
 
 from tasks import ledger, provenance
+from tasks.errors import CustodyError
 from tasks.policy import load_policy
 from tasks.purge import purge_raw
 from tasks.storage import Store
@@ -112,3 +115,27 @@ def test_two_concurrent_appliers_apply_each_request_exactly_once(populated: Stor
         assert [h["status"] for h in history].count("applied") == 1
     assert files_containing(store, ALICE + CAROL) == []
     assert not store.exists(ledger.LOCK)
+
+
+def test_a_held_lock_stays_fresh_past_the_stale_age(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger, "STALE_LOCK_SECONDS", 0.6)  # refreshed every 0.1 s
+    with ledger.store_lock(store, "ledger/work.lock"):
+        time.sleep(1.0)  # older than the stale age: without the refresh a second taker would break it
+        with pytest.raises(CustodyError, match="is held by pid"), ledger.store_lock(store, "ledger/work.lock", 0.8):
+            pass
+    assert not store.exists("ledger/work.lock")
+
+
+def test_a_lock_nobody_refreshes_is_taken_over(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger, "STALE_LOCK_SECONDS", 0.6)
+    store.write_json("ledger/work.lock", {"pid": os.getpid(), "host": "elsewhere", "at": time.time(), "token": "x"})
+    with ledger.store_lock(store, "ledger/work.lock", timeout=5):
+        assert store.read_json("ledger/work.lock")["token"] != "x"
+
+
+def test_unfinished_lists_open_requests_old_enough(populated: Store) -> None:
+    store = populated
+    done, open_ = ledger.submit(store, "owner", ["alice"]), ledger.submit(store, "owner", ["carol"])
+    ledger.set_status(store, ledger.load(store, done["request_id"]), "certified")
+    assert [d["request_id"] for d in ledger.unfinished(store)] == [open_["request_id"]]
+    assert ledger.unfinished(store, min_age_seconds=3600) == []

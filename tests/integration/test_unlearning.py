@@ -1,5 +1,6 @@
 """Unlearning end to end with tiny BERTs: every method, the gate against the oracle, promotion, the certificate,
-a kill mid-unlearning, and a request that matches nothing. Real Prefect, MLflow on SQLite and the ledger."""
+a kill mid-unlearning finished by the deletion sweep, and a request that matches nothing. Real Prefect, MLflow
+on SQLite and the ledger."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.cli import run_train, run_unlearn
+from flows.unlearn import sweep_flow
 from tasks import ledger, lineage
 from tasks.config import get_settings
 from tasks.selection import load_manifest
@@ -90,7 +92,7 @@ def test_unlearning_each_method_certifies(prefect_api, store, models, method) ->
     assert {f"{m['model']}@{m['model_version']}" for m in held["models"]} >= {m["source"] for m in unlearned}
 
 
-def test_unlearning_killed_midway_is_finished_by_rerun(prefect_api, store, models, custody_env) -> None:
+def test_unlearning_killed_midway_is_finished_by_the_sweep(prefect_api, store, models, custody_env) -> None:
     request = ledger.submit(store, "owner", [OWNER], "consent withdrawn")
     env = {**os.environ, "CUSTODY_HOME": str(custody_env)}
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "unlearn", request["request_id"], "--method", "scrub"],
@@ -105,21 +107,25 @@ def test_unlearning_killed_midway_is_finished_by_rerun(prefect_api, store, model
     proc.wait()
     assert ledger.load(store, request["request_id"])["status"] in ("applied", "unlearned")
 
-    result = run_unlearn(request["request_id"], UnlearnConfig(method="scrub"))
-    assert result["status"] == "certified"
+    swept = sweep_flow(min_age_seconds=0, method="scrub")  # what the scheduled sweep deployment does
+    assert [(r["request_id"], r["now"]) for r in swept] == [(request["request_id"], "certified")]
+    cert = store.read_json(f"reports/deletions/{request['request_id']}/certificate.json")
     client = MlflowClient(get_settings().mlflow_tracking_uri)
     made = client.search_model_versions(f"name='sent-classifier' and tags.`custody.request`='{request['request_id']}'")
     steps = [(v.tags["custody.unlearned_from"], v.tags["custody.method"]) for v in made]
     assert len(steps) == len(set(steps))  # the re-run reused what the killed run had registered
-    assert {m["source"] for m in result["certificate"]["models"]} == {models["plain"], models["sharded"]}
+    assert {m["source"] for m in cert["models"]} == {models["plain"], models["sharded"]}
     assert client.get_model_version_by_alias("sent-classifier", "serving").tags["custody.request"] \
         == request["request_id"]
 
 
 def test_request_matching_nothing_certifies_cleanly(prefect_api, store, models) -> None:
     request = ledger.submit(store, "owner", ["nobody"], None)
+    assert sweep_flow(min_age_seconds=3600) == []  # a fresh request is left to its event-triggered run
+    assert ledger.load(store, request["request_id"])["status"] == "received"
     result = run_unlearn(request["request_id"], UnlearnConfig())
     assert result["status"] == "certified" and result["certificate"]["models"] == []
+    assert sweep_flow(min_age_seconds=0) == []  # nothing left open
     md = store.read_bytes(f"reports/deletions/{request['request_id']}/certificate.md").decode()
     assert "nothing to unlearn" in md
     assert _version(models["sharded"]).aliases == ["serving"]  # nothing changed
