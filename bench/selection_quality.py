@@ -30,6 +30,18 @@ Strategies choose 20% of the pool (``--budget``):
   ``exclude-flagged+kcenter`` / ``exclude-flagged+facility`` run k-center / facility location on the rest
   instead (the platform's ``--exclude`` followed by a diversity strategy). The budget stays 20% of the whole
   pool, so every subset has the same size;
+* ``exclude-mislabel``, ``exclude-mislabel+facility``, ``exclude-mislabel+kcenter``: the same with the platform's
+  ``mislabel`` scorer as the flag (``custody select --exclude mislabel:T --strategy facility``): the noisy pool is
+  scored with ``tasks.scoring.mislabel.crossfit_label_suspicion`` (``CrossFitConfig(seed=seed)``, every other
+  field at its default; the Rotten Tomatoes frame carries ``movie_name``, so, as the scorer's ``_groups`` would
+  with the record metadata, the movie is the group), the top ``--mislabel-drop`` of the pool by suspicion is
+  dropped (default 0.1: the known flip rate, fixed a priori, not tuned on the test set) and random / facility
+  location / k-center pick 20% of the whole pool from the rest. The suspicion is cached per seed in
+  ``/tmp/custody-bench-cache/``. Diagnostics: ROC-AUC of the suspicion against the true flips, precision /
+  recall of the dropped rows, and of the scorer's natural threshold ``-log p(observed) > ln 2``. A sweep over
+  ``--mislabel-sweep`` drop fractions (random and facility after the drop) is reported separately with each
+  subset's accuracy on the 200 clean validation rows and the fraction the validation set would pick; the sweep
+  rows are never candidates for "best";
 * ``target+balance``, ``dsir+balance``, ``influence+balance``: the same, per (noisy) label with k // 2 each, as
   ``tasks.selection.choose`` does with ``balance="label"`` (top-k on a target signal is badly class-skewed);
 * ``full``: the whole noisy pool (baseline, not a candidate for "best").
@@ -48,7 +60,8 @@ accuracy is mean ± sample std. Deterministic strategies (``target``, ``full``) 
 
 Target (issue): the best strategy >= random + 2 points **and** within 1 point of the full pool.
 
-Run from the repository root (~3 minutes with cached embeddings; ~1-2 minutes more to embed on CPU)::
+Run from the repository root (~5 minutes with cached embeddings and suspicion; the cross-fit adds ~1 minute
+per seed on first run, embedding ~1-2 minutes more on CPU)::
 
     .venv/bin/python bench/selection_quality.py              # writes bench/results/selection_quality.json
     .venv/bin/python bench/selection_quality.py --seeds 5 --budget 0.1 --out /tmp/sel.json
@@ -57,6 +70,7 @@ Run from the repository root (~3 minutes with cached embeddings; ~1-2 minutes mo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -72,10 +86,12 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+import tasks.scoring.mislabel as mislabel_module
 from tasks.sample import rotten_tomatoes_frame
 from tasks.scoring.dynamics import dynamics
 from tasks.scoring.embeddings import EmbeddingConfig, embed, model_identity
 from tasks.scoring.influence import InfluenceConfig, tracin
+from tasks.scoring.mislabel import CrossFitConfig, crossfit_label_suspicion
 from tasks.scoring.poisoning import knn_disagreement
 from tasks.scoring.proxy import ProxyConfig, train
 from tasks.selection import strategies
@@ -87,7 +103,8 @@ SHARED_CACHE_NAME = "rt_embeddings"  # written by bench/scoring_signals.py with 
 LABELS = ("fresh", "rotten")
 STRATEGIES = ("random", "kcenter", "facility", "target", "dsir", "influence", "exclude-flagged",
               "target+balance", "dsir+balance", "influence+balance", "exclude-flagged+kcenter",
-              "exclude-flagged+facility")
+              "exclude-flagged+facility", "exclude-mislabel", "exclude-mislabel+kcenter", "exclude-mislabel+facility")
+SWEEP_STRATEGIES = ("exclude-mislabel", "exclude-mislabel+facility")  # reported per --mislabel-sweep fraction
 BASELINES = ("full", "oracle-clean-random", "oracle-clean-full")
 PROTOTYPES = ("influence-cos+balance",)  # not in tasks/selection: a bench-local change, never "best"
 TARGET_OVER_RANDOM = 2.0  # points
@@ -106,6 +123,15 @@ def load_corpus() -> pd.DataFrame:
     df = df[df["text"].str.strip() != ""].reset_index(drop=True)
     df["y"] = df["category"].map({lab: i for i, lab in enumerate(LABELS)}).astype(np.int64)
     return df
+
+
+def movie_groups(df: pd.DataFrame) -> np.ndarray | None:
+    """Each row's movie, as ``tasks.scoring.mislabel._groups`` reads ``movie_name`` from the record metadata: rows
+    without one get their own group, and None when most rows have none."""
+    if "movie_name" not in df or df["movie_name"].notna().sum() < len(df) / 2:
+        return None
+    return np.array([m if isinstance(m, str) else f"__{r}" for m, r in zip(df["movie_name"], df["id"], strict=True)],
+                    dtype=object)
 
 
 def texts_key(texts: list[str], cfg: EmbeddingConfig) -> str:
@@ -177,6 +203,10 @@ class Context:
     drop_fraction: float
     diagnostics: dict[str, Any]
     proxy_cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    mislabel_drop: float = 0.1
+    groups: np.ndarray | None = None  # (n,) movie per row, the mislabel scorer's group; None = text-only
+    emb_key: str = ""  # texts_key of the embeddings, part of the suspicion cache key
+    mislabel_cache: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def proxy_signals(ctx: Context, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -217,8 +247,9 @@ def pick(strategy: str, ctx: Context, seed: int) -> np.ndarray:
         return strategies.kcenter(xp, k, rng)
     if strategy == "facility":
         return strategies.facility_location(xp, k, rng)
-    if strategy.startswith("exclude-flagged"):
-        keep = np.flatnonzero(~flagged_mask(ctx, seed))
+    if strategy.startswith(("exclude-flagged", "exclude-mislabel")):
+        flags = flagged_mask if strategy.startswith("exclude-flagged") else mislabel_mask
+        keep = np.flatnonzero(~flags(ctx, seed))
         then = strategy.partition("+")[2] or "random"
         if then == "random":
             return keep[strategies.random_pick(len(keep), k, rng)]
@@ -243,6 +274,60 @@ def flagged_mask(ctx: Context, seed: int) -> np.ndarray:
                   "precision": float(flips[flagged].mean()), "recall": float(flagged[flips].mean()),
                   "knn_only_precision": float(flips[strategies.top_k(knn, n_drop)].mean()),
                   "aum_only_precision": float(flips[strategies.top_k(-aum, n_drop)].mean())}
+    return flagged
+
+
+def mislabel_suspicion(ctx: Context, seed: int) -> np.ndarray:
+    """The platform's ``mislabel`` score of every pool row (noisy labels), cross-fitted on the pool alone with
+    ``CrossFitConfig(seed=seed)``; cached in memory and on disk."""
+    if seed in ctx.mislabel_cache:
+        return ctx.mislabel_cache[seed]
+    s = ctx.splits
+    cfg = CrossFitConfig(seed=seed)
+    groups = None if ctx.groups is None else ctx.groups[s.pool]
+    y = s.y_noisy[s.pool]
+    h = hashlib.sha256(f"{ctx.emb_key}|{cfg!r}|grouped={groups is not None}".encode())
+    h.update(Path(mislabel_module.__file__).read_bytes())  # a change to the scorer invalidates the cache
+    for arr in (s.pool, y):
+        h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
+    if groups is not None:
+        h.update("\x00".join(map(str, groups)).encode())
+    path = CACHE_DIR / f"selection_mislabel_{h.hexdigest()[:16]}.npy"
+    start = time.perf_counter()
+    if path.exists():
+        score, how = np.load(path), f"cache hit {path.name}"
+    else:
+        score = crossfit_label_suspicion(ctx.x[s.pool], [ctx.texts[i] for i in s.pool], y, cfg, groups)
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        np.save(path, score)
+        how = f"computed in {time.perf_counter() - start:.0f}s, cached as {path.name}"
+    ctx.mislabel_cache[seed] = score
+    from sklearn.metrics import roc_auc_score
+
+    flips = s.flipped[s.pool]
+    n = len(s.pool)
+    at: dict[str, dict[str, float]] = {}
+    for fraction in sorted({0.05, 0.1, 0.15, 0.2, ctx.mislabel_drop}):
+        top = np.zeros(n, dtype=bool)
+        top[strategies.top_k(score, round(fraction * n))] = True
+        at[f"{fraction:g}"] = {"flagged": int(top.sum()), "precision": float(flips[top].mean()),
+                               "recall": float(top[flips].mean())}
+    above = score > np.log(2)  # p(observed label) < 0.5: the stack prefers the other label
+    diag = ctx.diagnostics.setdefault("exclude_mislabel", {})
+    diag[seed] = {"seed": seed, "config": dataclasses.asdict(cfg), "grouped_by": "movie_name" if groups is not None
+                  else None, "suspicion": how, "seconds": time.perf_counter() - start,
+                  "roc_auc": float(roc_auc_score(flips, score)), "at_drop_fraction": at,
+                  "threshold_ln2": {"flagged": int(above.sum()), "flagged_share": float(above.mean()),
+                                    "precision": float(flips[above].mean()) if above.any() else 0.0,
+                                    "recall": float(above[flips].mean())}}
+    return score
+
+
+def mislabel_mask(ctx: Context, seed: int) -> np.ndarray:
+    """Pool rows in the top ``mislabel_drop`` by the mislabel scorer's label suspicion."""
+    score = mislabel_suspicion(ctx, seed)
+    flagged = np.zeros(len(score), dtype=bool)
+    flagged[strategies.top_k(score, round(ctx.mislabel_drop * len(score)))] = True
     return flagged
 
 
@@ -286,21 +371,21 @@ def pick_balanced(strategy: str, ctx: Context, seed: int, rng: np.random.Generat
                            for rows in (np.flatnonzero(y == label) for label in groups)])
 
 
-def fit_score(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, c: float,
-              seed: int) -> float:
-    """Frozen-encoder classifier: logistic-regression head on the MiniLM embeddings; test accuracy."""
+def fit_score(x_train: np.ndarray, y_train: np.ndarray, evals: list[tuple[np.ndarray, np.ndarray]], c: float,
+              seed: int) -> list[float]:
+    """Frozen-encoder classifier: logistic-regression head on the MiniLM embeddings; accuracy on each eval set."""
     from sklearn.linear_model import LogisticRegression
 
     if len(np.unique(y_train)) == 1:  # a one-class subset: the head can only predict that class
-        return float((y_test == y_train[0]).mean())
+        return [float((y_eval == y_train[0]).mean()) for _, y_eval in evals]
     head = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(x_train, y_train)
-    return float(head.score(x_test, y_test))
+    return [float(head.score(x_eval, y_eval)) for x_eval, y_eval in evals]
 
 
 def run_strategy(strategy: str, ctx: Context, seeds: list[int], c: float,
                  log: Callable[[str], None]) -> dict[str, Any]:
     s = ctx.splits
-    accs, noise, rotten, sizes, secs = [], [], [], [], []
+    accs, val_accs, noise, rotten, sizes, secs = [], [], [], [], [], []
     picks: list[set[int]] = []
     for seed in seeds:
         start = time.perf_counter()
@@ -308,7 +393,10 @@ def run_strategy(strategy: str, ctx: Context, seeds: list[int], c: float,
         secs.append(time.perf_counter() - start)
         oracle = strategy.startswith("oracle-")
         labels = s.y_true if oracle else s.y_noisy
-        accs.append(fit_score(ctx.x[chosen], labels[chosen], ctx.x[s.test], s.y_true[s.test], c, seed))
+        test_acc, val_acc = fit_score(ctx.x[chosen], labels[chosen], [(ctx.x[s.test], s.y_true[s.test]),
+                                                                      (ctx.x[s.val], s.y_true[s.val])], c, seed)
+        accs.append(test_acc)
+        val_accs.append(val_acc)
         noise.append(0.0 if oracle else float(s.flipped[chosen].mean()))
         picks.append(set(chosen.tolist()))
         rotten.append(float((labels[chosen] == 1).mean()))
@@ -317,6 +405,7 @@ def run_strategy(strategy: str, ctx: Context, seeds: list[int], c: float,
             raise AssertionError(f"{strategy}: duplicate rows in the selection")
     acc = np.array(accs) * 100
     res = {"accuracy": accs, "mean": float(acc.mean()), "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+           "val_accuracy": val_accs, "val_mean": float(np.mean(val_accs) * 100),
            "size": sizes, "noise_rate": noise, "rotten_share": rotten, "select_seconds": secs,
            "seed_overlap": float(np.mean([len(a & b) / len(a | b) for i, a in enumerate(picks)
                                           for b in picks[i + 1:]])) if len(picks) > 1 else 1.0}
@@ -337,6 +426,12 @@ def main() -> None:
     ap.add_argument("--val", type=int, default=200, help="clean validation / target examples")
     ap.add_argument("--drop-fraction", type=float, default=0.1,
                     help="exclude-flagged: share of the pool dropped by each of kNN disagreement and AUM")
+    ap.add_argument("--mislabel-drop", type=float, default=0.1,
+                    help="exclude-mislabel: share of the pool dropped by label suspicion (default: the known flip "
+                         "rate, fixed a priori; not tuned on the test set)")
+    ap.add_argument("--mislabel-sweep", type=lambda v: [float(f) for f in v.split(",") if f],
+                    default="0.05,0.1,0.15,0.2",
+                    help="drop fractions reported for exclude-mislabel(+facility), never candidates for best")
     ap.add_argument("--C", type=float, default=1.0, dest="c", help="LogisticRegression C (sklearn default)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "selection_quality.json")
     args = ap.parse_args()
@@ -352,11 +447,29 @@ def main() -> None:
     k = round(args.budget * len(splits.pool))
     console.print(f"test {len(splits.test):,} (clean), validation/target {len(splits.val)} (clean), pool "
                   f"{len(splits.pool):,} ({splits.flipped.sum():,} flipped), budget k={k:,}")
-    ctx = Context(x, texts, splits, k, args.drop_fraction, {})
+    groups = movie_groups(df)
+    console.print(f"mislabel scorer grouped by: {'movie_name' if groups is not None else 'nothing (text-only)'}")
+    ctx = Context(x, texts, splits, k, args.drop_fraction, {}, mislabel_drop=args.mislabel_drop, groups=groups,
+                  emb_key=texts_key(texts, cfg))
     seeds = list(range(args.seeds))
     names = (*STRATEGIES, *BASELINES, *PROTOTYPES)
     results = {name: run_strategy(name, ctx, seeds, args.c, console.print) for name in names}
 
+    sweep: dict[str, dict[str, Any]] = {}
+    for fraction in args.mislabel_sweep:
+        at = dataclasses.replace(ctx, mislabel_drop=fraction)
+        sweep[f"{fraction:g}"] = {name: results[name] if fraction == args.mislabel_drop else
+                                  run_strategy(name, at, seeds, args.c, lambda m, f=fraction: console.print(
+                                      f"  sweep drop {f:g}: {m}")) for name in SWEEP_STRATEGIES}
+    val_pick = {name: max(sweep, key=lambda f, n=name: sweep[f][n]["val_mean"]) for name in SWEEP_STRATEGIES}
+    ctx.diagnostics["mislabel_drop_sweep"] = {
+        "rule": f"default --mislabel-drop {args.mislabel_drop:g} fixed a priori (the known flip rate); the sweep is "
+                "reported, never a candidate for best; validation_pick = fraction with the best mean accuracy on "
+                "the 200 clean validation rows (informational)",
+        "validation_pick": val_pick,
+        "by_fraction": {f: {name: {key: r[key] for key in ("mean", "std", "val_mean", "noise_rate", "accuracy",
+                                                              "val_accuracy")} for name, r in rows.items()}
+                        for f, rows in sweep.items()}}
     random_mean, full_mean = results["random"]["mean"], results["full"]["mean"]
     many = run_strategy("random", ctx, list(range(100, 100 + args.random_seeds)), args.c, lambda _: None)
     ctx.diagnostics["random_many_seeds"] = {"seeds": args.random_seeds, "mean": many["mean"], "std": many["std"],
@@ -388,6 +501,17 @@ def main() -> None:
         console.print(f"exclude-flagged seed {d['seed']}: flagged {d['flagged']:,} ({d['flagged_share']:.1%}), "
                       f"precision {d['precision']:.2f}, recall {d['recall']:.2f} (kNN alone "
                       f"{d['knn_only_precision']:.2f}, AUM alone {d['aum_only_precision']:.2f})")
+    for d in ctx.diagnostics.get("exclude_mislabel", {}).values():
+        top, ln2 = d["at_drop_fraction"][f"{args.mislabel_drop:g}"], d["threshold_ln2"]
+        console.print(f"exclude-mislabel seed {d['seed']} (grouped by {d['grouped_by']}; {d['suspicion']}): ROC-AUC "
+                      f"{d['roc_auc']:.3f}; top {args.mislabel_drop:.0%} flagged {top['flagged']:,}, precision "
+                      f"{top['precision']:.2f}, recall {top['recall']:.2f}; -log p > ln 2: {ln2['flagged']:,} "
+                      f"({ln2['flagged_share']:.1%}), precision {ln2['precision']:.2f}, recall {ln2['recall']:.2f}")
+    for f, rows in sweep.items():
+        console.print(f"mislabel drop {f}: " + "; ".join(
+            f"{name} {r['mean']:.2f} ± {r['std']:.2f} (val {r['val_mean']:.1f}, noise {np.mean(r['noise_rate']):.1%})"
+            for name, r in rows.items()))
+    console.print(f"validation would pick: {val_pick} (default {args.mislabel_drop:g}, fixed a priori)")
     rm = ctx.diagnostics["random_many_seeds"]
     console.print(f"random over {rm['seeds']} more seeds: {rm['mean']:.2f} ± {rm['std']:.2f} (sem {rm['sem']:.2f}); "
                   "seed Jaccard = mean pairwise overlap of the selections across seeds")
@@ -403,7 +527,10 @@ def main() -> None:
                       "embedding": {"identity": model_identity(cfg), "max_length": cfg.max_length, "source": how},
                       "classifier": f"LogisticRegression(C={args.c}) on frozen MiniLM embeddings",
                       "proxy": "tasks.scoring.proxy.train(ProxyConfig(seed=seed)) on pool + validation target",
-                      "knn_k": 10, "std": "sample std (ddof=1) over seeds"},
+                      "knn_k": 10, "std": "sample std (ddof=1) over seeds",
+                      "mislabel": {"scorer": "tasks.scoring.mislabel.crossfit_label_suspicion on the noisy pool",
+                                   "config": "CrossFitConfig(seed=seed), other fields default",
+                                   "grouped_by": "movie_name" if groups is not None else None}},
            "data": {"texts": len(texts), "test": len(splits.test), "validation": len(splits.val),
                     "pool": len(splits.pool), "flipped": int(splits.flipped.sum()), "k": k},
            "results": results, "diagnostics": ctx.diagnostics, "verdict": verdict,
