@@ -181,41 +181,53 @@ def _approximate(method: str, model: Any, tokenizer: Any, forget: Split, retain:
     import torch
     import torch.nn.functional as F
 
+    torch.manual_seed(cfg.seed)  # dropout decides SCRUB's first max-steps (the student starts as the teacher)
     teacher = copy.deepcopy(model).eval() if method == "scrub" else None
     student = _trainable(model, cfg)
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr * ucfg.lr_scale)
     rng = np.random.default_rng(cfg.seed)
-    seen = 0
-    for step in range(ucfg.max_steps):
+    batch = lambda split: _batch(tokenizer, split, rng, cfg, device)  # noqa: E731
+    seen, steps = 0, 0
+    while steps < ucfg.max_steps:
         loss_now = _forget_loss(student, tokenizer, forget, cfg, device)
         seen += len(forget.ids)
         if loss_now >= target:
-            log.info("%s stopped at step %d: forget loss %.3f >= target %.3f", method, step, loss_now, target)
+            log.info("%s stopped at step %d: forget loss %.3f >= target %.3f", method, steps, loss_now, target)
             break
-        f_idx = rng.choice(len(forget.ids), min(cfg.batch_size, len(forget.ids)), replace=False)
-        r_idx = rng.choice(len(retain.ids), min(cfg.batch_size, len(retain.ids)), replace=False)
-        f_batch = _encode(tokenizer, [forget.texts[i] for i in f_idx], cfg, device)
-        r_batch = _encode(tokenizer, [retain.texts[i] for i in r_idx], cfg, device)
-        f_y, r_y = torch.tensor(forget.y[f_idx], device=device), torch.tensor(retain.y[r_idx], device=device)
+        steps += 1
         student.train()
+        f_batch, f_y = batch(forget)
         if teacher is None:  # NegGrad+: descend on retain, ascend on forget, one combined step
+            r_batch, r_y = batch(retain)
             _step(optimizer, params, (1 - ucfg.alpha) * F.cross_entropy(student(**r_batch).logits, r_y)
                   - ucfg.alpha * F.cross_entropy(student(**f_batch).logits, f_y))
-            seen += len(f_idx) + len(r_idx)
-            continue
-        # SCRUB: a max-step away from the teacher on forget, then a min-step towards it (and the labels) on
-        # retain. Separate steps as in the paper: at the start the student equals the teacher, the forget KL's
-        # gradient is tiny, and in a combined loss the retain term would set the direction alone.
+            seen += len(f_y) + len(r_y)
+        else:  # SCRUB max-step: away from the teacher on the forget set
+            with torch.no_grad():
+                t_f = teacher(**f_batch).logits
+            _step(optimizer, params, -_kl(student(**f_batch).logits, t_f))
+            seen += 2 * len(f_y)
+    # SCRUB min-steps, as many as max-steps: stay with the teacher (and the labels) on the retain set. As in the
+    # paper the max-steps come first and the min-steps repair utility; the gate then judges the result.
+    for _ in range(steps if teacher is not None else 0):
+        r_batch, r_y = batch(retain)
         with torch.no_grad():
-            t_f, t_r = teacher(**f_batch).logits, teacher(**r_batch).logits
-        _step(optimizer, params, -_kl(student(**f_batch).logits, t_f))
+            t_r = teacher(**r_batch).logits
         s_r = student(**r_batch).logits
         _step(optimizer, params, _kl(s_r, t_r) + F.cross_entropy(s_r, r_y))
-        seen += 2 * (len(f_idx) + len(r_idx))
+        seen += 2 * len(r_y)
     from tasks.registry import merged
 
     return merged(student).eval(), seen
+
+
+def _batch(tokenizer: Any, split: Split, rng: np.random.Generator, cfg: TrainConfig, device: str) -> tuple[Any, Any]:
+    """A random batch of ``split``: encoded inputs and label tensor."""
+    import torch
+
+    idx = rng.choice(len(split.ids), min(cfg.batch_size, len(split.ids)), replace=False)
+    return _encode(tokenizer, [split.texts[i] for i in idx], cfg, device), torch.tensor(split.y[idx], device=device)
 
 
 def _kl(student_logits: Any, teacher_logits: Any) -> Any:
@@ -272,6 +284,7 @@ def make_version(store: Store, request: dict[str, Any], source_ref: str, method:
             models, tokenizer, info = train_models(sets.splits, cfg, len(sets.labels), device, on_epoch)
         else:
             models, tokenizer = load_version(source_ref)
+            start = time.perf_counter()  # the method's work; loading the source (a first one imports a lot) is not
             touched = sorted(set(sets.forget.shard.tolist()))
             if method == "sisa":
                 fresh, _, info = train_models(sets.splits, cfg, len(sets.labels), device, on_epoch, set(touched))
