@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from tasks.errors import Fatal
+
 PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
 DELETION_EVENT = "custody.deletion.requested"
 
@@ -46,7 +48,9 @@ def schedule_of(spec: dict[str, Any]) -> Any:
 
     if "cron" in spec:
         return Cron(spec["cron"], timezone=spec.get("timezone", "UTC"))
-    return Interval(spec["interval"])
+    if "interval" in spec:
+        return Interval(spec["interval"])
+    raise Fatal(f"{PREFECT_YAML}: a schedule needs `cron` or `interval` (seconds), got {sorted(spec)}")
 
 
 def emit_deletion_requested(request_id: str, kind: str) -> None:

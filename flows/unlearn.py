@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from tasks import ledger
+from tasks.errors import CustodyError
 from tasks.storage import Store
 from tasks.unlearn import UnlearnConfig, unlearn_request
 
@@ -53,13 +54,23 @@ def sweep_flow(min_age_seconds: float = 300.0, method: str = "auto") -> list[dic
     """Unlearn and certify every request older than ``min_age_seconds`` that is not yet certified.
 
     The age leaves a fresh request to its event-triggered run; if both run, the unlearning lock serialises them
-    and the second finds the request certified.
+    and the second finds the request certified. A request that fails does not stop the others; the sweep then
+    fails naming it, and the next sweep tries it again.
     """
     store = Store.from_settings()
     due = ledger.unfinished(store, min_age_seconds)
     print(f"{len(due)} deletion request(s) not yet certified")
-    rows = [{"request_id": d["request_id"], "was": d["status"],
-             "now": unlearn_flow(request_id=d["request_id"], method=method)["status"]} for d in due]
+    rows = [{"request_id": d["request_id"], "was": d["status"], "now": _finish(d["request_id"], method)}
+            for d in due]
     create_table_artifact(key="deletion-sweep", table=rows or [{"request_id": None, "was": None, "now": None}],
-                          description=f"{len(rows)} open request(s) finished")
+                          description=f"{len(rows)} open request(s) swept")
+    failed = [r["request_id"] for r in rows if r["now"] != "certified"]
+    if failed:
+        raise CustodyError(f"the sweep could not finish {failed}; see their unlearn flow runs")
     return rows
+
+
+def _finish(request_id: str, method: str) -> str:
+    """The request's status after its unlearn sub-flow, or ``failed: <error>``."""
+    state = unlearn_flow(request_id=request_id, method=method, return_state=True)
+    return state.result()["status"] if state.is_completed() else f"failed: {state.message}"

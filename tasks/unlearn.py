@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -113,7 +114,6 @@ class Sets:
     splits: dict[str, Split]  # of the derived dataset
     forget: Split  # deleted records the source trained on
     retain: Split  # a sample of the derived train split
-    mink_sample: int  # test records the Min-K%-style attack sees
 
 
 def _forget_split(store: Store, request_id: str, source_dataset: str, deleted: set[str], labels: list[str],
@@ -148,8 +148,7 @@ def judged_sets(store: Store, request: dict[str, Any], source_ref: str, ucfg: Un
     if labels != source["labels"]:
         raise Fatal(f"{source_ref}: labels changed after deletion ({source['labels']} -> {labels}); retrain instead")
     forget = _forget_split(store, request["request_id"], source["dataset"], deleted, labels, cfg.shards > 1)
-    return Sets(cfg, labels, selection, splits, forget, subsample(splits["train"], ucfg.retain_sample, cfg.seed),
-                ucfg.mink_sample)
+    return Sets(cfg, labels, selection, splits, forget, subsample(splits["train"], ucfg.retain_sample, cfg.seed))
 
 
 # --- candidates -------------------------------------------------------------------------------------------
@@ -187,7 +186,7 @@ def _approximate(method: str, model: Any, tokenizer: Any, forget: Split, retain:
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr * ucfg.lr_scale)
     rng = np.random.default_rng(cfg.seed)
-    batch = lambda split: _batch(tokenizer, split, rng, cfg, device)  # noqa: E731
+    batch = partial(_batch, tokenizer, rng=rng, cfg=cfg, device=device)
     seen, steps = 0, 0
     while steps < ucfg.max_steps:
         loss_now = _forget_loss(student, tokenizer, forget, cfg, device)
@@ -321,14 +320,14 @@ def _shard_rows(split: Split, shard: int, sharded: bool) -> Split:
 
 # --- evaluation, promotion, the per-version step -----------------------------------------------------------
 
-def assessment(store: Store, request_id: str, ref: str, sets: Sets) -> dict[str, Any]:
+def assessment(store: Store, request_id: str, ref: str, sets: Sets, mink_sample: int) -> dict[str, Any]:
     """``assess`` of a registered version on the judged sets, cached in the request's report folder."""
     key = f"{REPORTS}/{request_id}/assessments/{ref.replace('@', '-v')}.json"
     if store.exists(key):
         return store.read_json(key)
     models, tokenizer = load_version(ref)
     result = assess(list(models.values()), tokenizer, sets.cfg, get_settings().resolved_device(), sets.forget,
-                    sets.retain, sets.splits["test"], sets.mink_sample)
+                    sets.retain, sets.splits["test"], mink_sample)
     tags = _tags(ref)
     result["cost_seconds"] = float(tags.get("custody.unlearn_seconds", "nan"))
     result["examples_processed"] = int(tags.get("custody.examples_processed", "0") or 0)
@@ -400,14 +399,14 @@ def unlearn_version(store: Store, request: dict[str, Any], source_ref: str, ucfg
     candidate = make_version(store, request, source_ref, method, sets, ucfg)
     oracle = candidate if method == "retrain" else make_version(store, request, source_ref, "retrain", sets, ucfg,
                                                                 role="oracle")
-    evaluations = {"source": assessment(store, request_id, source_ref, sets),
-                   "oracle": assessment(store, request_id, oracle, sets)}
+    evaluations = {"source": assessment(store, request_id, source_ref, sets, ucfg.mink_sample),
+                   "oracle": assessment(store, request_id, oracle, sets, ucfg.mink_sample)}
     steps = []
     final = None
     for attempt in _attempts(method, sets.cfg.shards > 1):
         ref = {method: candidate, "retrain": oracle}.get(attempt) or make_version(store, request, source_ref,
                                                                                  attempt, sets, ucfg)
-        evaluation = assessment(store, request_id, ref, sets)
+        evaluation = assessment(store, request_id, ref, sets, ucfg.mink_sample)
         comparison = compare(evaluation, evaluations["oracle"])
         verdict = gate(comparison, attempt in EXACT, ucfg.gate)
         _log_evaluation(ref, evaluation, comparison, verdict)

@@ -129,3 +129,12 @@ def test_request_matching_nothing_certifies_cleanly(prefect_api, store, models) 
     md = store.read_bytes(f"reports/deletions/{request['request_id']}/certificate.md").decode()
     assert "nothing to unlearn" in md
     assert _version(models["sharded"]).aliases == ["serving"]  # nothing changed
+
+
+def test_sweep_goes_past_a_failing_request_and_names_it(prefect_api, store, models) -> None:
+    failing = ledger.submit(store, "owner", [OWNER], "consent withdrawn")  # sisa cannot unlearn the plain model
+    other = ledger.submit(store, "owner", ["nobody"], None)
+    with pytest.raises(Exception, match=failing["request_id"]):
+        sweep_flow(min_age_seconds=0, method="sisa")
+    assert ledger.load(store, other["request_id"])["status"] == "certified"  # swept after the failure
+    assert ledger.load(store, failing["request_id"])["status"] != "certified"  # left for the next sweep
