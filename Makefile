@@ -29,7 +29,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration"
 
 bench: setup  # each writes bench/results/<name>.json; see bench/README.md for the reference venvs
-	for script in near_dup lineage scoring_signals embed_throughput tracin_reference selection_quality selection_scale training_shards; do \
+	for script in near_dup lineage scoring_signals embed_throughput tracin_reference selection_quality selection_scale training_shards cli_readonly; do \
 		test -f bench/$$script.py && $(BIN)/python bench/$$script.py || exit 1; \
 	done
 

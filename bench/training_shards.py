@@ -23,7 +23,7 @@ validation split after every epoch (1,257 records); that is part of its wall tim
 wall time into model building, per-epoch validation and fitting proper. Two throughputs are reported:
 
 * ``examples_per_second``: examples processed (records x epochs, summed over shards) / ``train_models`` wall time,
-  the number ``tasks.registry.run_training`` logs;
+  the number ``tasks.training.run_training`` logs;
 * ``fit_examples_per_second``: the same examples / the wall time without model building and validation.
 
 Evaluation: each shard model predicts the test split once; the ensemble is the mean of their probabilities
@@ -82,11 +82,11 @@ def load() -> list[float]:
 
 def ensure_store(home: Path) -> dict[str, Any]:
     """A sampled, ingested and validated store under ``home``; runs the CLI steps once if it has no validation."""
-    from tasks.provenance import CURRENT_KEY
+    from tasks import layout
     from tasks.storage import Store
 
     store = Store.from_settings()
-    if store.exists(CURRENT_KEY):
+    if store.exists(layout.CURRENT_POLICY):
         return {"setup": "cached", "home": str(home)}
     home.mkdir(parents=True, exist_ok=True)
     custody = Path(sys.executable).with_name("custody")
@@ -121,7 +121,7 @@ class Timers:
 @contextmanager
 def timed_training_module(timers: Timers) -> Iterator[None]:
     """Time ``build_model`` and ``predict_proba`` as ``train_models`` / ``fit_one`` call them (module globals)."""
-    import tasks.training as training
+    import tasks.training.loop as training
 
     saved = training.build_model, training.predict_proba
     training.build_model = timers.wrap("build_model", saved[0])

@@ -8,8 +8,8 @@ contributor, about 1% of the training records):
 * SISA with S = 4: at most 35% of the (sharded) retrain time;
 * five deletions in a row keep test accuracy within 2 points of the oracle; the drift is recorded.
 
-Everything runs through the platform's own code (``tasks.registry.run_training``, ``tasks.ledger``,
-``tasks.unlearn.unlearn_request``), so the numbers are those of ``custody unlearn``: the oracle is the
+Everything runs through the platform's own code (``tasks.training.run_training``, ``tasks.deletion``,
+``tasks.unlearning.unlearn_request``), so the numbers are those of ``custody unlearn``: the oracle is the
 ``retrain`` version the evaluation registers, and the gate decides promotion. Each method starts from a copy of
 the same trained store, so they unlearn the same model for the same owner. The store is set up once under
 ``--root`` (sample, ingest Rotten Tomatoes, validate) like ``bench/training_shards.py``.
@@ -58,9 +58,8 @@ def copy_home(src: Path, dst: Path) -> Any:
 
 def trained_home(root: Path, name: str, shards: int, args: argparse.Namespace) -> Path:
     """A copy of the validated store with one dataset version and one registered model (cached)."""
-    from tasks.registry import run_training
     from tasks.selection import SelectionConfig, select
-    from tasks.training import TrainConfig
+    from tasks.training import TrainConfig, run_training
 
     home = root / name
     if (home / "done.json").exists():
@@ -76,13 +75,13 @@ def trained_home(root: Path, name: str, shards: int, args: argparse.Namespace) -
 
 
 def unlearn_owner(store: Any, owner: str, method: str) -> dict[str, Any]:
-    from tasks import ledger
-    from tasks.unlearn import UnlearnConfig, unlearn_request
+    from tasks.deletion import requests
+    from tasks.unlearning import UnlearnConfig, unlearn_request
 
-    request = ledger.submit(store, "owner", [owner], f"bench {method}")
+    request = requests.submit(store, "owner", [owner], f"bench {method}")
     start = time.perf_counter()
     unlearn_request(store, request["request_id"], UnlearnConfig(method=method))
-    row = row_of(store, ledger.load(store, request["request_id"]))
+    row = row_of(store, requests.load(store, request["request_id"]))
     row["wall_seconds_total"] = time.perf_counter() - start
     log(f"{method} for {owner}: {json.dumps(row['attempted'])}")
     return row
@@ -119,10 +118,10 @@ def row_of(store: Any, request: dict[str, Any]) -> dict[str, Any] | None:
 
 def certified_rows(home: Path) -> list[dict[str, Any]]:
     """Rows of every request under ``home`` that unlearned a model, oldest first."""
-    from tasks import ledger
+    from tasks.deletion import requests
 
     store = use_home(home)
-    rows = [row_of(store, d) for d in ledger.list_requests(store)]
+    rows = [row_of(store, d) for d in requests.list_requests(store)]
     return [r for r in rows if r is not None]
 
 

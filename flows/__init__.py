@@ -1,1 +1,2 @@
-"""Prefect flows: thin compositions of ``tasks`` functions over URIs, plus the ``custody`` CLI."""
+"""Prefect flows: thin compositions of ``tasks`` functions over URIs; ``launch`` starts them, ``cli`` is the
+``custody`` command."""

@@ -1,6 +1,6 @@
 """Deletion flow: resolve and apply open deletion requests (tombstones + physical purge), with a report.
 
-``custody delete`` acknowledges a request first (tasks.ledger.submit), then runs this flow.
+``custody delete`` acknowledges a request first (``tasks.deletion.requests.submit``), then runs this flow.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 
-from tasks import ledger
+from tasks.deletion import apply
 from tasks.storage import Store
 
-process_pending = task(ledger.process_pending, name="apply-deletions", cache_policy=NONE, retries=1)
+process_pending = task(apply.process_pending, name="apply-deletions", cache_policy=NONE, retries=1)
 
 
 @flow(name="apply-deletions")

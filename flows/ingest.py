@@ -16,6 +16,7 @@ from flows.progress import retry_transient, track_futures
 from tasks import ingest
 from tasks.datasheet import load_datasheet
 from tasks.errors import DatasheetError
+from tasks.sources import list_raw_files, list_sources
 from tasks.storage import Store
 
 parse_file = task(ingest.parse_file, name="parse-file", cache_policy=NONE, retries=2,
@@ -55,13 +56,13 @@ def ingest_flow(sources: list[str] | None = None, cfg: ingest.IngestConfig | Non
     cfg = cfg or ingest.IngestConfig()
     errors: dict[str, str] = {}
     futures = []
-    for source in sources or ingest.list_sources(store):
+    for source in sources or list_sources(store):
         try:
             sheet, sheet_hash = load_datasheet(store, source)
         except DatasheetError as exc:  # this source stops; the others go on
             errors[source] = str(exc)
             continue
-        keys = ingest.list_raw_files(store, source)
+        keys = list_raw_files(store, source)
         futures += [parse_file.submit(store, source, key, sheet, sheet_hash, cfg) for key in keys]
     parsed = track_futures(futures, "parse raw files")
     clusters = cluster_store.submit(store, cfg).result()

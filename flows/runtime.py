@@ -3,6 +3,9 @@
 Dask *process* workers would each start their own temporary Prefect server unless ``PREFECT_API_URL`` points
 at one, so without a configured server we start one temporary server per process tree and export its URL
 before any worker starts.
+
+Logs: Prefect, Dask and MLflow write INFO lines to ``$CUSTODY_HOME/logs/custody.log``; the terminal shows their
+warnings and errors, and the command's own progress and results (``flows/logging.yml``).
 """
 
 from __future__ import annotations
@@ -11,22 +14,44 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 from tasks.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
 _server: Any = None
+LOGGING_CONFIG = Path(__file__).with_name("logging.yml")
+LIBRARY_LOGGERS = ("distributed",)  # libraries that print to the terminal with handlers of their own
+
+
+def log_file(settings: Settings) -> Path:
+    """Where INFO lines of Prefect, Dask and MLflow go (the terminal keeps WARNING and above)."""
+    return settings.home.resolve() / "logs" / "custody.log"
 
 
 def configure_environment(settings: Settings | None = None) -> None:
-    """Embedded defaults for Prefect, before it is imported: its home under ``CUSTODY_HOME``, our loggers."""
+    """Embedded defaults for Prefect, before it is imported: its home under ``CUSTODY_HOME``, our loggers, and
+    the log file. Child processes (Dask workers, the temporary server) inherit them through the environment."""
     settings = settings or get_settings()
     os.environ.setdefault("PREFECT_HOME", str(settings.home.resolve() / "prefect"))
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks")
+    os.environ.setdefault("PREFECT_LOGGING_CONFIG_PATH", str(LOGGING_CONFIG))
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_FILE_FILENAME", str(log_file(settings)))
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # MLflow's loggers then go where the root's go
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    settings.home.mkdir(parents=True, exist_ok=True)
+    log_file(settings).parent.mkdir(parents=True, exist_ok=True)
+
+
+def route_library_logs() -> None:
+    """Send the loggers of ``LIBRARY_LOGGERS`` through the root logger's handlers (file for INFO, terminal for
+    WARNING+) instead of the stderr handlers those libraries install when imported."""
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.propagate = True
 
 
 def ensure_prefect_api(settings: Settings | None = None) -> str:
@@ -82,8 +107,7 @@ def dask_task_runner(settings: Settings | None = None, address: str | None = Non
     """A DaskTaskRunner on ``address``, ``CUSTODY_DASK_ADDRESS``, or a LocalCluster of single-threaded processes."""
     from prefect_dask import DaskTaskRunner
 
-    for noisy in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    route_library_logs()
     settings = settings or get_settings()
     if address or settings.dask_address:
         return DaskTaskRunner(address=address or settings.dask_address)
@@ -101,6 +125,7 @@ def shared_dask(settings: Settings | None = None) -> Iterator[Callable[[], Any]]
         return
     from distributed import LocalCluster
 
+    route_library_logs()
     cluster = LocalCluster(**_local_cluster_kwargs(settings))
     try:
         yield lambda: dask_task_runner(settings, cluster.scheduler_address)

@@ -13,20 +13,15 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from tasks.scoring import DEVICE_SCORERS, get_scorer
+from tasks.scoring import DEVICE_SCORERS, NEEDS, ORDER, get_scorer
 from tasks.scoring.report import scoring_report
 from tasks.storage import Store
-
-ORDER = ["embeddings", "quality", "dynamics", "influence", "poisoning", "mislabel"]
-NEEDS = {"dynamics": ["embeddings"], "influence": ["dynamics"], "poisoning": ["embeddings"],
-         "mislabel": ["embeddings"]}
 
 
 @task(name="score", cache_policy=NONE, tags=["custody-score"])
 def run_scorer(store: Store, name: str, options: dict[str, Any], sources: list[str] | None) -> dict[str, Any]:
-    cfg_cls, run = get_scorer(name)
-    cfg = cfg_cls(**options)
-    return run(store, cfg, sources) if name in ("embeddings", "quality") else run(store, cfg)
+    scorer = get_scorer(name)
+    return scorer.run(store, scorer.config(**options), sources)  # a whole-store scorer ignores ``sources``
 
 
 @flow(name="score")

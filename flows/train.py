@@ -12,9 +12,8 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from tasks.registry import learning_curves_png, run_training
 from tasks.storage import Store
-from tasks.training import TrainConfig
+from tasks.training import TrainConfig, learning_curves_png, run_training
 
 train_task = task(run_training, name="train", cache_policy=NONE)
 

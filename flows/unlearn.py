@@ -15,21 +15,23 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from tasks import ledger
+from tasks import layout
+from tasks.certificate import CERT_MD, LOSSES_PNG, SUMMARY_FIELDS
+from tasks.deletion import requests
 from tasks.errors import CustodyError
 from tasks.storage import Store
-from tasks.unlearn import UnlearnConfig, unlearn_request
+from tasks.unlearning import UnlearnConfig, unlearn_request
 
 unlearn_task = task(unlearn_request, name="unlearn-and-certify", cache_policy=NONE)
 
 
 def certificate_markdown(store: Store, doc: dict[str, Any]) -> str:
     """The certificate's markdown with its plot inlined, for the Prefect UI."""
-    prefix = f"reports/deletions/{doc['request_id']}"
-    text = store.read_bytes(f"{prefix}/certificate.md").decode()
-    if store.exists(f"{prefix}/forget_losses.png"):
-        png = base64.b64encode(store.read_bytes(f"{prefix}/forget_losses.png")).decode()
-        text = text.replace("(forget_losses.png)", f"(data:image/png;base64,{png})")
+    text = store.read_bytes(layout.deletion_report(doc["request_id"], CERT_MD)).decode()
+    plot = layout.deletion_report(doc["request_id"], LOSSES_PNG)
+    if store.exists(plot):
+        png = base64.b64encode(store.read_bytes(plot)).decode()
+        text = text.replace(f"({LOSSES_PNG})", f"(data:image/png;base64,{png})")
     return text
 
 
@@ -42,8 +44,7 @@ def unlearn_flow(request_id: str, method: str = "auto", retain_sample: int = 100
                                                         mink_sample=mink_sample))
     create_markdown_artifact(key="deletion-certificate", markdown=certificate_markdown(store, doc),
                              description=f"certificate for {request_id}")
-    rows = [{k: m.get(k) for k in ("source", "action", "final", "final_method", "fell_back")}
-            for m in doc["certificate"]["models"]]
+    rows = [{k: m.get(k) for k in SUMMARY_FIELDS} for m in doc["certificate"]["models"]]
     if rows:
         create_table_artifact(key="unlearned-models", table=rows, description=f"models unlearned for {request_id}")
     return {"request_id": request_id, "status": doc["status"], "certificate": doc["certificate"]}
@@ -58,7 +59,7 @@ def sweep_flow(min_age_seconds: float = 300.0, method: str = "auto") -> list[dic
     fails naming it, and the next sweep tries it again.
     """
     store = Store.from_settings()
-    due = ledger.unfinished(store, min_age_seconds)
+    due = requests.unfinished(store, min_age_seconds)
     print(f"{len(due)} deletion request(s) not yet certified")
     rows = [{"request_id": d["request_id"], "was": d["status"], "now": _finish(d["request_id"], method)}
             for d in due]

@@ -13,8 +13,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from flows.progress import track_futures
-from tasks import provenance
-from tasks.ledger import tombstoned_ids
+from tasks import layout, provenance
+from tasks.deletion.tombstones import tombstoned_ids
+from tasks.passed import partitions
 from tasks.policy import Policy
 from tasks.storage import Store
 
@@ -36,7 +37,7 @@ def validate_flow(policy: Policy) -> dict[str, Any]:
     """Validate every record partition against ``policy`` and make it the current policy."""
     store = Store.from_settings()
     tombstoned = tombstoned_ids(store)
-    keys = store.list("records", ".parquet")
+    keys = [layout.partition_key(p) for p in partitions(store)]
     stats = track_futures([validate_partition.submit(store, key, policy, tombstoned) for key in keys],
                           f"validate ({policy.name})")
     provenance.mark_current(store, policy, stats)

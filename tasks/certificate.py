@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tasks import ledger
+from tasks import layout
+from tasks import model_registry as registry
+from tasks.deletion import requests, vault
 from tasks.plots import figure_png
-from tasks.registry import use_experiment
 from tasks.storage import Store
 
-REPORTS = "reports/deletions"
 SHOWN = ("test_accuracy", "test_f1", "retain_accuracy", "forget_accuracy", "forget_loss", "mia_loss_auc",
          "mia_loss_tpr_at_1fpr", "mia_mink_auc", "mia_mink_tpr_at_1fpr")
+CERT_JSON, CERT_MD, LOSSES_PNG = "certificate.json", "certificate.md", "forget_losses.png"  # per request
+SUMMARY_FIELDS = ("source", "action", "final", "final_method", "fell_back")  # a model's line in the request
 
 
 def model_entry(result: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +81,8 @@ def _fmt(value: Any) -> str:
 
 
 def markdown(cert: dict[str, Any], plot: str | None) -> str:
+    """The certificate as a reader sees it: what was deleted, and per model the attempts with their verdicts and
+    the numbers against the oracle and the source (``plot`` is the losses figure's file name, if any)."""
     d = cert["deleted"]
     lines = [f"# Deletion certificate {cert['request_id']}", "",
              f"Issued {cert['issued_at']}. Request by **{cert['selector']['kind']}** "
@@ -114,36 +119,40 @@ def markdown(cert: dict[str, Any], plot: str | None) -> str:
     return "\n".join(lines)
 
 
-def certify(store: Store, doc: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Write the certificate (store + MLflow), destroy the vault, and mark the request certified."""
-    import mlflow
-
-    request_id = doc["request_id"]
-    prefix = f"{REPORTS}/{request_id}"
+def document(doc: dict[str, Any], results: list[dict[str, Any]], vault_destroyed: bool) -> dict[str, Any]:
+    """The certificate of request ``doc`` from its per-model ``results``: the selector by kind and count only (its
+    values may be texts), the deleted records by count, digest and content hash."""
     resolved = doc["resolved"]
-    previous = store.read_json(f"{prefix}/certificate.json") if store.exists(f"{prefix}/certificate.json") else {}
-    cert = {"request_id": request_id, "issued_at": dt.datetime.now(dt.UTC).isoformat(),
+    return {"request_id": doc["request_id"], "issued_at": dt.datetime.now(dt.UTC).isoformat(),
             "selector": {"kind": doc["selector"]["kind"], "values": len(doc["selector"]["values"])},
             "reason": doc.get("reason"),
             "deleted": {"records": len(resolved["record_ids"]), **resolved["counts"],
                         "content_hashes": resolved["content_hashes"], "ids_digest": resolved.get("ids_digest")},
             "applied": doc.get("applied", {}), "models": [model_entry(r) for r in results],
-            "vault_destroyed": store.exists(ledger.vault_key(request_id)) or previous.get("vault_destroyed", False),
-            "history": doc["history"]}
+            "vault_destroyed": vault_destroyed, "history": doc["history"]}
+
+
+def certify(store: Store, doc: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write the certificate (store + MLflow), destroy the vault, and mark the request certified."""
+    import mlflow
+
+    request_id = doc["request_id"]
+    key = partial(layout.deletion_report, request_id)
+    previous = store.read_json(key(CERT_JSON)) if store.exists(key(CERT_JSON)) else {}
+    cert = document(doc, results, store.exists(layout.vault(request_id)) or previous.get("vault_destroyed", False))
     png = losses_png(results)
     if png:
-        store.write_bytes(f"{prefix}/forget_losses.png", png)
-    store.write_json(f"{prefix}/certificate.json", cert)
-    store.write_bytes(f"{prefix}/certificate.md", markdown(cert, "forget_losses.png" if png else None).encode())
-    use_experiment("custody-unlearning")
+        store.write_bytes(key(LOSSES_PNG), png)
+    store.write_json(key(CERT_JSON), cert)
+    store.write_bytes(key(CERT_MD), markdown(cert, LOSSES_PNG if png else None).encode())
+    registry.use_experiment(registry.UNLEARNING_EXPERIMENT)
     with mlflow.start_run(run_name=f"certificate {request_id}"), tempfile.TemporaryDirectory() as tmp:
-        mlflow.set_tags({"custody.request": request_id, "custody.kind": "certificate"})
-        for name in ("certificate.json", "certificate.md", "forget_losses.png"):
-            if store.exists(f"{prefix}/{name}"):
-                (Path(tmp) / name).write_bytes(store.read_bytes(f"{prefix}/{name}"))
+        mlflow.set_tags({registry.REQUEST_TAG: request_id, registry.KIND_TAG: "certificate"})
+        for name in (CERT_JSON, CERT_MD, LOSSES_PNG):
+            if store.exists(key(name)):
+                (Path(tmp) / name).write_bytes(store.read_bytes(key(name)))
         mlflow.log_artifacts(tmp, "certificate")
-    ledger.destroy_vault(store, request_id)
-    return ledger.set_status(store, doc, "certified", certificate={
-        "json": store.uri(f"{prefix}/certificate.json"), "markdown": store.uri(f"{prefix}/certificate.md"),
-        "models": [{k: m.get(k) for k in ("source", "action", "final", "final_method", "fell_back")}
-                   for m in cert["models"]]})
+    vault.destroy_vault(store, request_id)
+    return requests.set_status(store, doc, requests.CERTIFIED, certificate={
+        "json": store.uri(key(CERT_JSON)), "markdown": store.uri(key(CERT_MD)),
+        "models": [{k: m.get(k) for k in SUMMARY_FIELDS} for m in cert["models"]]})

@@ -1,4 +1,4 @@
-"""Source datasheets (``raw/<source>/source.yaml``): provenance every record of a source inherits.
+"""Source datasheets (``source.yaml`` beside a source's raw files): provenance every record of a source inherits.
 
 Loaded and validated before a single row is read; an invalid datasheet stops that source with an error that
 names the offending field, and leaves other sources alone.
@@ -12,11 +12,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tasks import layout
 from tasks.errors import DatasheetError
 from tasks.storage import Store
 from tasks.yaml_models import parse_yaml_model
 
-DATASHEET_FILE = "source.yaml"
 CONSENT_VALUES = ("granted", "revoked", "unknown")
 
 
@@ -69,9 +69,9 @@ def parse_datasheet(text: str, where: str) -> tuple[Datasheet, str]:
 
 def load_datasheet(store: Store, source: str) -> tuple[Datasheet, str]:
     """Read and validate ``raw/<source>/source.yaml``; its ``name`` must equal the folder name."""
-    key = f"raw/{source}/{DATASHEET_FILE}"
+    key = layout.datasheet(source)
     if not store.exists(key):
-        raise DatasheetError(f"{store.uri(key)}: missing datasheet; every source needs raw/<source>/{DATASHEET_FILE}")
+        raise DatasheetError(f"{store.uri(key)}: missing datasheet; every source needs {layout.datasheet('<source>')}")
     sheet, digest = parse_datasheet(store.read_bytes(key).decode("utf-8", errors="replace"), store.uri(key))
     if sheet.name != source:
         raise DatasheetError(f"{store.uri(key)}: field 'name': {sheet.name!r} does not match folder {source!r}")

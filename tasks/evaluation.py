@@ -1,10 +1,9 @@
-"""Judging a model after unlearning against the retrained oracle: utility, forgetting, privacy, cost.
+"""Measuring a model: utility, forgetting and privacy on a forget set, a retain set and test.
 
-The oracle is a model trained from scratch without the deleted records, so whatever it "knows" about them
-is what any model would know from the rest of the data. An unlearned model passes when it is
-indistinguishable from the oracle on the forget set (membership-inference AUC within a tolerance) and keeps
-its utility (test accuracy within a tolerance). Exact methods (SISA, retrain) pass by construction; their
-measurements are still reported.
+``evaluate_version`` is the pipeline's last stage (a trained version's membership baseline); ``assess`` is also
+what the unlearning gate (``tasks.unlearning.gate``) runs on a candidate, the oracle and the source. The oracle
+is a model trained from scratch without the deleted records, so whatever it "knows" about them is what any model
+would know from the rest of the data.
 
 Membership inference compares the forget set (members of the original model) with held-out test records:
 - the *loss attack* scores a record by its negative loss;
@@ -16,20 +15,24 @@ Membership inference compares the forget set (members of the original model) wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from tasks.training import Split, TrainConfig, metrics, per_example_loss, predict_proba, subsample
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """Tolerances for an approximate method against the oracle (the issue's targets)."""
-
-    max_mia_gap: float = 0.03
-    max_accuracy_drop: float = 0.01
+from tasks import model_registry as registry
+from tasks.config import get_settings
+from tasks.storage import Store
+from tasks.training import (
+    Split,
+    TrainConfig,
+    load_splits,
+    load_version,
+    metrics,
+    per_example_loss,
+    predict_proba,
+    subsample,
+    version_doc,
+)
 
 
 def membership_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
@@ -98,45 +101,9 @@ def assess(models: list[Any], tokenizer: Any, cfg: TrainConfig, device: str, for
     return out
 
 
-def compare(candidate: dict[str, Any], oracle: dict[str, Any]) -> dict[str, float]:
-    """Candidate minus oracle on every shared metric, plus the KS test between their forget-set losses."""
-    from scipy.stats import ks_2samp
-
-    out = {f"{k}_minus_oracle": float(candidate[k] - oracle[k]) for k in candidate
-           if k in oracle and isinstance(candidate[k], float)}
-    a, b = candidate["forget_losses"], oracle["forget_losses"]
-    out["forget_loss_ks_pvalue"] = float(ks_2samp(a, b).pvalue) if a and b else float("nan")
-    out["forget_loss_ks_statistic"] = float(ks_2samp(a, b).statistic) if a and b else float("nan")
-    return out
-
-
-def gate(comparison: dict[str, float], exact: bool, cfg: GateConfig = GateConfig()) -> dict[str, Any]:
-    """Whether the candidate may be served: exact methods always; approximate ones within the tolerances."""
-    if exact:
-        return {"passed": True, "reasons": ["exact method: the deleted records never reached this model"]}
-    failures = []
-    mia_gap = abs(comparison.get("mia_loss_auc_minus_oracle", float("nan")))
-    if not mia_gap <= cfg.max_mia_gap:  # NaN fails too
-        failures.append(f"|MIA loss AUC - oracle| = {mia_gap:.3f} > {cfg.max_mia_gap}")
-    drop = -comparison.get("test_accuracy_minus_oracle", float("nan"))
-    if not drop <= cfg.max_accuracy_drop:
-        failures.append(f"test accuracy {drop * 100:.2f} points below the oracle > {cfg.max_accuracy_drop * 100:.0f}")
-    return {"passed": not failures,
-            "reasons": failures or [f"|MIA loss AUC - oracle| = {mia_gap:.3f} <= {cfg.max_mia_gap}; test accuracy "
-                                    f"within {cfg.max_accuracy_drop * 100:.0f} point(s) of the oracle"]}
-
-
-def evaluate_version(store: Any, ref: str, sample: int = 200) -> dict[str, Any]:
+def evaluate_version(store: Store, ref: str, sample: int = 200) -> dict[str, Any]:
     """Utility and the membership baseline of a registered version: a train sample (members) vs test."""
-    import mlflow
-
-    from tasks.config import get_settings
-    from tasks.registry import load_version
-    from tasks.training import load_splits
-
-    name, version = ref.split("@", 1)
-    source = store.read_json(f"models/{name}/{version}/model.json")
-    cfg = TrainConfig(**source["config"])
+    cfg = TrainConfig(**version_doc(store, ref)["config"])
     splits, _, _ = load_splits(store, cfg)
     models, tokenizer = load_version(ref)
     members = subsample(splits["train"], sample, cfg.seed)
@@ -144,9 +111,5 @@ def evaluate_version(store: Any, ref: str, sample: int = 200) -> dict[str, Any]:
                     subsample(splits["test"], sample, cfg.seed))
     out = {"model": ref, **{k.replace("forget", "train_sample"): v for k, v in result.items()
                             if k != "forget_losses" and not k.startswith("retain")}}
-    client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
-    run_id = client.get_model_version(name, version).run_id
-    for key, value in out.items():
-        if isinstance(value, float) and np.isfinite(value):
-            client.log_metric(run_id, f"baseline_{key}", value)
+    registry.log_metrics(ref, {f"baseline_{k}": v for k, v in out.items() if isinstance(v, float) and np.isfinite(v)})
     return out

@@ -1,9 +1,10 @@
 """Lineage: which dataset versions and models hold which records.
 
-The sources of truth are the dataset manifests (``datasets/<name>/<version>/manifest.parquet``) and MLflow's
-registered model versions (tag ``custody.dataset = NAME@VERSION``). The index under ``lineage/`` is derived
-from them — ``record_datasets.parquet`` sorted by record id, and ``dataset_models.parquet`` — and rebuilt
-whenever the set of manifests or models changes, so it can always be thrown away.
+The sources of truth are the dataset manifests and MLflow's registered model versions (tag
+``custody.dataset = NAME@VERSION``). The lineage index is derived from them — record → dataset version rows
+sorted by record id, and dataset version → model rows — and rebuilt whenever the set of manifests or models
+changes, so it can always be thrown away. Records a deletion removed are still named, through the ids their
+requests kept.
 """
 
 from __future__ import annotations
@@ -12,24 +13,29 @@ import datetime as dt
 import hashlib
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tasks import layout
+from tasks.deletion.requests import list_requests
 from tasks.errors import Fatal
+from tasks.model_registry import DATASET_TAG
 from tasks.storage import Store
 
 log = logging.getLogger(__name__)
-INDEX = "lineage"
-DATASET_TAG = "custody.dataset"
-RECORD_DATASETS = pa.schema([("record_id", pa.string()), ("dataset", pa.string()), ("version", pa.string())])
-DATASET_MODELS = pa.schema([("dataset", pa.string()), ("version", pa.string()), ("model", pa.string()),
+SQLITE = "sqlite:///"  # the embedded tracking store's URI scheme (tasks/config.py)
+NO_REGISTRY = "none"
+RECORD_DATASETS_SCHEMA = pa.schema([("record_id", pa.string()), ("dataset", pa.string()), ("version", pa.string())])
+DATASET_MODELS_SCHEMA = pa.schema([("dataset", pa.string()), ("version", pa.string()), ("model", pa.string()),
                             ("model_version", pa.string()), ("run_id", pa.string())])
 
 
 def manifest_keys(store: Store) -> list[str]:
-    return [k for k in store.list("datasets", "manifest.parquet") if k.count("/") == 3]
+    """Keys of every dataset version's manifest."""
+    return [k for k in store.list(layout.DATASETS, layout.PARQUET) if layout.is_manifest(k)]
 
 
 def registered_models(tracking_uri: str | None) -> list[dict[str, str]]:
@@ -55,27 +61,48 @@ def _fingerprint(store: Store, keys: list[str], models: list[dict[str, str]]) ->
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
+def registry_stamp(tracking_uri: str | None) -> str | None:
+    """A token that changes whenever the embedded SQLite tracking store is written (its files' sizes and mtimes),
+    so an unchanged registry is known without importing MLflow (seconds a command); ``NO_REGISTRY`` when there is
+    no URI or no database yet; None for a tracking server, which has to be asked."""
+    if not tracking_uri:
+        return NO_REGISTRY
+    if not tracking_uri.startswith(SQLITE):
+        return None
+    db = Path(tracking_uri.removeprefix(SQLITE))
+    stats = [p.stat() for p in (db, db.with_name(f"{db.name}-wal")) if p.exists()]
+    return ";".join(f"{st.st_size}:{st.st_mtime_ns}" for st in stats) or NO_REGISTRY
+
+
 def build_index(store: Store, tracking_uri: str | None = None, force: bool = False) -> dict[str, Any]:
-    """(Re)build the index if the manifests or models changed; returns the index summary."""
+    """(Re)build the index if the manifests or models changed; returns the index summary. MLflow is asked only
+    when its store may have changed since the last build (see :func:`registry_stamp`)."""
     keys = manifest_keys(store)
-    models = registered_models(tracking_uri)
+    stamp, manifests = registry_stamp(tracking_uri), _fingerprint(store, keys, [])
+    summary = store.read_json(layout.LINEAGE_SUMMARY) if store.exists(layout.LINEAGE_SUMMARY) else {}
+    unchanged = (summary.get("registry_stamp"), summary.get("manifests_fingerprint")) == (stamp, manifests)
+    if not force and stamp is not None and unchanged:
+        return summary
+    models = [] if stamp == NO_REGISTRY else registered_models(tracking_uri)
     fingerprint = _fingerprint(store, keys, models)
-    summary_key = f"{INDEX}/index.json"
-    if not force and store.exists(summary_key) and store.read_json(summary_key)["fingerprint"] == fingerprint:
-        return store.read_json(summary_key)
+    if not force and summary.get("fingerprint") == fingerprint:
+        summary = {**summary, "registry_stamp": stamp, "manifests_fingerprint": manifests}
+        store.write_json(layout.LINEAGE_SUMMARY, summary)
+        return summary
     parts = []
     for key in keys:
-        _, name, version, _ = key.split("/")
+        name, version = layout.dataset_of(key)
         ids = store.read_parquet(key, ["record_id"]).column("record_id")
         parts.append(pa.table({"record_id": ids, "dataset": pa.repeat(name, len(ids)).cast(pa.string()),
                                "version": pa.repeat(version, len(ids)).cast(pa.string())}))
-    table = pa.concat_tables(parts).cast(RECORD_DATASETS) if parts else RECORD_DATASETS.empty_table()
-    store.write_parquet(f"{INDEX}/record_datasets.parquet", table.sort_by("record_id"), RECORD_DATASETS)
-    store.write_parquet(f"{INDEX}/dataset_models.parquet", pa.Table.from_pylist(models, schema=DATASET_MODELS),
-                        DATASET_MODELS)
+    table = pa.concat_tables(parts).cast(RECORD_DATASETS_SCHEMA) if parts else RECORD_DATASETS_SCHEMA.empty_table()
+    store.write_parquet(layout.RECORD_DATASETS, table.sort_by("record_id"), RECORD_DATASETS_SCHEMA)
+    store.write_parquet(layout.DATASET_MODELS, pa.Table.from_pylist(models, schema=DATASET_MODELS_SCHEMA),
+                        DATASET_MODELS_SCHEMA)
     summary = {"fingerprint": fingerprint, "built_at": dt.datetime.now(dt.UTC).isoformat(),
-               "manifests": len(keys), "rows": table.num_rows, "models": len(models)}
-    store.write_json(summary_key, summary)
+               "manifests": len(keys), "rows": table.num_rows, "models": len(models),
+               "manifests_fingerprint": manifests, "registry_stamp": stamp}
+    store.write_json(layout.LINEAGE_SUMMARY, summary)
     return summary
 
 
@@ -89,9 +116,7 @@ def _split_ref(ref: str, what: str) -> tuple[str, str]:
 def record_ids_of_owner(store: Store, owner: str) -> list[str]:
     """The owner's records still in the store, plus those its deletion requests removed (ids the ledger kept), so
     lineage still names the datasets and retired models that held them."""
-    from tasks.ledger import list_requests
-
-    records = store.read_parquets("records", ["record_id", "owner_id"])
+    records = store.read_parquets(layout.records_dir(), ["record_id", "owner_id"])
     ids = set()
     if records.num_rows:
         ids |= set(records.filter(pc.equal(records.column("owner_id"), owner)).column("record_id").to_pylist())
@@ -104,10 +129,10 @@ def record_ids_of_owner(store: Store, owner: str) -> list[str]:
 def query(store: Store, *, owner: str | None = None, record_ids: list[str] | None = None,
           dataset: str | None = None, model: str | None = None) -> dict[str, Any]:
     """Which datasets and models hold the selected records (by owner, ids, dataset or model version)."""
-    index, models = RECORD_DATASETS.empty_table(), DATASET_MODELS.empty_table()
-    if store.exists(f"{INDEX}/index.json"):
-        index = store.read_parquet(f"{INDEX}/record_datasets.parquet")
-        models = store.read_parquet(f"{INDEX}/dataset_models.parquet")
+    index, models = RECORD_DATASETS_SCHEMA.empty_table(), DATASET_MODELS_SCHEMA.empty_table()
+    if store.exists(layout.LINEAGE_SUMMARY):
+        index = store.read_parquet(layout.RECORD_DATASETS)
+        models = store.read_parquet(layout.DATASET_MODELS)
     if model:
         name, version = _split_ref(model, "--model")
         hit = models.filter(pc.and_(pc.equal(models.column("model"), name),

@@ -21,15 +21,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tasks import layout
 from tasks.errors import Fatal
+from tasks.passed import live_records
 from tasks.pii import PII_KINDS, redact, scan
 from tasks.policy import Policy
 from tasks.schema import quarantine_schema
 from tasks.storage import Store
-from tasks.tables import without_ids
 
 log = logging.getLogger(__name__)
-CURRENT_KEY = "validation/current.json"
 VALIDATION_SCHEMA = pa.schema([
     ("record_id", pa.string()), ("passed", pa.bool_()), ("reasons", pa.list_(pa.string())),
     ("text_redacted", pa.string()), ("pii_found", pa.list_(pa.string())), ("policy_hash", pa.string()),
@@ -155,31 +155,34 @@ def validate_table(records: pa.Table, policy: Policy) -> tuple[pa.Table, list[di
     return validation, quarantine, report
 
 
+def _retire_other_policies(store: Store, part: layout.Partition, keep: str) -> None:
+    """Delete ``part``'s validation quarantine files of other policies: only the current verdict stands."""
+    for stale in store.list(layout.quarantine_dir(part.source), layout.PARQUET):
+        if layout.is_validation_quarantine_of(stale, part) and stale != keep:
+            store.delete(stale)
+
+
 def validate_partition(store: Store, key: str, policy: Policy, tombstoned: frozenset[str] = frozenset()
                        ) -> dict[str, Any]:
     """Driver for one ``records/`` partition; skipped when done under this policy for the same partition bytes."""
-    source, fid = key.split("/")[1].removeprefix("source="), key.rsplit("/", 1)[1].removesuffix(".parquet")
-    out_key = f"validation/{policy.hash}/source={source}/{fid}.parquet"
-    q_key = f"quarantine/source={source}/validate-{fid}.{policy.hash}.parquet"
-    marker = f"_done/validate/{policy.hash}/source={source}/{fid}.json"
+    part = layout.partition_of(key)
+    q_key = layout.validation_quarantine(part, policy.hash)
+    marker = layout.validation_marker(policy.hash, part)
     fingerprint = {"size": store.size(key), "tombstones": len(tombstoned)}
-    for stale in store.list(f"quarantine/source={source}", ".parquet"):  # other policies' verdicts retire
-        if stale.rsplit("/", 1)[1].startswith(f"validate-{fid}.") and stale != q_key:
-            store.delete(stale)
+    _retire_other_policies(store, part, q_key)
     if store.exists(marker) and store.read_json(marker)["fingerprint"] == fingerprint:
         return {**store.read_json(marker)["stats"], "skipped": True}
-    records = store.read_parquet(key)
-    records = without_ids(records, tombstoned)
+    records = live_records(store, part, tombstoned=tombstoned)
     validation, quarantine, report = validate_table(records, policy)
-    store.write_parquet(out_key, validation, VALIDATION_SCHEMA)
+    store.write_parquet(layout.verdicts(policy.hash, part), validation, VALIDATION_SCHEMA)
     if quarantine:
         store.write_parquet(q_key, pa.Table.from_pylist(quarantine, schema=quarantine_schema()), quarantine_schema())
     else:
         store.delete(q_key)
-    store.write_json(f"reports/validation/{policy.hash}/source={source}/{fid}.json",
+    store.write_json(layout.validation_report(policy.hash, part),
                      {"policy": policy.name, "policy_hash": policy.hash, "partition": key, "results": report})
     counts = Counter(r for q in quarantine for r in q["reasons"])
-    stats = {"source": source, "partition": fid, "checked": records.num_rows,
+    stats = {"source": part.source, "partition": part.name, "checked": records.num_rows,
              "passed": records.num_rows - len(quarantine), "rejected": len(quarantine),
              "redacted": int(pc.sum(pc.is_valid(validation.column("text_redacted"))).as_py() or 0),
              **{f"rejected_{k}": v for k, v in sorted(counts.items())}}
@@ -188,30 +191,11 @@ def validate_partition(store: Store, key: str, policy: Policy, tombstoned: froze
 
 
 def mark_current(store: Store, policy: Policy, stats: list[dict[str, Any]]) -> None:
-    """Make ``policy`` the one whose verdicts downstream stages read."""
-    store.write_json(f"reports/validation/{policy.hash}/suite.json", suite_json(policy))
-    store.write_json(CURRENT_KEY, {"policy": policy.name, "policy_hash": policy.hash, "purpose": policy.purpose,
-                                   "validated_at": dt.datetime.now(dt.UTC).isoformat(),
-                                   "checked": sum(s["checked"] for s in stats),
-                                   "passed": sum(s["passed"] for s in stats), "policy_doc": policy.model_dump()})
-
-
-def validated_records(store: Store, columns: list[str] | None = None,
-                      tombstoned: frozenset[str] = frozenset()) -> pa.Table:
-    """Records that passed the current policy, redacted text in place of the original, tombstones excluded.
-
-    Raises:
-        Fatal: when nothing has been validated yet.
-    """
-    if not store.exists(CURRENT_KEY):
-        raise Fatal("no validated records yet: run `custody validate` first")
-    policy_hash = store.read_json(CURRENT_KEY)["policy_hash"]
-    verdicts = store.read_parquets(f"validation/{policy_hash}", ["record_id", "passed", "text_redacted"])
-    passed = verdicts.filter(verdicts.column("passed"))
-    records = store.read_parquets("records", columns=None)
-    records = records.join(passed.select(["record_id", "text_redacted"]), "record_id", join_type="inner")
-    records = without_ids(records, tombstoned)
-    text = pc.coalesce(records.column("text_redacted"), records.column("text"))
-    records = records.set_column(records.column_names.index("text"), "text", text).drop(["text_redacted"])
-    records = records.append_column("policy_hash", pa.array([policy_hash] * records.num_rows, pa.string()))
-    return records.select(columns) if columns else records
+    """Make ``policy`` the one whose verdicts downstream stages read (``tasks.passed``)."""
+    store.write_json(layout.validation_suite(policy.hash), suite_json(policy))
+    store.write_json(layout.CURRENT_POLICY, {"policy": policy.name, "policy_hash": policy.hash,
+                                             "purpose": policy.purpose,
+                                             "validated_at": dt.datetime.now(dt.UTC).isoformat(),
+                                             "checked": sum(s["checked"] for s in stats),
+                                             "passed": sum(s["passed"] for s in stats),
+                                             "policy_doc": policy.model_dump()})

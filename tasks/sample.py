@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from tasks import layout
 from tasks.storage import Store
 
 N_CONTRIBUTORS = 100
@@ -129,7 +130,7 @@ def land_samples(store: Store, limit: int | None = None, parts: int = 4) -> dict
         for i in range(n_files):
             chunk = df.iloc[i * size:(i + 1) * size]
             if len(chunk):
-                store.write_bytes(f"raw/{source}/part-{i:04d}.{ext}", encode(chunk))
-        store.write_bytes(f"raw/{source}/source.yaml", yaml.safe_dump(DATASHEETS[source], sort_keys=False).encode())
+                store.write_bytes(layout.raw_file(source, f"part-{i:04d}.{ext}"), encode(chunk))
+        store.write_bytes(layout.datasheet(source), yaml.safe_dump(DATASHEETS[source], sort_keys=False).encode())
         summary[source] = {"rows": len(df), "files": min(n_files, -(-len(df) // size) if size else 0)}
     return summary

@@ -10,6 +10,7 @@ import yaml
 
 from tasks import ingest
 from tasks.datasheet import load_datasheet
+from tasks.sources import list_raw_files, list_sources
 from tasks.storage import Store
 
 
@@ -42,10 +43,10 @@ def ingest_without_engine(store: Store, cfg: ingest.IngestConfig | None = None) 
     """Run the three ingestion steps as plain functions, sequentially (the reference for flow runs)."""
     cfg = cfg or ingest.IngestConfig()
     parsed = []
-    for source in ingest.list_sources(store):
+    for source in list_sources(store):
         sheet, digest = load_datasheet(store, source)
         parsed += [ingest.parse_file(store, source, key, sheet, digest, cfg)
-                   for key in ingest.list_raw_files(store, source)]
+                   for key in list_raw_files(store, source)]
     ingest.cluster_store(store, cfg)
     published = [ingest.publish_partition(store, s, f) for s, f in ingest.staged_partitions(store)]
     return parsed, published

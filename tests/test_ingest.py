@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks import ingest
+from tasks.ids import record_id
 from tests.helpers import datasheet, ingest_without_engine, jsonl, write_source
 
 GOOD = {"id": "1", "text": "A perfectly fine review of a film.", "label": "fresh", "owner": "alice"}
@@ -69,7 +70,7 @@ def test_provenance_comes_from_the_datasheet(store) -> None:
     rec = records.to_pylist()[0]
     assert rec["license"] == "CC-BY-4.0" and rec["consent"] == "granted" and rec["owner_id"] == "alice"
     assert rec["source_uri"].endswith("raw/prov/a.jsonl.gz#L1") and rec["content_hash"] and rec["datasheet_hash"]
-    assert rec["record_id"] == ingest.record_id("prov", "1")
+    assert rec["record_id"] == record_id("prov", "1")
 
 
 def test_rerun_is_idempotent_and_duplicates_are_handled(store) -> None:

@@ -1,4 +1,4 @@
-"""The deletion ledger without an engine: resolution through content, physical purge, idempotence, races."""
+"""The deletion package without an engine: resolution through content, physical purge, idempotence, races."""
 
 from __future__ import annotations
 
@@ -6,12 +6,19 @@ import multiprocessing as mp
 import os
 import time
 
+import pyarrow as pa
 import pytest
 
-from tasks import ledger, provenance
+from tasks import layout, provenance
+from tasks.deletion import locks, requests
+from tasks.deletion.apply import process_pending
+from tasks.deletion.purge import purge_raw
+from tasks.deletion.resolve import resolve
+from tasks.deletion.tombstones import tombstoned_ids, write_tombstones
+from tasks.deletion.vault import destroy_vault
 from tasks.errors import CustodyError
+from tasks.passed import read_all
 from tasks.policy import load_policy
-from tasks.purge import purge_raw
 from tasks.storage import Store
 from tests.helpers import files_containing, ingest_without_engine, jsonl, write_source
 
@@ -22,6 +29,9 @@ BOB_NEAR = ("Alice also reviewed the quiet film about lighthouse keepers on a re
             "apparently.")  # a near duplicate of ALICE[1]
 CAROL = ["Carol enjoyed the documentary on deep sea creatures and their glowing bioluminescent lures.",
          "Carol found the ending of the thriller predictable but the acting was excellent throughout."]
+
+
+WORK_LOCK = f"{layout.LEDGER}/work.lock"
 
 
 def _rows() -> list[dict]:
@@ -43,28 +53,28 @@ def populated(store: Store) -> Store:
 
 
 def _record_texts(store: Store) -> set[str]:
-    return set(store.read_parquets("records", ["text"]).column("text").to_pylist())
+    return set(store.read_parquets(layout.records_dir(), ["text"]).column("text").to_pylist())
 
 
 def test_owner_deletion_follows_copies_and_purges_every_file(populated: Store) -> None:
     store = populated
-    doc = ledger.submit(store, "owner", ["alice"], reason="consent withdrawn")
-    assert ledger.load(store, doc["request_id"])["status"] == "received"
-    [done] = ledger.process_pending(store)
+    doc = requests.submit(store, "owner", ["alice"], reason="consent withdrawn")
+    assert requests.load(store, doc["request_id"])["status"] == "received"
+    [done] = process_pending(store)
     assert [h["status"] for h in done["history"]] == ["received", "resolved", "applied"]
     assert done["resolved"]["counts"] == {"selected": 3, "duplicates": 2}  # bob's exact copy and near copy
     assert files_containing(store, [*ALICE, BOB_NEAR]) == []  # raw files included
     assert _record_texts(store) == set(CAROL)
-    assert "purple elephants" not in store.read_bytes(f"ledger/deletions/{doc['request_id']}.json").decode()
-    assert len(ledger.tombstoned_ids(store)) == 5
-    assert set(provenance.validated_records(store, ["text"]).column("text").to_pylist()) == set(CAROL)
+    assert "purple elephants" not in store.read_bytes(layout.request(doc["request_id"])).decode()
+    assert len(tombstoned_ids(store)) == 5
+    assert set(read_all(store, ["text"]).column("text").to_pylist()) == set(CAROL)
 
 
 def test_reapply_is_a_no_op_and_redelivery_does_not_resurrect(populated: Store) -> None:
     store = populated
-    ledger.submit(store, "record_id", [ledger.record_id_of("people", "c0")])
-    ledger.process_pending(store)
-    assert ledger.process_pending(store) == []
+    requests.submit(store, "record_id", [requests.record_id_of("people", "c0")])
+    process_pending(store)
+    assert process_pending(store) == []
     before = _record_texts(store)
     write_source(store, "people", {"redelivered.jsonl": jsonl(_rows())})  # the provider sends it all again
     ingest_without_engine(store)
@@ -74,68 +84,81 @@ def test_reapply_is_a_no_op_and_redelivery_does_not_resurrect(populated: Store) 
 
 
 def test_text_deletion_keeps_only_hashes_in_the_ledger(populated: Store) -> None:
-    doc = ledger.submit(populated, "text", ledger.text_hashes([CAROL[1]]))
-    [done] = ledger.process_pending(populated)
+    doc = requests.submit(populated, "text", requests.text_hashes([CAROL[1]]))
+    [done] = process_pending(populated)
     assert done["resolved"]["counts"]["selected"] == 1
-    assert CAROL[1] not in populated.read_bytes(f"ledger/deletions/{doc['request_id']}.json").decode()
+    assert CAROL[1] not in populated.read_bytes(layout.request(doc["request_id"])).decode()
     assert files_containing(populated, [CAROL[1]]) == []
 
 
 def test_crash_mid_apply_is_finished_by_rerunning_without_double_work(populated: Store) -> None:
     store = populated
-    doc = ledger.resolve(store, ledger.submit(store, "owner", ["carol"]))
-    ledger.write_tombstones(store, doc)
+    doc = resolve(store, requests.submit(store, "owner", ["carol"]))
+    write_tombstones(store, doc)
     raw = purge_raw(store, {"people"}, set(doc["resolved"]["record_ids"]), set(doc["resolved"]["content_hashes"]))
     assert raw["raw_rows_removed"] == 2  # ... and here the process died: status is still "resolved"
-    assert ledger.load(store, doc["request_id"])["status"] == "resolved"
-    [done] = ledger.process_pending(store)
+    assert requests.load(store, doc["request_id"])["status"] == "resolved"
+    [done] = process_pending(store)
     assert done["applied"]["raw_rows_removed"] == 0 and done["applied"]["partitions_rewritten"] > 0
     assert files_containing(store, CAROL) == []
 
 
 def test_request_matching_nothing_is_applied_cleanly(populated: Store) -> None:
-    ledger.submit(populated, "owner", ["nobody"])
-    [done] = ledger.process_pending(populated)
+    requests.submit(populated, "owner", ["nobody"])
+    [done] = process_pending(populated)
     assert done["resolved"]["record_ids"] == [] and done["applied"]["rows_removed"] == 0
 
 
+def test_the_vault_keeps_only_texts_a_dataset_holds_until_destroyed(populated: Store) -> None:
+    store = populated
+    held = [requests.record_id_of("people", "a0"), requests.record_id_of("people", "c0")]
+    store.write_parquet(layout.manifest("reviews", "v1"), pa.table({"record_id": held, "weight": [1.0, 1.0]}))
+    doc = requests.submit(store, "owner", ["alice"])
+    [done] = process_pending(store)
+    assert done["applied"]["vaulted_for_unlearning"] == 1  # a0 only: a1, a2 and bob's copies are in no dataset
+    vault = store.read_parquet(layout.vault(doc["request_id"]))
+    assert vault.to_pylist() == [{"record_id": held[0], "text": ALICE[0]}]
+    assert destroy_vault(store, doc["request_id"]) and not store.exists(layout.vault(doc["request_id"]))
+    assert not destroy_vault(store, doc["request_id"])
+
+
 def _apply_in_process(url: str) -> int:
-    return len(ledger.process_pending(Store(url)))
+    return len(process_pending(Store(url)))
 
 
 def test_two_concurrent_appliers_apply_each_request_exactly_once(populated: Store) -> None:
     store = populated
-    first = ledger.submit(store, "owner", ["alice"])
-    second = ledger.submit(store, "owner", ["carol"])
+    first = requests.submit(store, "owner", ["alice"])
+    second = requests.submit(store, "owner", ["carol"])
     with mp.get_context("spawn").Pool(2) as pool:
         applied = pool.map(_apply_in_process, [store.url, store.url])
     assert sorted(applied) in ([0, 2], [1, 1])
     for doc in (first, second):
-        history = ledger.load(store, doc["request_id"])["history"]
+        history = requests.load(store, doc["request_id"])["history"]
         assert [h["status"] for h in history].count("applied") == 1
     assert files_containing(store, ALICE + CAROL) == []
-    assert not store.exists(ledger.LOCK)
+    assert not store.exists(layout.APPLY_LOCK)
 
 
 def test_a_held_lock_stays_fresh_past_the_stale_age(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ledger, "STALE_LOCK_SECONDS", 0.6)  # refreshed every 0.1 s
-    with ledger.store_lock(store, "ledger/work.lock"):
+    monkeypatch.setattr(locks, "STALE_LOCK_SECONDS", 0.6)  # refreshed every 0.1 s
+    with locks.store_lock(store, WORK_LOCK):
         time.sleep(1.0)  # older than the stale age: without the refresh a second taker would break it
-        with pytest.raises(CustodyError, match="is held by pid"), ledger.store_lock(store, "ledger/work.lock", 0.8):
+        with pytest.raises(CustodyError, match="is held by pid"), locks.store_lock(store, WORK_LOCK, 0.8):
             pass
-    assert not store.exists("ledger/work.lock")
+    assert not store.exists(WORK_LOCK)
 
 
 def test_a_lock_nobody_refreshes_is_taken_over(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ledger, "STALE_LOCK_SECONDS", 0.6)
-    store.write_json("ledger/work.lock", {"pid": os.getpid(), "host": "elsewhere", "at": time.time(), "token": "x"})
-    with ledger.store_lock(store, "ledger/work.lock", timeout=5):
-        assert store.read_json("ledger/work.lock")["token"] != "x"
+    monkeypatch.setattr(locks, "STALE_LOCK_SECONDS", 0.6)
+    store.write_json(WORK_LOCK, {"pid": os.getpid(), "host": "elsewhere", "at": time.time(), "token": "x"})
+    with locks.store_lock(store, WORK_LOCK, timeout=5):
+        assert store.read_json(WORK_LOCK)["token"] != "x"
 
 
 def test_unfinished_lists_open_requests_old_enough(populated: Store) -> None:
     store = populated
-    done, open_ = ledger.submit(store, "owner", ["alice"]), ledger.submit(store, "owner", ["carol"])
-    ledger.set_status(store, ledger.load(store, done["request_id"]), "certified")
-    assert [d["request_id"] for d in ledger.unfinished(store)] == [open_["request_id"]]
-    assert ledger.unfinished(store, min_age_seconds=3600) == []
+    done, open_ = requests.submit(store, "owner", ["alice"]), requests.submit(store, "owner", ["carol"])
+    requests.set_status(store, requests.load(store, done["request_id"]), "certified")
+    assert [d["request_id"] for d in requests.unfinished(store)] == [open_["request_id"]]
+    assert requests.unfinished(store, min_age_seconds=3600) == []

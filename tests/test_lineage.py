@@ -6,13 +6,13 @@ import pyarrow as pa
 import pytest
 from mlflow import MlflowClient
 
-from tasks import lineage
+from tasks import layout, lineage
 from tasks.errors import Fatal
 from tests.helpers import ingest_without_engine, jsonl, write_source
 
 
 def _manifest(store, name: str, version: str, ids: list[str]) -> None:
-    store.write_parquet(f"datasets/{name}/{version}/manifest.parquet",
+    store.write_parquet(layout.manifest(name, version),
                         pa.table({"record_id": ids, "weight": [1.0] * len(ids), "shard": [0] * len(ids)}))
 
 

@@ -19,11 +19,12 @@ NOTEBOOKS = ("lineage.ipynb", "scores.ipynb", "unlearning.ipynb")
 @pytest.fixture(scope="module")
 def notebook_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """80 toy reviews from 8 owners, quality scores, a tiny unsharded model, and one owner deleted and unlearned."""
-    from tasks import ledger, registry
+    from tasks.deletion import requests
     from tasks.scoring import quality
     from tasks.selection import owner_shares
     from tasks.storage import Store
-    from tasks.unlearn import UnlearnConfig, unlearn_request
+    from tasks.training import run_training
+    from tasks.unlearning import UnlearnConfig, unlearn_request
     from tests.helpers import reviews_store, tiny_train_config
 
     home = tmp_path_factory.mktemp("notebooks") / "custody"
@@ -35,9 +36,9 @@ def notebook_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
         store.ensure_bucket()
         ref, _ = reviews_store(store, n=80, owners=8, shards=1)
         quality.run(store, quality.QualityConfig())
-        model = registry.run_training(store, tiny_train_config(ref, epochs=1))["ref"]
+        model = run_training(store, tiny_train_config(ref, epochs=1))["ref"]
         owner = owner_shares(store, ref)[0][0]  # an owner with training records, so there is something to forget
-        request = ledger.submit(store, "owner", [owner], "consent withdrawn")
+        request = requests.submit(store, "owner", [owner], "consent withdrawn")
         doc = unlearn_request(store, request["request_id"], UnlearnConfig(max_steps=5))
         assert doc["status"] == "certified"
         yield {"home": home, "model": model, "owner": owner, "request_id": request["request_id"]}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tasks.config import get_settings
-from tasks.registry import use_experiment
+from tasks.model_registry import use_experiment
 
 
 def test_tracking_store_follows_custody_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,30 +1,30 @@
 """Scorers: each writes ``attributes/<scorer>/<run-id>/`` keyed by record_id, never touching records.
 
-``SCORERS`` maps a name to ``(config class, run function)``; ``custody score --scorer NAME`` runs one.
-Order matters for the ones that build on others: embeddings → dynamics → influence; poisoning and
-mislabel need embeddings.
+Every scorer module declares one ``SCORER`` (``tasks.scoring.contract.Scorer``: its config class, the record
+columns it reads, the scorers it builds on, per partition or whole store); ``SCORERS`` maps names to them in
+dependency order (embeddings before dynamics before influence; poisoning and mislabel after embeddings).
+``custody score --scorer NAME`` runs one: ``get_scorer(NAME).run(store, cfg)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from tasks.errors import unknown_name
 from tasks.scoring import dynamics, embeddings, influence, mislabel, poisoning, quality
+from tasks.scoring.contract import Scorer, dependency_order
 
-SCORERS: dict[str, tuple[type, Callable[..., dict[str, Any]]]] = {
-    embeddings.NAME: (embeddings.EmbeddingConfig, embeddings.run),
-    quality.NAME: (quality.QualityConfig, quality.run),
-    dynamics.NAME: (dynamics.DynamicsConfig, dynamics.run),
-    influence.NAME: (influence.InfluenceConfig, influence.run),
-    poisoning.NAME: (poisoning.PoisoningConfig, poisoning.run),
-    mislabel.NAME: (mislabel.CrossFitConfig, mislabel.run),
-}
-DEVICE_SCORERS = (embeddings.NAME,)  # torch work: run one at a time, on the GPU when there is one
+SCORERS: dict[str, Scorer] = {s.name: s for s in dependency_order(
+    m.SCORER for m in (embeddings, quality, dynamics, influence, poisoning, mislabel))}
+ORDER = tuple(SCORERS)  # the order a flow runs them in
+NEEDS = {name: s.needs for name, s in SCORERS.items() if s.needs}
+DEVICE_SCORERS = tuple(name for name, s in SCORERS.items() if s.device)
 
 
-def get_scorer(name: str) -> tuple[type, Callable[..., dict[str, Any]]]:
+def get_scorer(name: str) -> Scorer:
+    """The declared scorer called ``name``.
+
+    Raises:
+        Fatal: no such scorer (the message lists the valid ones).
+    """
     if name not in SCORERS:
         raise unknown_name("scorer", name, tuple(SCORERS))
     return SCORERS[name]

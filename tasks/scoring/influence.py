@@ -10,12 +10,14 @@ dot products with a Gaussian random projection of the gradients (for heads too l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from tasks import layout
 from tasks.scoring import base, dynamics, proxy
+from tasks.scoring.contract import Scored, Scorer, ScorerRun, Whole
+from tasks.scoring.embeddings import NAME as EMBEDDINGS
 from tasks.storage import Store
 
 NAME = "influence"
@@ -64,20 +66,24 @@ def tracin(weights: list[np.ndarray], lrs: np.ndarray, x: np.ndarray, y: np.ndar
     return influence, self_inf
 
 
-def run(store: Store, cfg: InfluenceConfig) -> dict[str, Any]:
+def _identity(store: Store, _cfg: InfluenceConfig) -> str:
+    return f"tracin on {base.latest_run(store, dynamics.NAME)}"
+
+
+def trace(run: ScorerRun) -> Scored:
     """TracIn for the latest dynamics run (same examples, same checkpoints)."""
-    dyn_rid = base.latest_run(store, dynamics.NAME)
-    dyn_cfg = store.read_json(f"attributes/{dynamics.NAME}/{dyn_rid}/run.json")["config"]
+    dyn_rid = base.latest_run(run.store, dynamics.NAME)
+    dyn_cfg = run.store.read_json(layout.attribute_run(dynamics.NAME, dyn_rid))["config"]
     pcfg = dynamics.DynamicsConfig(**{**dyn_cfg, "labels": tuple(dyn_cfg["labels"])})
-    rid = base.run_id(NAME, cfg, f"tracin on {dyn_rid}", store)
-    if (done := base.cached_run(store, NAME, rid)) is not None:
-        return done
-    data = proxy.load_data(store, pcfg)
-    weights, lrs = load_checkpoints(store.read_bytes(f"attributes/{dynamics.NAME}/{dyn_rid}/checkpoints.safetensors"))
-    influence, self_inf = tracin(weights, lrs, data.x, data.y, data.is_target, cfg)
+    data = proxy.load_data(run, pcfg)
+    weights, lrs = load_checkpoints(run.store.read_bytes(layout.attribute_checkpoints(dynamics.NAME, dyn_rid)))
+    influence, self_inf = tracin(weights, lrs, data.x, data.y, data.is_target, run.cfg)
     table = pa.table({"record_id": data.record_ids, "is_target": data.is_target,
                       "tracin_target": influence.astype(np.float32), "self_influence": self_inf.astype(np.float32)})
-    store.write_parquet(f"attributes/{NAME}/{rid}/source={pcfg.source}/all.parquet", table)
-    summary = {"records": len(data.record_ids), "checkpoints": len(weights), "dynamics_run": dyn_rid}
-    base.write_run(store, NAME, rid, cfg, f"tracin on {dyn_rid}", summary)
-    return {"scorer": NAME, "run_id": rid, **summary}
+    return Scored({"records": len(data.record_ids), "checkpoints": len(weights), "dynamics_run": dyn_rid},
+                  (Whole(table, pcfg.source),))
+
+
+SCORER = Scorer(NAME, InfluenceConfig, inputs=proxy.INPUTS, scope="store", needs=(EMBEDDINGS, dynamics.NAME),
+                identity=_identity, store_step=trace)
+run = SCORER.run

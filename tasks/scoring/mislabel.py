@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tasks.scoring import base, proxy
+from tasks.scoring import proxy
+from tasks.scoring.contract import Scored, Scorer, ScorerRun, Whole
 from tasks.scoring.embeddings import NAME as EMBEDDINGS
 from tasks.scoring.poisoning import knn_label_shares, nearest_neighbours
-from tasks.storage import Store
 
 NAME = "mislabel"
+MODEL = "cross-fitted stack: MiniLM + TF-IDF + kNN + group rate"
 
 
 @dataclass(frozen=True)
@@ -92,16 +93,17 @@ def _groups(data: proxy.ProxyData, cfg: CrossFitConfig) -> np.ndarray | None:
     return np.array([v if v is not None else f"__{r}" for v, r in zip(values, ids, strict=True)], dtype=object)
 
 
-def run(store: Store, cfg: CrossFitConfig) -> dict[str, Any]:
-    identity = f"cross-fitted stack: MiniLM + TF-IDF + kNN + group rate (run {base.latest_run(store, EMBEDDINGS)})"
-    rid = base.run_id(NAME, cfg, identity, store)
-    if (done := base.cached_run(store, NAME, rid)) is not None:
-        return done
-    data = proxy.load_data(store, cfg)
+def suspect(run: ScorerRun) -> Scored:
+    """Label suspicion of every labelled example, grouped by ``cfg.group_field`` when the metadata has it."""
+    cfg: CrossFitConfig = run.cfg
+    data = proxy.load_data(run, cfg)
     groups = _groups(data, cfg)
     score = crossfit_label_suspicion(data.x, data.texts, data.y, cfg, groups)
     table = pa.table({"record_id": data.record_ids, "label_suspicion": score.astype(np.float32)})
-    store.write_parquet(f"attributes/{NAME}/{rid}/source={cfg.source}/all.parquet", table)
-    summary = {"records": len(data.record_ids), "grouped_by": cfg.group_field if groups is not None else None}
-    base.write_run(store, NAME, rid, cfg, identity, summary)
-    return {"scorer": NAME, "run_id": rid, **summary}
+    return Scored({"records": len(data.record_ids), "grouped_by": cfg.group_field if groups is not None else None},
+                  (Whole(table, cfg.source),))
+
+
+SCORER = Scorer(NAME, CrossFitConfig, inputs=proxy.INPUTS, scope="store", needs=(EMBEDDINGS,),
+                identity=lambda store, _cfg: proxy.embeddings_identity(store, MODEL), store_step=suspect)
+run = SCORER.run

@@ -11,16 +11,16 @@ Tomatoes, where spectral signatures were at chance (``bench/scoring_signals.py``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from tasks.scoring import base, proxy
+from tasks.scoring import proxy
+from tasks.scoring.contract import Scored, Scorer, ScorerRun, Whole
 from tasks.scoring.embeddings import NAME as EMBEDDINGS
-from tasks.storage import Store
 
 NAME = "poisoning"
+MODEL = "all-MiniLM-L6-v2 embeddings"
 
 
 @dataclass(frozen=True)
@@ -83,17 +83,17 @@ def snn_density(neighbours: np.ndarray) -> np.ndarray:
     return np.asarray(adjacency.multiply(shared).sum(1)).ravel() / (k * k)
 
 
-def run(store: Store, cfg: PoisoningConfig) -> dict[str, Any]:
-    identity = f"all-MiniLM-L6-v2 embeddings (run {base.latest_run(store, EMBEDDINGS)})"
-    rid = base.run_id(NAME, cfg, identity, store)
-    if (done := base.cached_run(store, NAME, rid)) is not None:
-        return done
-    data = proxy.load_data(store, cfg)
+def flag(run: ScorerRun) -> Scored:
+    """Spectral signature, kNN label disagreement and SNN density of every labelled example."""
+    cfg: PoisoningConfig = run.cfg
+    data = proxy.load_data(run, cfg)
     table = pa.table({"record_id": data.record_ids,
                       "spectral": spectral_signature(data.x, data.y).astype(np.float32),
                       "knn_disagreement": knn_disagreement(data.x, data.y, cfg.k, cfg.block).astype(np.float32),
                       "snn_density": snn_density(nearest_neighbours(data.x, cfg.snn_k, cfg.block)).astype(np.float32)})
-    store.write_parquet(f"attributes/{NAME}/{rid}/source={cfg.source}/all.parquet", table)
-    summary = {"records": len(data.record_ids)}
-    base.write_run(store, NAME, rid, cfg, identity, summary)
-    return {"scorer": NAME, "run_id": rid, **summary}
+    return Scored({"records": len(data.record_ids)}, (Whole(table, cfg.source),))
+
+
+SCORER = Scorer(NAME, PoisoningConfig, inputs=proxy.INPUTS, scope="store", needs=(EMBEDDINGS,),
+                identity=lambda store, _cfg: proxy.embeddings_identity(store, MODEL), store_step=flag)
+run = SCORER.run

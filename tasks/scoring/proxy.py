@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from tasks import passed
 from tasks.errors import Fatal
 from tasks.scoring import base
+from tasks.scoring.contract import ScorerRun
 from tasks.scoring.embeddings import NAME as EMBEDDINGS
 from tasks.scoring.embeddings import embedding_matrix
 from tasks.storage import Store
@@ -35,6 +37,9 @@ class ProxyConfig:
     batch_size: int = 64
     target_fraction: float = 0.1
     seed: int = 0
+
+
+INPUTS = ("label", "text", "extra")  # record columns the proxy-based scorers read
 
 
 @dataclass
@@ -58,13 +63,13 @@ def in_target(record_id: str, fraction: float) -> bool:
     return int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16) / 2**32 < fraction
 
 
-def load_data(store: Store, cfg: ProxyConfig) -> ProxyData:
-    """Labelled, validated records of ``cfg.source`` joined with their embeddings (latest run)."""
-    parts = base.partitions(store, [cfg.source])
+def load_data(run: ScorerRun, cfg: ProxyConfig) -> ProxyData:
+    """Labelled, usable records of ``cfg.source`` joined with their embeddings (latest run)."""
+    parts = passed.partitions(run.store, [cfg.source])
     if not parts:
         raise Fatal(f"no records of source {cfg.source!r}")
-    records = pa.concat_tables([base.load_partition(store, p, ["label", "text", "extra"]) for p in parts])
-    emb = base.read_attribute(store, EMBEDDINGS, columns=["record_id", "embedding"])
+    records = pa.concat_tables([run.records(p) for p in parts])
+    emb = base.read_attribute(run.store, EMBEDDINGS, columns=["record_id", "embedding"])
     joined = join_on_id(records, emb).sort_by("record_id")
     labels = joined.column("label").to_pylist()
     keep = [i for i, lab in enumerate(labels) if lab in cfg.labels]
@@ -73,6 +78,11 @@ def load_data(store: Store, cfg: ProxyConfig) -> ProxyData:
     y = np.array([cfg.labels.index(lab) for lab in joined.column("label").to_pylist()], dtype=np.int64)
     return ProxyData(ids, embedding_matrix(joined), y, np.array([in_target(r, cfg.target_fraction) for r in ids]),
                      joined.column("text").to_pylist(), joined.column("extra").to_pylist())
+
+
+def embeddings_identity(store: Store, what: str) -> str:
+    """A model identity naming the embeddings run it builds on, so a new embeddings run means a new run id."""
+    return f"{what} (run {base.latest_run(store, EMBEDDINGS)})"
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

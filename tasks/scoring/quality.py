@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from tasks import passed
 from tasks.scoring import base
-from tasks.storage import Store
+from tasks.scoring.contract import Core, Scorer, ScorerRun
 
 NAME = "quality"
 MODEL = "heuristics + hashed-n-gram logistic regression (fluency)"
@@ -117,23 +119,15 @@ def score_table(records: pa.Table, cfg: QualityConfig, model: Any) -> pa.Table:
     return table.add_column(0, "record_id", records.column("record_id"))
 
 
-def run(store: Store, cfg: QualityConfig, sources: list[str] | None = None) -> dict[str, Any]:
-    """Fit the fluency model on a sample, then score every partition (skipping done ones)."""
-    parts = base.partitions(store, sources)
-    rid = base.run_id(NAME, cfg, MODEL, store)
-    if (done := base.cached_run(store, NAME, rid)) is not None:
-        return done
-    sample, _ = base.each_partition(parts[:8], lambda p: base.load_partition(store, p, ["text"]), "quality sample")
+def fit(run: ScorerRun) -> Core:
+    """Fit the fluency model on a sample of the first partitions; the per-partition scorer uses it."""
+    cfg: QualityConfig = run.cfg
+    sample, _ = base.each_partition(passed.partitions(run.store, run.sources)[:8], run.records, "quality sample")
     texts = [t for s in sample for t in s.column("text").to_pylist()]
     model = fluency_model(texts, [heuristics(t, cfg)["gopher_pass"] for t in texts], cfg)
+    return partial(score_table, cfg=cfg, model=model)
 
-    def score_one(part: base.Partition) -> dict[str, Any]:
-        if base.is_done(store, NAME, rid, part):
-            return {"records": 0, "skipped": True}
-        table = score_table(base.load_partition(store, part, ["text"]), cfg, model)
-        base.write_attribute(store, NAME, rid, part, table, {"records": table.num_rows})
-        return {"records": table.num_rows}
 
-    stats, failures = base.each_partition(parts, score_one, NAME)
-    summary = {"partitions": len(parts), "records_scored": sum(s["records"] for s in stats)}
-    return base.finish(store, NAME, rid, cfg, MODEL, summary, failures)
+SCORER = Scorer(NAME, QualityConfig, inputs=("text",), identity=lambda _store, _cfg: MODEL, scope="partition",
+                partition_core=fit)
+run = SCORER.run  # fit the fluency model on a sample, then score every partition (skipping done ones)

@@ -18,13 +18,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from tasks import layout, passed
 from tasks.errors import Fatal, unknown_name
-from tasks.provenance import CURRENT_KEY, validated_records
+from tasks.scoring.embeddings import NAME as EMBEDDINGS
+from tasks.scoring.embeddings import EmbeddingConfig, embed
 from tasks.selection import strategies
 from tasks.selection.pool import attribute_column, embeddings_for, exclusion_mask, load_pool
 from tasks.storage import Store
 from tasks.tables import without_ids
 
+SPLITS = ("train", "validation", "test")
 STRATEGIES = ("random", "quality", "kcenter", "facility", "target", "dsir", "influence")
 MANIFEST_SCHEMA = pa.schema([("record_id", pa.string()), ("weight", pa.float32()), ("label", pa.string()),
                              ("split", pa.string()), ("shard", pa.int32()), ("source", pa.string()),
@@ -61,7 +64,7 @@ class SelectionConfig:
 def _target_texts(store: Store, spec: str) -> list[str]:
     if spec.startswith(("source:", "label:")):
         kind, value = spec.split(":", 1)
-        table = validated_records(store, ["text", "source", "label"])
+        table = passed.read_all(store, ["text", "source", "label"])
         column = table.column(kind).to_pylist()
         return [t for t, v in zip(table.column("text").to_pylist(), column, strict=True) if v == value]
     path = Path(spec)
@@ -71,9 +74,7 @@ def _target_texts(store: Store, spec: str) -> list[str]:
 
 
 def _target_embeddings(store: Store, texts: list[str], rid: str) -> np.ndarray:
-    from tasks.scoring.embeddings import EmbeddingConfig, embed
-
-    cfg = store.read_json(f"attributes/embeddings/{rid}/run.json")["config"]
+    cfg = store.read_json(layout.attribute_run(EMBEDDINGS, rid))["config"]
     return embed(texts, EmbeddingConfig(**cfg))
 
 
@@ -89,12 +90,12 @@ def _pick(store: Store, cfg: SelectionConfig, cand: pa.Table, k: int, rng: np.ra
         return strategies.top_k(scores, k)
     if cfg.strategy == "dsir":
         return strategies.dsir(cand.column("text").to_pylist(), _target_texts(store, cfg.target), k, rng)
-    x, used["embeddings"] = embeddings_for(store, cand)
+    x, used[EMBEDDINGS] = embeddings_for(store, cand)
     if cfg.strategy == "kcenter":
         return strategies.kcenter(x, k, rng)
     if cfg.strategy == "facility":
         return strategies.facility_location(x, k, rng)
-    targets = _target_embeddings(store, _target_texts(store, cfg.target), used["embeddings"])
+    targets = _target_embeddings(store, _target_texts(store, cfg.target), used[EMBEDDINGS])
     return strategies.top_k(strategies.target_similarity(x, targets), k)
 
 
@@ -116,6 +117,21 @@ def choose(store: Store, cfg: SelectionConfig, train: pa.Table) -> tuple[np.ndar
     return np.sort(np.concatenate(chosen)), used
 
 
+def _version(*parts: Any) -> str:
+    """Content address of a version: its sorted record ids and how they were chosen, as JSON with sorted keys."""
+    return hashlib.sha256(json.dumps(list(parts), sort_keys=True, default=list).encode()).hexdigest()[:12]
+
+
+def _split_counts(manifest: pa.Table) -> dict[str, int]:
+    splits = np.array(manifest.column("split").to_pylist())
+    return {s: int((splits == s).sum()) for s in SPLITS}
+
+
+def _publish(store: Store, name: str, version: str, manifest: pa.Table, summary: dict[str, Any]) -> None:
+    store.write_parquet(layout.manifest(name, version), manifest, MANIFEST_SCHEMA)
+    store.write_json(layout.selection(name, version), summary)  # written last: a version is complete when it exists
+
+
 def select(store: Store, cfg: SelectionConfig) -> dict[str, Any]:
     """Build (or find) the dataset version for ``cfg``; returns its selection summary."""
     pool = load_pool(store, cfg.sources, cfg.labels, cfg.fractions, cfg.shards)
@@ -128,20 +144,16 @@ def select(store: Store, cfg: SelectionConfig) -> dict[str, Any]:
     manifest = manifest.append_column("weight", pa.array(np.ones(manifest.num_rows), pa.float32()))
     manifest = manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA).sort_by("record_id")
     config = asdict(cfg)
-    ids = manifest.column("record_id").to_pylist()
-    version = hashlib.sha256(json.dumps([ids, config], sort_keys=True, default=list).encode()).hexdigest()[:12]
-    prefix = f"datasets/{cfg.name}/{version}"
-    counts = {s: int((np.array(manifest.column("split").to_pylist()) == s).sum()) for s in ("train", "validation",
-                                                                                               "test")}
+    version = _version(manifest.column("record_id").to_pylist(), config)
     summary = {"name": cfg.name, "version": version, "ref": f"{cfg.name}@{version}", "strategy": cfg.strategy,
                "config": config, "attribute_runs": used, "exclusions": exclusions,
-               "policy_hash": store.read_json(CURRENT_KEY)["policy_hash"], "pool_records": pool.num_rows + int(
-                   drop.sum()), "excluded": int(drop.sum()), "counts": counts, "records": manifest.num_rows,
-               "created_at": dt.datetime.now(dt.UTC).isoformat(), "manifest": store.uri(f"{prefix}/manifest.parquet")}
-    if store.exists(f"{prefix}/selection.json"):
-        return {**store.read_json(f"{prefix}/selection.json"), "existing": True}
-    store.write_parquet(f"{prefix}/manifest.parquet", manifest, MANIFEST_SCHEMA)
-    store.write_json(f"{prefix}/selection.json", summary)  # written last: a version is complete when it exists
+               "policy_hash": passed.current_policy(store), "pool_records": pool.num_rows + int(drop.sum()),
+               "excluded": int(drop.sum()), "counts": _split_counts(manifest), "records": manifest.num_rows,
+               "created_at": dt.datetime.now(dt.UTC).isoformat(),
+               "manifest": store.uri(layout.manifest(cfg.name, version))}
+    if store.exists(layout.selection(cfg.name, version)):
+        return {**store.read_json(layout.selection(cfg.name, version)), "existing": True}
+    _publish(store, cfg.name, version, manifest, summary)
     return summary
 
 
@@ -153,21 +165,16 @@ def derive_without(store: Store, ref: str, drop_ids: set[str], request_id: str) 
     """
     manifest, selection = load_manifest(store, ref)
     kept = without_ids(manifest, frozenset(drop_ids)).sort_by("record_id")
-    removed = manifest.num_rows - kept.num_rows
-    derivation = {"from": ref, "request_id": request_id, "removed": removed}
-    ids = kept.column("record_id").to_pylist()
-    version = hashlib.sha256(json.dumps([ids, selection["config"], derivation], sort_keys=True,
-                                        default=list).encode()).hexdigest()[:12]
-    prefix = f"datasets/{selection['name']}/{version}"
-    if store.exists(f"{prefix}/selection.json"):
-        return store.read_json(f"{prefix}/selection.json")
-    splits = np.array(kept.column("split").to_pylist())
-    summary = {**selection, "version": version, "ref": f"{selection['name']}@{version}", "records": kept.num_rows,
-               "counts": {s: int((splits == s).sum()) for s in ("train", "validation", "test")},
-               "derived": [*selection.get("derived", []), derivation],
-               "created_at": dt.datetime.now(dt.UTC).isoformat(), "manifest": store.uri(f"{prefix}/manifest.parquet")}
-    store.write_parquet(f"{prefix}/manifest.parquet", kept, MANIFEST_SCHEMA)
-    store.write_json(f"{prefix}/selection.json", summary)
+    derivation = {"from": ref, "request_id": request_id, "removed": manifest.num_rows - kept.num_rows}
+    name = selection["name"]
+    version = _version(kept.column("record_id").to_pylist(), selection["config"], derivation)
+    if store.exists(layout.selection(name, version)):
+        return store.read_json(layout.selection(name, version))
+    summary = {**selection, "version": version, "ref": f"{name}@{version}", "records": kept.num_rows,
+               "counts": _split_counts(kept), "derived": [*selection.get("derived", []), derivation],
+               "created_at": dt.datetime.now(dt.UTC).isoformat(),
+               "manifest": store.uri(layout.manifest(name, version))}
+    _publish(store, name, version, kept, summary)
     return summary
 
 
@@ -186,7 +193,7 @@ def owner_shares(store: Store, ref: str) -> list[tuple[str, int, float]]:
 def list_datasets(store: Store) -> list[dict[str, Any]]:
     """Every complete dataset version, oldest first."""
     rows = []
-    for key in store.list("datasets", "selection.json"):
+    for key in store.list(layout.DATASETS, "selection.json"):
         doc = store.read_json(key)
         rows.append({"name": doc["name"], "version": doc["version"], "strategy": doc["strategy"],
                      "records": doc["records"], **doc["counts"], "created_at": doc["created_at"][:19]})
@@ -198,14 +205,13 @@ def load_manifest(store: Store, ref: str) -> tuple[pa.Table, dict[str, Any]]:
     if "@" not in ref:
         raise Fatal(f"expected a dataset as NAME@VERSION, got {ref!r}; see `custody datasets`")
     name, version = ref.split("@", 1)
-    prefix = f"datasets/{name}/{version}"
-    if not store.exists(f"{prefix}/selection.json"):
+    if not store.exists(layout.selection(name, version)):
         raise Fatal(f"no dataset version {ref}; see `custody datasets`")
     try:
-        manifest = store.read_parquet(f"{prefix}/manifest.parquet")
+        manifest = store.read_parquet(layout.manifest(name, version))
     except Exception as exc:
-        raise Fatal(f"{store.uri(prefix)}/manifest.parquet is missing or corrupt: {exc}") from exc
+        raise Fatal(f"{store.uri(layout.manifest(name, version))} is missing or corrupt: {exc}") from exc
     missing = set(MANIFEST_SCHEMA.names) - set(manifest.column_names)
     if missing:
         raise Fatal(f"{ref}: manifest lacks columns {sorted(missing)}")
-    return manifest, store.read_json(f"{prefix}/selection.json")
+    return manifest, store.read_json(layout.selection(name, version))

@@ -16,11 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tasks import passed
 from tasks.errors import Fatal
-from tasks.ledger import tombstoned_ids
-from tasks.provenance import validated_records
 from tasks.scoring import base
-from tasks.scoring.embeddings import embedding_matrix
+from tasks.scoring.embeddings import DUPS, embedding_matrix
+from tasks.scoring.embeddings import NAME as EMBEDDINGS
 from tasks.scoring.report import FLAG
 from tasks.storage import Store
 from tasks.tables import join_on_id
@@ -48,8 +48,8 @@ def assign_shard(key: str, shards: int) -> int:
 
 def load_pool(store: Store, sources: tuple[str, ...] | None, labels: tuple[str, ...] | None,
               fractions: tuple[float, float, float], shards: int) -> pa.Table:
-    """Validated records (current policy), filtered, with ``split`` and ``shard`` columns."""
-    pool = validated_records(store, POOL_COLUMNS, tombstoned_ids(store))
+    """Usable records (``tasks.passed``: current policy, no tombstones), filtered, with ``split`` and ``shard``."""
+    pool = passed.read_all(store, POOL_COLUMNS)
     pool = pool.filter(pool.column("near_dup_kept"))
     if sources:
         pool = pool.filter(pc.is_in(pool.column("source"), value_set=pa.array(list(sources))))
@@ -68,7 +68,7 @@ def load_pool(store: Store, sources: tuple[str, ...] | None, labels: tuple[str, 
 def attribute_column(store: Store, pool: pa.Table, scorer: str, column: str) -> tuple[np.ndarray, str]:
     """One attribute column aligned with the pool (NaN where a record has no score), and the run id used."""
     rid = base.latest_run(store, scorer)
-    source = "semantic_dups" if scorer == "embeddings" and column != "embedding" else scorer
+    source = DUPS if scorer == EMBEDDINGS and column != "embedding" else scorer
     table = base.read_attribute(store, source, rid, ["record_id", column])
     aligned = join_on_id(pool.select(["record_id"]), table)
     values = dict(zip(aligned.column("record_id").to_pylist(), aligned.column(column).to_pylist(), strict=True))
@@ -78,8 +78,8 @@ def attribute_column(store: Store, pool: pa.Table, scorer: str, column: str) -> 
 
 def embeddings_for(store: Store, pool: pa.Table) -> tuple[np.ndarray, str]:
     """Embeddings aligned with the pool; every pool record must have one."""
-    rid = base.latest_run(store, "embeddings")
-    table = join_on_id(pool.select(["record_id"]), base.read_attribute(store, "embeddings", rid))
+    rid = base.latest_run(store, EMBEDDINGS)
+    table = join_on_id(pool.select(["record_id"]), base.read_attribute(store, EMBEDDINGS, rid))
     if table.num_rows != pool.num_rows:
         raise Fatal(f"{pool.num_rows - table.num_rows} pool records have no embedding in run {rid}: "
                     "run `custody score --scorer embeddings` over the same sources")

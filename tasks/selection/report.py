@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from tasks import layout
 from tasks.plots import figure_png
 from tasks.selection.pool import attribute_column, load_pool
 from tasks.storage import Store
@@ -57,7 +58,7 @@ def comparison(store: Store, manifest: pa.Table, summary: dict[str, Any]) -> tup
         axes[1].axis("off")
     fig.suptitle(f"{summary['ref']} ({summary['strategy']})")
     png = figure_png(fig)
-    key = store.write_bytes(f"reports/selection/{summary['name']}/{summary['version']}/comparison.png", png)
+    key = store.write_bytes(layout.selection_report(summary["name"], summary["version"], "comparison.png"), png)
     md = [f"# Dataset {summary['ref']}", "", f"strategy **{summary['strategy']}**, budget {cfg['budget']}, seed "
           f"{cfg['seed']}; counts {summary['counts']}; excluded {summary['excluded']} of {summary['pool_records']}",
           "", f"![comparison](data:image/png;base64,{base64.b64encode(png).decode()})", "",

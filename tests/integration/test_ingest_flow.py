@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import run_ingest
+from flows.launch import run_ingest
 from tasks.sample import land_samples
 from tasks.storage import Store
 from tests.helpers import artifacts, datasheet, ingest_without_engine, jsonl, write_source

@@ -47,7 +47,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swi
 CHAIN = textwrap.dedent("""
     import json, os, sys, time
     import httpx
-    from flows.cli import run_ingest, run_select, run_train, run_validate
+    from flows.launch import run_ingest, run_select, run_train, run_validate
     from tasks.selection import SelectionConfig
     from tasks.training import TrainConfig
 

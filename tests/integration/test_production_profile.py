@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from flows.runtime import wait_for_api
-from tasks import ledger
+from tasks.deletion import requests
 from tasks.selection import owner_shares
 from tasks.storage import Store
 from tests.conftest import MOTO_REGION
@@ -259,7 +259,7 @@ def test_pipeline_and_certified_deletion_on_production_services(moto_s3, postgre
         status, deadline = "received", time.monotonic() + 600
         while status != "certified" and time.monotonic() < deadline and custody.proc.poll() is None:
             time.sleep(2)
-            status = ledger.load(store, answer["request_id"])["status"]
+            status = requests.load(store, answer["request_id"])["status"]
         assert status == "certified", f"status {status}\n{services.tails()}"
         cert = store.read_json(f"reports/deletions/{answer['request_id']}/certificate.json")
         assert [m["source"] for m in cert["models"]] == [model_ref], cert

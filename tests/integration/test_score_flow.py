@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from flows.cli import run_score
-from tasks import provenance
+from flows.launch import run_score
+from tasks import layout, passed, provenance
+from tasks.pii import scan
 from tasks.policy import load_policy
 from tasks.sample import land_samples
 from tasks.scoring import base
@@ -18,9 +19,9 @@ def test_all_scorers_write_aligned_attributes_and_skip_when_rerun(prefect_api, s
     land_samples(store, limit=600)
     ingest_without_engine(store)
     policy = load_policy("research")
-    stats = [provenance.validate_partition(store, k, policy) for k in store.list("records", ".parquet")]
+    stats = [provenance.validate_partition(store, k, policy) for k in store.list(layout.records_dir(), layout.PARQUET)]
     provenance.mark_current(store, policy, stats)
-    validated = set(provenance.validated_records(store, ["record_id"]).column("record_id").to_pylist())
+    validated = set(passed.read_all(store, ["record_id"]).column("record_id").to_pylist())
 
     runs = {r["scorer"]: r for r in run_score(None)["runs"]}
     assert set(runs) == {"embeddings", "quality", "dynamics", "influence", "poisoning", "mislabel"}
@@ -28,19 +29,22 @@ def test_all_scorers_write_aligned_attributes_and_skip_when_rerun(prefect_api, s
     for name in ("embeddings", "quality"):
         ids = base.read_attribute(store, name, columns=["record_id"]).column("record_id").to_pylist()
         assert sorted(ids) == sorted(validated)  # one row per validated record, nothing else
-        assert store.exists(f"attributes/{name}/{runs[name]['run_id']}/run.json")
+        assert store.exists(layout.attribute_run(name, runs[name]["run_id"]))
     dyn = base.read_attribute(store, "dynamics").to_pylist()
     assert {r["label"] for r in dyn} == {"fresh", "rotten"} and set(r["record_id"] for r in dyn) <= validated
-    assert store.exists(f"attributes/dynamics/{runs['dynamics']['run_id']}/checkpoints.safetensors")
-    assert store.list("reports/scoring", ".png")
+    assert store.exists(layout.attribute_checkpoints("dynamics", runs["dynamics"]["run_id"]))
+    assert store.exists(layout.scoring_report(runs["quality"]["run_id"], "histograms.png"))
     report = artifacts("score-quality")[0]
     assert report.type == "markdown" and "data:image/png;base64" in report.data
+    table = [line for line in report.data.split("## Top flagged records")[1].splitlines() if line.startswith("|")]
+    snippets = [line.rsplit("|", 2)[1] for line in table[2:]]  # after the header and the rule: the text cells
+    assert len(snippets) == 10 and not [s for text in snippets for s in scan(text) if s.kind in ("email", "phone")]
 
     again = {r["scorer"]: r for r in run_score(["quality", "poisoning"])["runs"]}
     assert all(r.get("skipped") for r in again.values())
     assert again["quality"]["run_id"] == runs["quality"]["run_id"]
 
-    from flows.cli import run_select
+    from flows.launch import run_select
     from tasks.selection import SelectionConfig, load_manifest
 
     summary = run_select(SelectionConfig(name="sentiment", strategy="facility", budget=0.3, balance="label",

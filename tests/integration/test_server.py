@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import run_train
+from flows.launch import run_train
 from flows.runtime import wait_for_api
-from tasks import ledger
+from tasks.deletion import requests
 from tests.helpers import reviews_store, stop_process_group, tiny_train_config
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,7 @@ def test_deletion_event_triggers_unlearning(prefect_api, store, custody_env, tmp
         status = "received"
         while status != "certified" and time.monotonic() < deadline and server.poll() is None:
             time.sleep(1)
-            status = ledger.load(store, answer["request_id"])["status"]
+            status = requests.load(store, answer["request_id"])["status"]
             if status == "received" and time.monotonic() > resend:
                 # an event that reaches the server before its triggers service has loaded the new deployment's
                 # automation is not acted on; the request is durable and unlearning idempotent, so send it again

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from flows.cli import run_train
+from flows.launch import run_train
 from tasks import lineage, provenance
+from tasks import model_registry as registry
 from tasks.config import get_settings
 from tasks.errors import Fatal
 from tasks.policy import load_policy
@@ -42,8 +43,8 @@ def test_train_registers_a_tagged_version_and_reproduces(prefect_api, store, dat
     assert first["ref"] == "sent-classifier@1"
     client = MlflowClient(tracking_uri=get_settings().mlflow_tracking_uri)
     version = client.get_model_version("sent-classifier", "1")
-    assert version.tags[lineage.DATASET_TAG] == dataset["ref"]
-    assert version.tags["custody.manifest"].endswith("manifest.parquet") and "Model card" in version.description
+    assert version.tags[registry.DATASET_TAG] == dataset["ref"]
+    assert version.tags[registry.MANIFEST_TAG].endswith("manifest.parquet") and "Model card" in version.description
     run = client.get_run(first["run_id"])
     assert run.data.params["model"] == "tiny" and int(run.data.params["n_train"]) > 0
     history = client.get_metric_history(first["run_id"], "epoch_train_loss")

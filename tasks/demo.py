@@ -1,0 +1,53 @@
+"""The demo's choices: how big a run ``custody demo [--quick]`` is, and which owner withdraws consent.
+
+Kept apart from the flows that run it (``flows/launch.py``) so the choices can be read, tested and reused (the
+unlearning bench deletes the same kind of owner) without starting an engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.selection import owner_shares
+from tasks.storage import Store
+
+# `custody demo --quick`: 1,200 rows a corpus (~250 training records), only the scorers the selection uses,
+# smaller membership-attack samples
+QUICK_SAMPLE = 1200
+QUICK_PIPELINE: dict[str, Any] = {"epochs": 3, "scorers": ["embeddings", "poisoning"], "membership_sample": 100}
+QUICK_UNLEARN: dict[str, Any] = {"retain_sample": 300, "mink_sample": 100}
+WITHDRAWAL_REASON = "demo: {owner} withdrew consent"
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Parameters of each demo step: ``sample_limit`` rows a corpus (all when None), then keyword arguments for
+    the pipeline flow and for the unlearning config (their defaults when empty)."""
+
+    sample_limit: int | None = None
+    pipeline: dict[str, Any] = field(default_factory=dict)
+    unlearn: dict[str, Any] = field(default_factory=dict)
+
+
+def demo_plan(quick: bool) -> DemoPlan:
+    """The full demo (every row, every scorer) or the quick one (see ``QUICK_*``)."""
+    if quick:
+        return DemoPlan(QUICK_SAMPLE, dict(QUICK_PIPELINE), dict(QUICK_UNLEARN))
+    return DemoPlan()
+
+
+def choose_owner(store: Store, dataset_ref: str) -> dict[str, Any]:
+    """The owner the demo deletes: one whose share of the dataset's training split is closest to 1% (a typical
+    withdrawal, and one the model certainly learned from).
+
+    Returns:
+        ``owner``, ``train_records`` (the owner's records in the train split) and ``share`` of the split.
+    """
+    owner, records, share = owner_shares(store, dataset_ref)[0]
+    return {"owner": owner, "train_records": records, "share": share}
+
+
+def withdrawal_reason(owner: str) -> str:
+    """The reason the demo's deletion request gives (kept in the ledger)."""
+    return WITHDRAWAL_REASON.format(owner=owner)

@@ -1,0 +1,63 @@
+"""What a registered version says about itself: the model card and the learning-curve plot.
+
+The card is a public summary of the training content in the spirit of the EU AI Act's template: counts by source,
+licence and consent, read through ``tasks.passed`` like everything else, and never a record's text.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+
+from tasks import passed
+from tasks.plots import figure_png
+from tasks.storage import Store
+from tasks.tables import join_on_id
+from tasks.training.data import Split, TrainConfig
+
+CARD_COLUMNS = ("source", "license", "consent", "consent_basis")
+
+
+def model_card(store: Store, cfg: TrainConfig, selection: dict[str, Any], splits: dict[str, Split],
+               result: dict[str, float]) -> str:
+    """A public summary of the training content, in the spirit of the EU AI Act's template."""
+    ids = pa.table({"record_id": [r for s in splits.values() for r in s.ids]})
+    rows = join_on_id(ids, passed.read_all(store, ["record_id", *CARD_COLUMNS]))
+    by = {c: Counter(rows.column(c).to_pylist()) for c in CARD_COLUMNS}
+    lines = [f"# Model card: {cfg.registered_model or selection['name'] + '-classifier'}", "",
+             f"Trained on dataset **{selection['ref']}** (strategy {selection['strategy']}, policy "
+             f"`{selection['policy_hash']}`), model `{cfg.model}`, LoRA rank {cfg.lora_rank or 'none (full)'}, "
+             f"{cfg.shards} shard(s), {cfg.epochs} epochs, seed {cfg.seed}.", "",
+             "## Training content", "",
+             f"Records: train {len(splits['train'].ids)}, validation {len(splits['validation'].ids)}, "
+             f"test {len(splits['test'].ids)}.", ""]
+    for column, counts in by.items():
+        lines += [f"**By {column.replace('_', ' ')}:** " + ", ".join(f"{k}: {v}" for k, v in counts.most_common()), ""]
+    lines += ["## Excluded records", "",
+              f"{selection['excluded']} of {selection['pool_records']} pool records were excluded by scorer flags: "
+              + (", ".join(f"{e['scorer']}.{e['column']} {e['direction']} {e['threshold']} ({e['excluded']})"
+                           for e in selection["exclusions"]) or "none") + ".",
+              "Records rejected by the provenance policy, tombstoned by deletion requests, or non-representative "
+              "members of near-duplicate clusters never enter a dataset.", "",
+              "## Results", "", *(f"- {k}: {v:.4f}" for k, v in sorted(result.items()))]
+    return "\n".join(lines)
+
+
+def learning_curves_png(history: dict[str, list[float]]) -> bytes:
+    """Per-epoch losses (left) and validation accuracy / F1 (right), one line per series (and shard)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for key, values in sorted(history.items()):
+        ax = axes[0] if key.endswith("loss") else axes[1]  # losses left; accuracy and F1 right
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=key)
+    for ax, title in zip(axes, ("loss", "validation accuracy / F1"), strict=True):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+    return figure_png(fig)

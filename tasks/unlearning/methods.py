@@ -1,0 +1,34 @@
+"""The unlearning methods by name, and the order in which they are tried for a request."""
+
+from __future__ import annotations
+
+from tasks.errors import Fatal
+from tasks.unlearning.base import AUTO, Method
+from tasks.unlearning.neggrad_plus import NegGradPlus
+from tasks.unlearning.retrain import Retrain
+from tasks.unlearning.scrub import Scrub
+from tasks.unlearning.sisa import Sisa
+
+BY_NAME: dict[str, Method] = {m.name: m for m in (Sisa(), Retrain(), NegGradPlus(), Scrub())}
+ORACLE = Retrain.name  # the exact method every candidate is judged against
+
+
+def resolve_method(method: str, sharded: bool) -> str:
+    """The method ``auto`` stands for (SISA for sharded models, else NegGrad+), or ``method`` if it applies.
+
+    Raises:
+        Fatal: a sharded-only method (SISA) for an unsharded model.
+    """
+    if method == AUTO:
+        return Sisa.name if sharded else NegGradPlus.name
+    if BY_NAME[method].sharded_only and not sharded:
+        raise Fatal("sisa needs a sharded model (train with --shards S); use retrain, neggrad-plus or scrub")
+    return method
+
+
+def attempts(method: str, sharded: bool) -> list[str]:
+    """The requested method, then the exact fallbacks in order of cost (SISA only for sharded models), up to the
+    retrain, which always passes."""
+    fallbacks = (Sisa.name, ORACLE) if sharded else (ORACLE,)
+    order = [method] + [m for m in fallbacks if m != method]
+    return order[: order.index(ORACLE) + 1]

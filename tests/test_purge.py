@@ -1,0 +1,137 @@
+"""The raw purge without an engine: deleted rows leave the delivered files, in every format, and nothing else does.
+
+Each file holds rows doomed by record id, rows doomed by content hash (one a copy with other whitespace), rows
+that stay, and a row that ingestion rejects although its id is a deleted one (it holds no record, so it stays).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+from collections.abc import Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks import layout
+from tasks.deletion.purge import purge_raw
+from tasks.ids import content_hash, normalize_text, record_id
+from tasks.storage import Store
+from tests.helpers import write_source
+
+SOURCE = "shop"
+GONE_BY_CONTENT = "Bob's review of the harbour film: slow, grey and far too long for its story."
+ROWS = [
+    {"id": "k1", "text": "A warm film about a lighthouse keeper and his dog.", "label": "fresh", "owner": "ann"},
+    {"id": "d1", "text": "Deleted by id: a review of the desert chase film.", "label": "rotten", "owner": "bob"},
+    {"id": "k2", "text": 'Kept, with "quotes", commas, and a\nsecond line.', "label": "fresh", "owner": "cid"},
+    {"id": "d2", "text": GONE_BY_CONTENT, "label": "rotten", "owner": "bob"},
+    {"id": "d1", "text": "", "label": "rotten", "owner": "bob"},  # rejected (empty text): no record, so it stays
+    {"id": "k3", "text": "The glacier documentary is the best thing this year.", "label": "fresh", "owner": "dee"},
+    {"id": "c2", "text": "  " + GONE_BY_CONTENT.replace(" ", "   ") + "\t", "label": "rotten", "owner": "eve"},
+]
+DOOMED = {1, 3, 6}  # by id (d1), by content hash (d2), and the same text spaced differently (c2)
+KEPT = [r for i, r in enumerate(ROWS) if i not in DOOMED]
+IDS = {record_id(SOURCE, "d1")}
+HASHES = {content_hash(normalize_text(GONE_BY_CONTENT))}
+
+
+def _jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def _csv(rows: list[dict]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(ROWS[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def _parquet(rows: list[dict]) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), sink)
+    return sink.getvalue()
+
+
+def _read_text(data: bytes) -> list[dict]:
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
+def _read_csv(data: bytes) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(data.decode(), newline="")))
+
+
+def _read_parquet(data: bytes) -> list[dict]:
+    return pq.read_table(io.BytesIO(data)).to_pylist()
+
+
+FORMATS: dict[str, tuple[Callable[[list[dict]], bytes], Callable[[bytes], list[dict]]]] = {
+    "part.jsonl": (_jsonl, _read_text),
+    "part.jsonl.gz": (_jsonl, _read_text),
+    "part.csv": (_csv, _read_csv),
+    "part.csv.gz": (_csv, _read_csv),
+    "part.parquet": (_parquet, _read_parquet),
+}
+
+
+def _deliver(store: Store, name: str, payload: bytes) -> str:
+    write_source(store, SOURCE, {name: gzip.compress(payload) if name.endswith(".gz") else payload})
+    return layout.raw_file(SOURCE, name)
+
+
+def _payload(store: Store, key: str) -> bytes:
+    data = store.read_bytes(key)
+    return gzip.decompress(data) if key.endswith(".gz") else data
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_exactly_the_doomed_rows_leave_the_file(store: Store, name: str) -> None:
+    write, read = FORMATS[name]
+    key = _deliver(store, name, write(ROWS))
+    report = purge_raw(store, {SOURCE}, IDS, HASHES)
+    assert report == {"raw_files_rewritten": 1, "raw_rows_removed": len(DOOMED)}
+    assert read(_payload(store, key)) == KEPT
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(FORMATS) if not n.endswith(".parquet")])
+def test_text_formats_keep_the_other_rows_byte_for_byte(store: Store, name: str) -> None:
+    write, _ = FORMATS[name]
+    key = _deliver(store, name, write(ROWS))
+    purge_raw(store, {SOURCE}, IDS, HASHES)
+    assert _payload(store, key) == write(KEPT)
+
+
+def test_parquet_keeps_its_schema(store: Store) -> None:
+    key = _deliver(store, "part.parquet", _parquet(ROWS))
+    purge_raw(store, {SOURCE}, IDS, HASHES)
+    assert pq.read_schema(io.BytesIO(store.read_bytes(key))) == pa.Table.from_pylist(ROWS).schema
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_a_second_purge_is_a_no_op(store: Store, name: str) -> None:
+    write, _ = FORMATS[name]
+    key = _deliver(store, name, write(ROWS))
+    purge_raw(store, {SOURCE}, IDS, HASHES)
+    before = store.read_bytes(key), os.stat(store.path(key)).st_ino
+    assert purge_raw(store, {SOURCE}, IDS, HASHES) == {"raw_files_rewritten": 0, "raw_rows_removed": 0}
+    assert (store.read_bytes(key), os.stat(store.path(key)).st_ino) == before  # not even rewritten unchanged
+
+
+def test_unreadable_lines_and_other_sources_are_left(store: Store) -> None:
+    key = _deliver(store, "part.jsonl", _jsonl(ROWS[:2]) + b"{not json\n")
+    write_source(store, "other", {"part.jsonl": _jsonl(ROWS)})
+    untouched = store.read_bytes(layout.raw_file("other", "part.jsonl"))
+    assert purge_raw(store, {SOURCE}, IDS, HASHES) == {"raw_files_rewritten": 1, "raw_rows_removed": 1}
+    assert store.read_bytes(key) == _jsonl(ROWS[:1]) + b"{not json\n"
+    assert store.read_bytes(layout.raw_file("other", "part.jsonl")) == untouched
+
+
+def test_a_source_without_a_datasheet_is_skipped(store: Store) -> None:
+    write_source(store, SOURCE, {"part.jsonl": _jsonl(ROWS)}, sheet={})
+    assert purge_raw(store, {SOURCE}, IDS, HASHES) == {"raw_files_rewritten": 0, "raw_rows_removed": 0}
+    assert store.read_bytes(layout.raw_file(SOURCE, "part.jsonl")) == _jsonl(ROWS)
