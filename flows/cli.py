@@ -175,6 +175,23 @@ def deletions(request: Annotated[str | None, typer.Option(help="show one request
 
 
 @command
+def verify_deletion(request_id: Annotated[str, typer.Argument(help="deletion request id (see custody deletions)")],
+                    threshold: Annotated[float, typer.Option(help="share of a deleted text's shingles that makes a "
+                                                             "string a leftover")] = 0.8,
+                    as_json: JsonOpt = False) -> None:
+    """Scan every byte the platform wrote (store, Prefect and MLflow databases, MLflow artifacts, logs) for the
+    request's deleted texts, by their fingerprints; record the result in the certificate. Exit 1 on leftovers,
+    or when a place could not be read."""
+    from tasks.deletion.verify import verify_deletion as verify
+
+    configure_environment()  # where Prefect's home and database are, as the flows had them; no server started
+    report = verify(Store.from_settings(), get_settings(), request_id, threshold)
+    emit({"ok": report["clean"] and report["complete"], **report}, as_json, render.show_verification)
+    if not (report["clean"] and report["complete"]):
+        raise typer.Exit(1)
+
+
+@command
 def lineage(owner: Annotated[str | None, typer.Option()] = None,
             record_id: Annotated[list[str] | None, typer.Option()] = None,
             dataset: Annotated[str | None, typer.Option(help="NAME@VERSION")] = None,

@@ -11,10 +11,11 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 
+from flows.progress import text_safe
 from tasks.deletion import apply
 from tasks.storage import Store
 
-process_pending = task(apply.process_pending, name="apply-deletions", cache_policy=NONE, retries=1)
+process_pending = task(text_safe(apply.process_pending), name="apply-deletions", cache_policy=NONE, retries=1)
 
 
 @flow(name="apply-deletions")

@@ -13,10 +13,11 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 
+from flows.progress import text_safe
 from tasks.evaluation import evaluate_version
 from tasks.storage import Store
 
-evaluate_task = task(evaluate_version, name="evaluate", cache_policy=NONE)
+evaluate_task = task(text_safe(evaluate_version), name="evaluate", cache_policy=NONE)
 
 
 @flow(name="evaluate")

@@ -12,28 +12,29 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 
-from flows.progress import retry_transient, track_futures
+from flows.progress import retry_transient, text_safe, track_futures
 from tasks import ingest
 from tasks.datasheet import load_datasheet
 from tasks.errors import DatasheetError
 from tasks.sources import list_raw_files, list_sources
 from tasks.storage import Store
 
-parse_file = task(ingest.parse_file, name="parse-file", cache_policy=NONE, retries=2,
+parse_file = task(text_safe(ingest.parse_file), name="parse-file", cache_policy=NONE, retries=2,
                   retry_condition_fn=retry_transient)
-cluster_store = task(ingest.cluster_store, name="cluster-near-duplicates", cache_policy=NONE)
-publish_partition = task(ingest.publish_partition, name="publish-partition", cache_policy=NONE)
+cluster_store = task(text_safe(ingest.cluster_store), name="cluster-near-duplicates", cache_policy=NONE)
+publish_partition = task(text_safe(ingest.publish_partition), name="publish-partition", cache_policy=NONE)
 
 
 def summarize(parsed: list[dict], published: list[dict], clusters: dict, errors: dict[str, str]) -> list[dict]:
-    """One row per source for the artifact and the CLI: files, rows, records, duplicates, quarantine."""
+    """One row per source for the artifact and the CLI: files, rows, records, duplicates, quarantine, and rows a
+    deletion withdrew (at parse or at publish), by reason."""
     rows: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(int))
     for stat in parsed:
         row = rows[stat["source"]]
         row["files"] += 1
         row["rows_in"] += stat["rows_in"]
         for key, value in stat.items():
-            if key.startswith("quarantined"):
+            if key.startswith(("quarantined", "withdrawn")):
                 row[key] += value
     for stat in published:
         row = rows[stat["source"]]
@@ -43,6 +44,9 @@ def summarize(parsed: list[dict], published: list[dict], clusters: dict, errors:
         if stat["duplicate_id"]:
             row["quarantined_duplicate_id"] += stat["duplicate_id"]
         row["near_dup_members"] += stat["near_dup_members"]
+        for key, value in stat.items():
+            if key.startswith("withdrawn"):
+                row[key] += value
     out = [{"source": s, **dict(r), "near_dup_clusters_store": clusters.get("near_dup_clusters", 0)}
            for s, r in sorted(rows.items())]
     out += [{"source": s, "error": e} for s, e in sorted(errors.items())]

@@ -26,6 +26,7 @@ from tasks.config import get_settings
 from tasks.dedup import MinhashConfig
 from tasks.deletion import requests
 from tasks.deletion.selector import DELETION_EVENT, Selector
+from tasks.deletion.verify import verify_deletion
 from tasks.ingest import IngestConfig
 from tasks.policy import load_policy
 from tasks.sample import land_samples
@@ -145,4 +146,7 @@ def run_demo(quick: bool, on_step: Callable[[str], None]) -> dict[str, Any]:
     request = requests.submit(store, "owner", [chosen["owner"]], demo.withdrawal_reason(chosen["owner"]))
     steps["deletion"] = {**chosen, "request_id": request["request_id"]}
     steps["unlearn"] = run_unlearn(request["request_id"], UnlearnConfig(**plan.unlearn))
+    on_step("verifying that nothing of the owner's texts is left anywhere the platform wrote")
+    report = verify_deletion(store, get_settings(), request["request_id"])
+    steps["verification"] = {k: report[k] for k in ("clean", "complete", "hits", "scanned", "not_scanned")}
     return {"ok": True, **steps, "status": store_status(store)}

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tasks.config import get_settings
@@ -117,6 +118,18 @@ def show_request(r: Result) -> None:
     out.print_json(data=r)
 
 
+def show_verification(r: Result) -> None:
+    shown = ("place", "locations", "strings", "bytes", "not_scanned", "hits", "seconds", "note")
+    out.print(table_of([{k: p[k] for k in shown} for p in r["places"]],
+                       f"Verification of {r['request_id']} ({r['fingerprints']} fingerprints)"))
+    if r["leftovers"]:  # locations hold brackets ("text[row 3]") that rich would take for markup
+        out.print(table_of([{k: escape(str(v)) for k, v in h.items()} for h in r["leftovers"]],
+                           "Leftovers (fingerprint index, never text)"))
+    verdict = "[green]clean[/green]" if r["clean"] else f"[red]{r['hits']} leftover(s)[/red]"
+    out.print(f"{verdict}: {r['scanned']['strings']} strings, {r['scanned']['bytes']} bytes in {r['seconds']} s; "
+              f"not scanned: {r['not_scanned'] or 'nothing'}" + ("" if r["complete"] else " (scan incomplete)"))
+
+
 def show_lineage(r: Result) -> None:
     out.print(f"records: {r['records']}")
     out.print(table_of(r["datasets"], "Datasets"))
@@ -146,6 +159,9 @@ def show_demo(r: Result) -> None:
               f"request {d['request_id']} is [bold]{u['status']}[/bold]")
     if u["certificate"]["models"]:
         out.print(table_of(u["certificate"]["models"], "Unlearning"))
+    v = r["verification"]
+    out.print(f"verify-deletion: {'[green]clean[/green]' if v['clean'] else '[red]leftovers found[/red]'} "
+              f"({v['scanned']['strings']:,} strings in {v['scanned']['places']} places scanned, {v['hits']} hits)")
     show_status(r["status"])
     settings = get_settings()
     out.print(f"\n[bold]Certificate[/bold]: {u['certificate']['markdown']}\n"

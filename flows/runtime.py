@@ -6,12 +6,16 @@ before any worker starts.
 
 Logs: Prefect, Dask and MLflow write INFO lines to ``$CUSTODY_HOME/logs/custody.log``; the terminal shows their
 warnings and errors, and the command's own progress and results (``flows/logging.yml``).
+
+Prefect keeps its home (the temporary server's database) and its result storage under ``CUSTODY_HOME``: a failed
+flow run always pickles its exception there, and nothing of Custody's may land in the user's ``~/.prefect``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -30,18 +34,42 @@ def log_file(settings: Settings) -> Path:
     return settings.home.resolve() / "logs" / "custody.log"
 
 
+def prefect_storage(settings: Settings) -> Path:
+    """Where Prefect persists results, and the exception of every failed flow run (Prefect always writes that)."""
+    return settings.home.resolve() / "prefect" / "storage"
+
+
+QUIET_LIBRARIES = {"TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                   "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "TOKENIZERS_PARALLELISM": "false"}
+
+
 def configure_environment(settings: Settings | None = None) -> None:
-    """Embedded defaults for Prefect, before it is imported: its home under ``CUSTODY_HOME``, our loggers, and
-    the log file. Child processes (Dask workers, the temporary server) inherit them through the environment."""
+    """Embedded defaults for Prefect, before it is imported: its home and result storage under ``CUSTODY_HOME``,
+    our loggers, and the log file. Child processes (Dask workers, the temporary server) inherit them through the
+    environment.
+
+    Result storage follows the current ``CUSTODY_HOME`` on every call, whatever an earlier call or the user's
+    ``PREFECT_HOME`` said. Prefect freezes its settings when first imported (a test, a notebook or a library may
+    import it before a command runs), so an imported Prefect re-reads them here.
+    """
     settings = settings or get_settings()
     os.environ.setdefault("PREFECT_HOME", str(settings.home.resolve() / "prefect"))
+    os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(prefect_storage(settings))
+    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")  # task and flow results stay in memory
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks")
     os.environ.setdefault("PREFECT_LOGGING_CONFIG_PATH", str(LOGGING_CONFIG))
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_FILE_FILENAME", str(log_file(settings)))
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # MLflow's loggers then go where the root's go
+    # the terminal shows Custody's progress and results: third-party progress bars and load reports stay quiet
+    for name, value in QUIET_LIBRARIES.items():
+        os.environ.setdefault(name, value)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     log_file(settings).parent.mkdir(parents=True, exist_ok=True)
+    if "prefect.context" in sys.modules:
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
 
 
 def route_library_logs() -> None:

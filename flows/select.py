@@ -11,11 +11,12 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
+from flows.progress import text_safe
 from tasks import selection
 from tasks.selection.report import comparison
 from tasks.storage import Store
 
-select_task = task(selection.select, name="select", cache_policy=NONE)
+select_task = task(text_safe(selection.select), name="select", cache_policy=NONE)
 
 
 @flow(name="select")

@@ -12,10 +12,11 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
+from flows.progress import text_safe
 from tasks.storage import Store
 from tasks.training import TrainConfig, learning_curves_png, run_training
 
-train_task = task(run_training, name="train", cache_policy=NONE)
+train_task = task(text_safe(run_training), name="train", cache_policy=NONE)
 
 
 @flow(name="train")

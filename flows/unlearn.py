@@ -15,6 +15,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
+from flows.progress import text_safe
 from tasks import layout
 from tasks.certificate import CERT_MD, LOSSES_PNG, SUMMARY_FIELDS
 from tasks.deletion import requests
@@ -22,7 +23,7 @@ from tasks.errors import CustodyError
 from tasks.storage import Store
 from tasks.unlearning import UnlearnConfig, unlearn_request
 
-unlearn_task = task(unlearn_request, name="unlearn-and-certify", cache_policy=NONE)
+unlearn_task = task(text_safe(unlearn_request), name="unlearn-and-certify", cache_policy=NONE)
 
 
 def certificate_markdown(store: Store, doc: dict[str, Any]) -> str:

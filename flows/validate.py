@@ -12,14 +12,14 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from flows.progress import track_futures
+from flows.progress import text_safe, track_futures
 from tasks import layout, provenance
 from tasks.deletion.tombstones import tombstoned_ids
 from tasks.passed import partitions
 from tasks.policy import Policy
 from tasks.storage import Store
 
-validate_partition = task(provenance.validate_partition, name="validate-partition", cache_policy=NONE)
+validate_partition = task(text_safe(provenance.validate_partition), name="validate-partition", cache_policy=NONE)
 
 
 def per_source(stats: list[dict[str, Any]]) -> list[dict[str, Any]]:

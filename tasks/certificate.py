@@ -17,6 +17,7 @@ from typing import Any
 from tasks import layout
 from tasks import model_registry as registry
 from tasks.deletion import requests, vault
+from tasks.deletion.verify import latest_verification
 from tasks.plots import figure_png
 from tasks.storage import Store
 
@@ -140,6 +141,7 @@ def certify(store: Store, doc: dict[str, Any], results: list[dict[str, Any]]) ->
     key = partial(layout.deletion_report, request_id)
     previous = store.read_json(key(CERT_JSON)) if store.exists(key(CERT_JSON)) else {}
     cert = document(doc, results, store.exists(layout.vault(request_id)) or previous.get("vault_destroyed", False))
+    cert["verification"] = latest_verification(store, request_id)  # custody verify-deletion, if it ran already
     png = losses_png(results)
     if png:
         store.write_bytes(key(LOSSES_PNG), png)

@@ -4,10 +4,14 @@ Three idempotent steps, each safe to kill and re-run (keys: ``tasks.layout``):
 
 1. ``parse_file`` (one task per raw file, in parallel): rows to normalized records with provenance
    (``tasks.rows``), into staging; MinHash signatures into dedup; bad rows into quarantine with a reason.
+   Rows a deletion withdrew (``tasks.deletion.blocklist``: an owner, a source, a record id, a text or a near
+   copy of one) go nowhere: they are counted by reason, fingerprinted, and removed from the raw file itself
+   (``tasks.withdrawal``).
 2. ``cluster_store`` (once, over all signatures): exact duplicates, id conflicts and near-dup clusters — the
    membership deletions follow later.
-3. ``publish_partition`` (one task per file, in parallel): staging rows minus duplicates and tombstoned ids,
-   with their cluster, into the file's records partition; skipped when the inputs have not changed.
+3. ``publish_partition`` (one task per file, in parallel): staging rows minus duplicates and withdrawn rows
+   (checked again: a deletion may have run since the parse), with their cluster, into the file's records
+   partition; skipped when the inputs have not changed.
 
 Each step writes its outputs atomically and a completion marker last.
 """
@@ -30,13 +34,15 @@ from tasks import layout
 from tasks.datasheet import Datasheet
 from tasks.dedup import MinhashConfig, cluster_records, signatures
 from tasks.dedup.clusters import CLUSTER_SCHEMA
-from tasks.deletion.tombstones import tombstoned_ids
+from tasks.dedup.copies import write_copy_index
+from tasks.deletion.blocklist import BlockList, Withdrawal, standing_blocks
 from tasks.errors import ShardError
 from tasks.readers import RAW_PREVIEW, RawRow, read_rows
-from tasks.rows import Rejected, to_record
+from tasks.rows import Rejected, RowKeys, raw_row_keys, record_keys, to_record
 from tasks.schema import quarantine_schema, record_schema
 from tasks.sources import file_id
 from tasks.storage import Store
+from tasks.withdrawal import clear_withdrawn, published_ids, withdraw_raw, withdrawn_stats
 
 log = logging.getLogger(__name__)
 CONFLICT_SCHEMA = pa.schema([("source_uri", pa.string()), ("record_id", pa.string()), ("reason", pa.string())])
@@ -77,17 +83,19 @@ def parse_file(store: Store, source: str, key: str, sheet: Datasheet, sheet_hash
     if store.exists(marker) and store.read_json(marker).get("fingerprint") == fingerprint:
         return {**store.read_json(marker)["stats"], "skipped": True}
     uri, now, delivered = store.uri(key), dt.datetime.now(dt.UTC), store.modified(key)
-    records: list[dict[str, Any]] = []
-    bad: list[dict[str, Any]] = []
-    rows_in = 0
+    published = published_ids(store, source, fid)
+    blocks = standing_blocks(store).sparing(published)
     try:
-        for raw in read_rows(store.read_bytes(key), key, cfg.max_record_bytes, sheet.format):
-            rows_in += 1
-            _accept(raw, sheet, cfg, uri, records, bad)
+        rows = list(read_rows(store.read_bytes(key), key, cfg.max_record_bytes, sheet.format))
+        records, bad, withdrawn = _parse_rows(rows, sheet, cfg, uri, blocks)
+        if withdrawn:  # rare: parse again what stays, at the locations it keeps in the rewritten file
+            rows, withdrawn = withdraw_raw(store, key, sheet, cfg.max_record_bytes, published)
+            records, bad, _ = _parse_rows(rows, sheet, cfg, uri, BlockList())
     except ShardError as exc:  # the whole file is unreadable: quarantine it, keep the batch going
         reason, _, detail = str(exc).partition(": ")
+        rows, records, bad, withdrawn = [], [], [], {}
         bad.append(_quarantine_row(source, uri, reason, detail, None))
-        records = []
+    fingerprint["size"] = store.size(key)  # a withdrawal rewrote the file: the next run must see it as parsed
     for rec in records:
         rec["ingested_at"], rec["delivered_at"], rec["datasheet_hash"] = now, delivered, sheet_hash
     table = pa.Table.from_pylist(records, schema=record_schema())
@@ -97,28 +105,42 @@ def parse_file(store: Store, source: str, key: str, sheet: Datasheet, sheet_hash
         "minhash", pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel(), pa.uint32()), cfg.minhash.num_perm))
     store.write_parquet(layout.signatures(source, fid), sig_table,
                         signature_schema(cfg.minhash.num_perm))
+    write_copy_index(store, source, fid, table)
     _write_quarantine(store, layout.quarantine(source, "ingest", fid), bad)
     reasons = Counter(r["reasons"][0] for r in bad)
-    stats = {"source": source, "file": key, "rows_in": rows_in, "parsed": len(records),
-             "quarantined": len(bad), **{f"quarantined_{k}": v for k, v in sorted(reasons.items())}}
-    store.write_json(marker, {"fingerprint": fingerprint, "stats": stats})
+    stats = {"source": source, "file": key, "rows_in": len(rows) + len(withdrawn), "parsed": len(records),
+             "quarantined": len(bad), **{f"quarantined_{k}": v for k, v in sorted(reasons.items())},
+             **withdrawn_stats(withdrawn)}
+    store.write_json(marker, {"fingerprint": fingerprint, "stats": stats, "copies_from": list(blocks.copies_from)})
     return {**stats, "skipped": False}
 
 
+def _parse_rows(rows: list[RawRow], sheet: Datasheet, cfg: IngestConfig, uri: str,
+                blocks: BlockList) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Withdrawal]]:
+    """Records, quarantine rows, and the rows ``blocks`` withdraws by location (the caller drops those); each
+    row's keys come from its record when it has one, so nothing is normalized or hashed twice."""
+    records: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    keys = {raw.location: _accept(raw, sheet, cfg, uri, records, bad) for raw in rows}
+    return records, bad, blocks.withdrawn(keys) if blocks else {}
+
+
 def _accept(raw: RawRow, sheet: Datasheet, cfg: IngestConfig, uri: str,
-            records: list[dict[str, Any]], bad: list[dict[str, Any]]) -> None:
+            records: list[dict[str, Any]], bad: list[dict[str, Any]]) -> RowKeys:
+    """The row into ``records`` or ``bad``; returns its keys (for the block list)."""
     where = uri + raw.location
     if raw.value is None:
         bad.append(_quarantine_row(sheet.name, where, raw.reason or "unreadable_row", raw.detail, raw.raw))
-        return
+        return raw_row_keys(raw, sheet)
     try:
         rec = to_record(raw.value, sheet, cfg.max_record_bytes)
     except Rejected as rej:
         preview = json.dumps(raw.value, default=str)[:RAW_PREVIEW]
         bad.append(_quarantine_row(sheet.name, where, rej.reason, rej.detail, preview))
-        return
+        return raw_row_keys(raw, sheet)
     rec["source_uri"] = where
     records.append(rec)
+    return record_keys(rec)
 
 
 def _write_quarantine(store: Store, key: str, rows: list[dict[str, Any]]) -> None:
@@ -158,27 +180,52 @@ def cluster_store(store: Store, cfg: IngestConfig) -> dict[str, Any]:
 
 
 def publish_partition(store: Store, source: str, fid: str) -> dict[str, Any]:
-    """Step 3 for one staging partition: drop duplicates and tombstoned ids, attach clusters, write records."""
-    tombstoned = tombstoned_ids(store)
+    """Step 3 for one staging partition: drop duplicates and withdrawn rows, attach clusters, write records.
+
+    Withdrawn rows are checked again here (a deletion may have run since the parse) and also leave staging and
+    the partition's ingest quarantine, so a deletion that ran during an ingest leaves nothing of them behind.
+    Near copies are looked for only when fingerprints came since staging was last checked against them.
+    """
+    parse_marker = layout.ingest_marker("parse", source, fid)
+    parsed = store.read_json(parse_marker)
+    blocks = standing_blocks(store).unless_copies_checked(parsed.get("copies_from")).sparing(
+        published_ids(store, source, fid))
     staging = store.read_parquet(layout.staging(source, fid))
+    staged = staging.to_pylist()
+    keys = {rec["source_uri"]: record_keys(rec) for rec in staged} if blocks else {}
+    withdrawn = blocks.withdrawn(keys)
     clusters = store.read_parquet(layout.CLUSTERS)
     conflicts = store.read_parquet(layout.ID_CONFLICTS)
-    ids = staging.column("record_id")
-    mine = clusters.filter(pc.is_in(clusters.column("record_id"), value_set=ids))
+    mine = clusters.filter(pc.is_in(clusters.column("record_id"), value_set=staging.column("record_id")))
     my_conflicts = conflicts.filter(pc.is_in(conflicts.column("source_uri"), value_set=staging.column("source_uri")))
-    digest = hashlib.sha256(json.dumps([store.read_json(layout.ingest_marker("parse", source, fid))["fingerprint"],
-                                        mine.to_pylist(), my_conflicts.to_pylist(), sorted(tombstoned & set(
-                                            ids.to_pylist()))], default=str).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps([parsed["fingerprint"], mine.to_pylist(), my_conflicts.to_pylist(),
+                                        sorted(withdrawn.items())], default=str).encode()).hexdigest()
     marker = layout.ingest_marker("publish", source, fid)
-    if store.exists(marker) and store.read_json(marker).get("digest") == digest:
-        return {**store.read_json(marker)["stats"], "skipped": True}
+    skipped = store.exists(marker) and store.read_json(marker).get("digest") == digest
+    if skipped:
+        stats = store.read_json(marker)["stats"]
+    else:
+        stats = _write_partition(store, source, fid, staged, mine, my_conflicts, withdrawn)
+        if withdrawn:
+            clear_withdrawn(store, (source, fid, parsed["stats"]["file"]), withdrawn, keys, blocks)
+        store.write_json(marker, {"digest": digest, "stats": stats})
+    if blocks.copies is not None:  # staging is now checked against these fingerprints (only after the writes)
+        store.write_json(parse_marker, {**parsed, "copies_from": list(blocks.copies_from)})
+    return {**stats, "skipped": skipped}
+
+
+def _write_partition(store: Store, source: str, fid: str, staged: list[dict[str, Any]], mine: pa.Table,
+                     my_conflicts: pa.Table, withdrawn: dict[str, Withdrawal]) -> dict[str, Any]:
+    """The records partition (and dedup quarantine) of the staged rows; returns the publish stats."""
     kind = dict(zip(mine.column("record_id").to_pylist(), mine.column("kind").to_pylist(), strict=True))
     cluster = dict(zip(mine.column("record_id").to_pylist(), mine.column("cluster_id").to_pylist(), strict=True))
     conflict = dict(zip(my_conflicts.column("source_uri").to_pylist(), my_conflicts.column("reason").to_pylist(),
                         strict=True))
     rows, dup_rows = [], []
     counts = Counter()
-    for rec in staging.to_pylist():
+    for rec in staged:
+        if rec["source_uri"] in withdrawn:  # counted by reason below
+            continue
         why = conflict.get(rec["source_uri"])
         if why == "duplicate_id":
             dup_rows.append(_quarantine_row(source, rec["source_uri"], "duplicate_id",
@@ -186,8 +233,6 @@ def publish_partition(store: Store, source: str, fid: str) -> dict[str, Any]:
                                             rec["text"], rec["record_id"]))
         elif why == "repeated_record" or kind.get(rec["record_id"]) == "exact":
             counts["exact_duplicates"] += 1
-        elif rec["record_id"] in tombstoned:
-            counts["tombstoned"] += 1
         else:
             rec["near_dup_cluster"] = cluster.get(rec["record_id"])
             rec["near_dup_kept"] = kind.get(rec["record_id"]) != "near"
@@ -195,11 +240,9 @@ def publish_partition(store: Store, source: str, fid: str) -> dict[str, Any]:
     store.write_parquet(layout.records(source, fid),
                         pa.Table.from_pylist(rows, schema=record_schema()), record_schema())
     _write_quarantine(store, layout.quarantine(source, "dedup", fid), dup_rows)
-    stats = {"source": source, "partition": fid, "records": len(rows), "duplicate_id": len(dup_rows),
-             "exact_duplicates": counts["exact_duplicates"], "tombstoned": counts["tombstoned"],
-             "near_dup_members": sum(1 for r in rows if r["near_dup_cluster"])}
-    store.write_json(marker, {"digest": digest, "stats": stats})
-    return {**stats, "skipped": False}
+    return {"source": source, "partition": fid, "records": len(rows), "duplicate_id": len(dup_rows),
+            "exact_duplicates": counts["exact_duplicates"], **withdrawn_stats(withdrawn),
+            "near_dup_members": sum(1 for r in rows if r["near_dup_cluster"])}
 
 
 def staged_partitions(store: Store) -> list[tuple[str, str]]:

@@ -28,7 +28,7 @@ DONE = "_done"
 PREFIXES = (RAW, STAGING, RECORDS, QUARANTINE, DEDUP, VALIDATION, ATTRIBUTES, DATASETS, MODELS, LEDGER, REPORTS,
             LINEAGE, DONE)
 # prefixes whose Parquet rows carry record ids or content hashes: a purge rewrites them
-PURGED_PREFIXES = (RECORDS, STAGING, QUARANTINE, VALIDATION, ATTRIBUTES, DEDUP)
+PURGED_PREFIXES = (RECORDS, STAGING, QUARANTINE, VALIDATION, ATTRIBUTES, DEDUP, REPORTS)  # reports: flagged snippets
 
 DATASHEET_FILE = "source.yaml"
 RECORD_PART_PREFIX = "part-"
@@ -144,6 +144,14 @@ DEDUP_STATS = f"{DEDUP}/stats.json"
 
 def signatures(source: str, file_id: str) -> str:
     return f"{_source_dir(SIGNATURES, source)}/{file_id}{PARQUET}"
+
+
+COPIES = f"{DEDUP}/copies"
+
+
+def copies(source: str, file_id: str) -> str:
+    """The copy index of a staging partition: LSH band keys of its rows' character shingles."""
+    return f"{_source_dir(COPIES, source)}/{file_id}{PARQUET}"
 
 
 # -- validation/ -----------------------------------------------------------------------------------------------------
@@ -269,6 +277,8 @@ def model_losses(name: str, version: str) -> str:
 REQUESTS = f"{LEDGER}/deletions"
 TOMBSTONES = f"{LEDGER}/tombstones"
 VAULT = f"{LEDGER}/vault"
+FINGERPRINTS = f"{LEDGER}/fingerprints"
+FINGERPRINT_SALT = f"{LEDGER}/fingerprint-salt.bin"
 APPLY_LOCK = f"{LEDGER}/apply.lock"
 UNLEARN_LOCK = f"{LEDGER}/unlearn.lock"
 
@@ -290,6 +300,10 @@ def vault(request_id: str) -> str:
     return f"{VAULT}/{request_id}{PARQUET}"
 
 
+def fingerprints(request_id: str) -> str:
+    return f"{FINGERPRINTS}/{request_id}{PARQUET}"
+
+
 # -- reports/deletions/ : certificates and what they are made of ----------------------------------------------------
 DELETION_REPORTS = f"{REPORTS}/deletions"
 
@@ -299,7 +313,7 @@ def deletion_report_dir(request_id: str) -> str:
 
 
 def deletion_report(request_id: str, file: str) -> str:
-    """``certificate.json``, ``certificate.md``, ``forget_losses.png`` of one request."""
+    """``certificate.json``, ``certificate.md``, ``forget_losses.png``, ``verification.json`` of one request."""
     return f"{deletion_report_dir(request_id)}/{file}"
 
 

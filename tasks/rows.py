@@ -1,19 +1,33 @@
 """One raw row to one record: the datasheet's field mapping and provenance, the text normalized and hashed.
 
-Ingestion maps every row through ``to_record``; a deletion's raw purge maps rows the same way to find the ones
-whose record (by id or by content hash) is deleted, so the two can never disagree about which row is which.
+Ingestion maps every row through ``to_record``. A deletion must recognise a row whether or not ingestion accepts
+it (a quarantined row still holds its owner's text), so ``row_keys`` reads the same fields the same way and never
+raises; ingestion's block list and the purge both match rows through it, so they cannot disagree about a row.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from tasks.datasheet import Datasheet
 from tasks.ids import content_hash, normalize_text, record_id
+from tasks.readers import RawRow
+
+
+@dataclass(frozen=True)
+class RowKeys:
+    """What a deletion recognises a row by: its source, owner, record id, content hash, and normalized text."""
+
+    source: str
+    owner: str | None = None
+    record_id: str | None = None
+    content_hash: str | None = None
+    text: str | None = None
 
 
 class Rejected(Exception):
@@ -40,7 +54,10 @@ def _timestamp(value: Any) -> dt.datetime | None:
     elif isinstance(value, int | float) and not isinstance(value, bool):
         ts = dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
     elif isinstance(value, str):
-        ts = dt.datetime.fromisoformat(value.strip())
+        try:
+            ts = dt.datetime.fromisoformat(value.strip())
+        except ValueError:  # Python's message quotes the value: a detail names the problem, never row content
+            raise ValueError("expected an ISO 8601 timestamp") from None
     else:
         raise TypeError(f"expected a timestamp, got {type(value).__name__}")
     return ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
@@ -75,12 +92,12 @@ def to_record(raw: dict[str, Any], sheet: Datasheet, max_record_bytes: int) -> d
                                     ("license", fm.license), ("consent", fm.consent))}
         collected = _timestamp(raw.get(fm.collected_at)) if fm.collected_at else None
         consent_at = _timestamp(raw.get(fm.consent_at)) if fm.consent_at else None
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an epoch beyond the platform's time_t
         raise Rejected("wrong_type", str(exc)) from exc
     if fm.id and not values["id"]:
         raise Rejected("missing_id", f"id field {fm.id!r} is missing or null")
     chash = content_hash(text)
-    src_id = values["id"] or chash
+    src_id = _source_id(values["id"], bool(fm.id), chash)
     default_collected = sheet.collected_at
     if default_collected is not None and not isinstance(default_collected, dt.datetime):
         default_collected = dt.datetime.combine(default_collected, dt.time(), tzinfo=dt.UTC)
@@ -97,3 +114,36 @@ def to_record(raw: dict[str, Any], sheet: Datasheet, max_record_bytes: int) -> d
         "near_dup_cluster": None, "near_dup_kept": True,
         "extra": json.dumps(extra, default=str, sort_keys=True) if extra else None,
     }
+
+
+def _source_id(given: str | None, has_id_field: bool, chash: str | None) -> str | None:
+    """The row's id inside its source: the id field when the datasheet maps one, else the content hash."""
+    return given if has_id_field else chash
+
+
+def _lenient_scalar(value: Any) -> str | None:
+    try:
+        return _scalar(value)
+    except TypeError:
+        return None
+
+
+def row_keys(raw: dict[str, Any], sheet: Datasheet) -> RowKeys:
+    """The keys of a raw row as far as they can be read (never raises): what ``to_record`` would give it."""
+    fm = sheet.fields
+    text = raw.get(fm.text)
+    text = normalize_text(text) if isinstance(text, str) else None
+    chash = content_hash(text) if text else None
+    src_id = _source_id(_lenient_scalar(raw.get(fm.id)) if fm.id else None, bool(fm.id), chash)
+    return RowKeys(sheet.name, _lenient_scalar(raw.get(fm.owner)) if fm.owner else None,
+                   record_id(sheet.name, src_id) if src_id else None, chash, text or None)
+
+
+def raw_row_keys(raw: RawRow, sheet: Datasheet) -> RowKeys:
+    """``row_keys`` of a row the reader parsed; a row it could not parse has only its source to be known by."""
+    return row_keys(raw.value, sheet) if raw.value is not None else RowKeys(sheet.name)
+
+
+def record_keys(rec: dict[str, Any]) -> RowKeys:
+    """The keys of a record (a staged or published row)."""
+    return RowKeys(rec["source"], rec["owner_id"], rec["record_id"], rec["content_hash"], rec["text"])

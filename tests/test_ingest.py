@@ -5,10 +5,17 @@ import io
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from tasks import ingest
+from tasks.datasheet import load_datasheet
+from tasks.deletion import requests
+from tasks.deletion.apply import process_pending
+from tasks.deletion.fingerprints import read_fingerprints
+from tasks.deletion.resolve import resolve
 from tasks.ids import record_id
-from tests.helpers import datasheet, ingest_without_engine, jsonl, write_source
+from tasks.sources import list_raw_files
+from tests.helpers import datasheet, files_containing, ingest_without_engine, jsonl, write_source
 
 GOOD = {"id": "1", "text": "A perfectly fine review of a film.", "label": "fresh", "owner": "alice"}
 
@@ -95,3 +102,132 @@ def test_gzip_jsonl_and_csv_and_parquet_read(store) -> None:
     _, _, records, quarantine = _run_all(store)
     assert sorted(records.column("source_record_id").to_pylist()) == ["1", "2", "3"]
     assert quarantine.num_rows == 0
+
+
+# -- a withdrawal is a standing rule: what a deletion names never comes back, whenever it is delivered -------------
+ANN = ["Ann thinks the harbour film is a slow, grey portrait of a town that forgot its own fishermen.",
+       "Ann wrote that the glacier documentary made her cry twice, once for the ice and once for the music."]
+NEW = "Ann, delivered after her deletion: the rain in the last scene of the ferry film felt like a goodbye."
+OTHERS = [{"id": "k1", "text": "Ben liked the lighthouse keeper and his dog more than anyone else did.",
+           "label": "fresh", "owner": "ben"},
+          {"id": "k2", "text": "Cid found the desert chase film loud, long and strangely moving at the end.",
+           "label": "rotten", "owner": "cid"}]
+WITHDRAW_SHEET = datasheet("people", fields={"text": "text", "label": "label", "owner": "owner", "id": "id",
+                                             "collected_at": "collected"})
+
+
+def _ann(prefix: str, texts: list[str] = ANN) -> list[dict]:
+    return [{"id": f"{prefix}{i}", "text": t, "label": "fresh", "owner": "ann"} for i, t in enumerate(texts)]
+
+
+def _deliver(store, files: dict[str, list[dict]]) -> None:
+    write_source(store, "people", {name: jsonl(rows) for name, rows in files.items()}, WITHDRAW_SHEET)
+
+
+def _delete_owner(store, owner: str = "ann") -> dict:
+    requests.submit(store, "owner", [owner], reason="consent withdrawn")
+    [done] = process_pending(store)
+    return done
+
+
+def _owners(store) -> set[str]:
+    return set(store.read_parquets("records", ["owner_id"]).column("owner_id").to_pylist())
+
+
+def test_an_owner_delivered_again_after_the_deletion_never_becomes_a_record(store) -> None:
+    _deliver(store, {"a.jsonl": _ann("a") + OTHERS})
+    ingest_without_engine(store)
+    request_id = _delete_owner(store)["request_id"]
+    copy = {"id": "z1", "text": ANN[0].upper().replace(",", ""), "label": "fresh", "owner": "zed"}  # case, commas
+    edit = {"id": "z2", "text": ANN[1].replace("twice", "thrice"), "label": "fresh", "owner": "zoe"}  # a word
+    _deliver(store, {"b.jsonl": [*_ann("b"), *_ann("a"), copy, edit, OTHERS[0] | {"id": "k3"}, *_ann("n", [NEW])]})
+    parsed, _ = ingest_without_engine(store)
+    assert _owners(store) == {"ben", "cid"}
+    stats = next(p for p in parsed if p["file"].endswith("b.jsonl"))
+    assert (stats["withdrawn"], stats["withdrawn_owner"], stats["withdrawn_near_copy"]) == (7, 5, 2)
+    assert stats["rows_in"] == 8 and stats["parsed"] == 1 and stats["quarantined"] == 0
+    assert files_containing(store, [*ANN, NEW, copy["text"], edit["text"]]) == []
+    again, _ = ingest_without_engine(store)  # the rewritten file is parsed already: nothing to do
+    assert all(p["skipped"] for p in again)
+    # ann's new text and zoe's edit, withdrawn at ingest, are remembered (the case-folded copy is ANN[0]'s) ...
+    assert read_fingerprints(store, request_id).num_rows == 4
+    _deliver(store, {"c.jsonl": [{"id": "z3", "text": NEW.replace("rain", "snow"), "label": "x", "owner": "zed"}]})
+    parsed, _ = ingest_without_engine(store)  # ... so its near copies are refused too
+    assert next(p for p in parsed if p["file"].endswith("c.jsonl"))["withdrawn_near_copy"] == 1
+
+
+def test_rows_delivered_but_not_yet_ingested_are_purged_and_never_ingested(store) -> None:
+    _deliver(store, {"a.jsonl": OTHERS})
+    ingest_without_engine(store)
+    _deliver(store, {"b.jsonl": [*_ann("b"), OTHERS[1] | {"id": "k4", "text": "Cid again, on another film."}]})
+    done = _delete_owner(store)  # b.jsonl was delivered, never ingested: staging knows nothing of ann
+    assert done["resolved"]["record_ids"] == [] and done["applied"]["raw_rows_removed"] == 2
+    assert done["applied"]["fingerprints"] == 2
+    assert read_fingerprints(store, done["request_id"]).num_rows == 2
+    assert files_containing(store, ANN) == []
+    ingest_without_engine(store)
+    assert _owners(store) == {"ben", "cid"} and store.read_parquets("records").num_rows == 3
+
+
+def test_a_quarantined_row_of_the_owner_leaves_raw_and_quarantine(store) -> None:
+    bad_date = _ann("q", ANN[:1])[0] | {"collected": "not a date"}
+    _deliver(store, {"a.jsonl": [bad_date, *OTHERS], "b.jsonl": ["{torn line", *OTHERS]})
+    ingest_without_engine(store)
+    assert store.read_parquets("quarantine").column("reasons").to_pylist() == [["wrong_type"], ["malformed_json"]]
+    done = _delete_owner(store)
+    assert done["applied"]["quarantine_rows_removed"] == 1 and done["applied"]["raw_rows_removed"] == 1
+    assert done["applied"]["raw_rows_unreadable"] == 1  # the torn line: nobody can tell whose it is
+    assert done["applied"]["quarantine_rows_unmatchable"] == 1 and done["applied"]["fingerprints"] == 1
+    assert files_containing(store, [ANN[0]]) == []
+    assert store.read_parquets("quarantine").column("reasons").to_pylist() == [["malformed_json"]]
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["applied", "received"])
+def test_a_deletion_between_parse_and_publish_publishes_nothing_of_the_owner(store, applied: bool) -> None:
+    bad_date = _ann("q", ["Ann's bad date row."])[0] | {"collected": "?"}
+    _deliver(store, {"a.jsonl": [*_ann("a"), *OTHERS, bad_date]})
+    cfg = ingest.IngestConfig()
+    sheet, digest = load_datasheet(store, "people")
+    [key] = list_raw_files(store, "people")
+    ingest.parse_file(store, "people", key, sheet, digest, cfg)
+    if applied:
+        _delete_owner(store)
+    else:  # acknowledged only: the block list counts it from the moment it is received
+        requests.submit(store, "owner", ["ann"])
+    ingest.cluster_store(store, cfg)
+    [published] = [ingest.publish_partition(store, s, f) for s, f in ingest.staged_partitions(store)]
+    assert _owners(store) == {"ben", "cid"} and published["records"] == 2
+    assert published["withdrawn"] == (0 if applied else 2)  # applied: the purge took them out of staging already
+    assert files_containing(store, [*ANN, bad_date["text"]]) == []  # staging, quarantine, raw
+
+
+def test_rows_staged_after_the_resolution_are_withdrawn_at_publish(store) -> None:
+    _deliver(store, {"a.jsonl": _ann("a") + OTHERS})
+    ingest_without_engine(store)
+    doc = resolve(store, requests.submit(store, "owner", ["ann"]))  # resolved from staging as it is now ...
+    edit = {"id": "z2", "text": ANN[1].replace("twice", "thrice"), "label": "fresh", "owner": "zoe"}
+    _deliver(store, {"b.jsonl": [edit, *_ann("n", [NEW])]})
+    cfg = ingest.IngestConfig()
+    sheet, digest = load_datasheet(store, "people")
+    [parsed] = [ingest.parse_file(store, "people", k, sheet, digest, cfg)
+                for k in list_raw_files(store, "people") if k.endswith("b.jsonl")]  # ... while b is parsed
+    assert (parsed["withdrawn_owner"], parsed["parsed"]) == (1, 1)  # the owner is known, the copy not yet
+    [done] = process_pending(store)  # applied: fingerprints of ann's texts, but b's rows were never resolved
+    assert done["request_id"] == doc["request_id"] and done["resolved"]["counts"]["selected"] == 2
+    ingest.cluster_store(store, cfg)
+    published = [ingest.publish_partition(store, s, f) for s, f in ingest.staged_partitions(store)]
+    assert sum(p.get("withdrawn_near_copy", 0) for p in published) == 1
+    assert _owners(store) == {"ben", "cid"}
+    assert files_containing(store, [*ANN, NEW, edit["text"]]) == []
+
+
+def test_records_already_published_are_left_to_the_deletion_to_resolve(store) -> None:
+    _deliver(store, {"a.jsonl": _ann("a") + OTHERS})
+    ingest_without_engine(store)
+    requests.submit(store, "owner", ["ann"])  # received, not yet applied ...
+    _deliver(store, {"a.jsonl": [*_ann("a"), *OTHERS, OTHERS[0] | {"id": "k9", "text": "Ben, once more."}]})
+    parsed, published = ingest_without_engine(store)  # ... when an ingest parses the file again
+    assert [p["withdrawn"] for p in parsed + published] == [0, 0]  # dropping them here would leave no tombstone
+    [done] = process_pending(store)
+    assert done["resolved"]["counts"]["selected"] == 2 and done["applied"]["rows_removed"] > 0
+    assert _owners(store) == {"ben", "cid"} and files_containing(store, ANN) == []

@@ -12,6 +12,7 @@ import pytest
 from tasks import layout, provenance
 from tasks.deletion import locks, requests
 from tasks.deletion.apply import process_pending
+from tasks.deletion.blocklist import request_blocks
 from tasks.deletion.purge import purge_raw
 from tasks.deletion.resolve import resolve
 from tasks.deletion.tombstones import tombstoned_ids, write_tombstones
@@ -95,7 +96,7 @@ def test_crash_mid_apply_is_finished_by_rerunning_without_double_work(populated:
     store = populated
     doc = resolve(store, requests.submit(store, "owner", ["carol"]))
     write_tombstones(store, doc)
-    raw = purge_raw(store, {"people"}, set(doc["resolved"]["record_ids"]), set(doc["resolved"]["content_hashes"]))
+    raw = purge_raw(store, request_blocks(doc))
     assert raw["raw_rows_removed"] == 2  # ... and here the process died: status is still "resolved"
     assert requests.load(store, doc["request_id"])["status"] == "resolved"
     [done] = process_pending(store)
@@ -162,3 +163,27 @@ def test_unfinished_lists_open_requests_old_enough(populated: Store) -> None:
     requests.set_status(store, requests.load(store, done["request_id"]), "certified")
     assert [d["request_id"] for d in requests.unfinished(store)] == [open_["request_id"]]
     assert requests.unfinished(store, min_age_seconds=3600) == []
+
+
+SHORT = ["A quietly devastating film about grief that trusts its actors and its silences, and earns every tear by "
+         "the end.",
+         "Flu shots are now recommended for everyone over six months old, the health agency said on Monday."]
+
+
+def test_owner_deletion_follows_lightly_edited_short_copies_and_spares_shared_halves(store: Store) -> None:
+    copies = [SHORT[0].replace("devastating", "heartbreaking"),  # a word swapped: word-5-gram Jaccard ~0.6
+              SHORT[1].upper().replace(",", ""),  # case and punctuation
+              SHORT[0].replace("film about", "little film about")]  # a word inserted
+    halves = ["A quietly devastating film about grief that trusts its actors, the trailer promised; the result is a "
+              "loud mess of car chases.", "Local clinics ran out of masks again this winter, the health agency said "
+              "on Monday."]  # each shares a part of an owner's text and differs in the rest
+    rows = [{"id": f"s{i}", "text": t, "label": "fresh", "owner": "alice"} for i, t in enumerate(SHORT)]
+    rows += [{"id": f"d{i}", "text": t, "label": "rotten", "owner": "dave"} for i, t in enumerate(copies)]
+    rows += [{"id": f"e{i}", "text": t, "label": "fresh", "owner": "erin"} for i, t in enumerate(halves)]
+    write_source(store, "short", {"part-0.jsonl": jsonl(rows[:3]), "part-1.jsonl": jsonl(rows[3:])})
+    ingest_without_engine(store)
+    requests.submit(store, "owner", ["alice"])
+    [done] = process_pending(store)
+    assert done["resolved"]["counts"] == {"selected": 2, "duplicates": 3}
+    assert _record_texts(store) == set(halves)
+    assert files_containing(store, [*SHORT, *copies]) == []

@@ -1,7 +1,7 @@
 """The raw purge without an engine: deleted rows leave the delivered files, in every format, and nothing else does.
 
 Each file holds rows doomed by record id, rows doomed by content hash (one a copy with other whitespace), rows
-that stay, and a row that ingestion rejects although its id is a deleted one (it holds no record, so it stays).
+that stay, and a row that ingestion rejects although its id is a deleted one (quarantined rows go too).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks import layout
+from tasks.deletion.blocklist import BlockList
 from tasks.deletion.purge import purge_raw
 from tasks.ids import content_hash, normalize_text, record_id
 from tasks.storage import Store
@@ -30,14 +31,14 @@ ROWS = [
     {"id": "d1", "text": "Deleted by id: a review of the desert chase film.", "label": "rotten", "owner": "bob"},
     {"id": "k2", "text": 'Kept, with "quotes", commas, and a\nsecond line.', "label": "fresh", "owner": "cid"},
     {"id": "d2", "text": GONE_BY_CONTENT, "label": "rotten", "owner": "bob"},
-    {"id": "d1", "text": "", "label": "rotten", "owner": "bob"},  # rejected (empty text): no record, so it stays
+    {"id": "d1", "text": "", "label": "rotten", "owner": "bob"},  # rejected (empty text), but its id is deleted
     {"id": "k3", "text": "The glacier documentary is the best thing this year.", "label": "fresh", "owner": "dee"},
     {"id": "c2", "text": "  " + GONE_BY_CONTENT.replace(" ", "   ") + "\t", "label": "rotten", "owner": "eve"},
 ]
-DOOMED = {1, 3, 6}  # by id (d1), by content hash (d2), and the same text spaced differently (c2)
+DOOMED = {1, 3, 4, 6}  # by id (d1, twice), by content hash (d2), and the same text spaced differently (c2)
 KEPT = [r for i, r in enumerate(ROWS) if i not in DOOMED]
-IDS = {record_id(SOURCE, "d1")}
-HASHES = {content_hash(normalize_text(GONE_BY_CONTENT))}
+BLOCKS = BlockList(record_ids={record_id(SOURCE, "d1"): "del-1"},
+                   content_hashes={content_hash(normalize_text(GONE_BY_CONTENT)): "del-1"})
 
 
 def _jsonl(rows: list[dict]) -> bytes:
@@ -84,6 +85,10 @@ def _deliver(store: Store, name: str, payload: bytes) -> str:
     return layout.raw_file(SOURCE, name)
 
 
+def _removed(report: dict[str, int]) -> tuple[int, int]:
+    return report["raw_files_rewritten"], report["raw_rows_removed"]
+
+
 def _payload(store: Store, key: str) -> bytes:
     data = store.read_bytes(key)
     return gzip.decompress(data) if key.endswith(".gz") else data
@@ -93,8 +98,7 @@ def _payload(store: Store, key: str) -> bytes:
 def test_exactly_the_doomed_rows_leave_the_file(store: Store, name: str) -> None:
     write, read = FORMATS[name]
     key = _deliver(store, name, write(ROWS))
-    report = purge_raw(store, {SOURCE}, IDS, HASHES)
-    assert report == {"raw_files_rewritten": 1, "raw_rows_removed": len(DOOMED)}
+    assert _removed(purge_raw(store, BLOCKS, [SOURCE])) == (1, len(DOOMED))
     assert read(_payload(store, key)) == KEPT
 
 
@@ -102,13 +106,13 @@ def test_exactly_the_doomed_rows_leave_the_file(store: Store, name: str) -> None
 def test_text_formats_keep_the_other_rows_byte_for_byte(store: Store, name: str) -> None:
     write, _ = FORMATS[name]
     key = _deliver(store, name, write(ROWS))
-    purge_raw(store, {SOURCE}, IDS, HASHES)
+    purge_raw(store, BLOCKS, [SOURCE])
     assert _payload(store, key) == write(KEPT)
 
 
 def test_parquet_keeps_its_schema(store: Store) -> None:
     key = _deliver(store, "part.parquet", _parquet(ROWS))
-    purge_raw(store, {SOURCE}, IDS, HASHES)
+    purge_raw(store, BLOCKS, [SOURCE])
     assert pq.read_schema(io.BytesIO(store.read_bytes(key))) == pa.Table.from_pylist(ROWS).schema
 
 
@@ -116,9 +120,9 @@ def test_parquet_keeps_its_schema(store: Store) -> None:
 def test_a_second_purge_is_a_no_op(store: Store, name: str) -> None:
     write, _ = FORMATS[name]
     key = _deliver(store, name, write(ROWS))
-    purge_raw(store, {SOURCE}, IDS, HASHES)
+    purge_raw(store, BLOCKS, [SOURCE])
     before = store.read_bytes(key), os.stat(store.path(key)).st_ino
-    assert purge_raw(store, {SOURCE}, IDS, HASHES) == {"raw_files_rewritten": 0, "raw_rows_removed": 0}
+    assert _removed(purge_raw(store, BLOCKS, [SOURCE])) == (0, 0)
     assert (store.read_bytes(key), os.stat(store.path(key)).st_ino) == before  # not even rewritten unchanged
 
 
@@ -126,12 +130,23 @@ def test_unreadable_lines_and_other_sources_are_left(store: Store) -> None:
     key = _deliver(store, "part.jsonl", _jsonl(ROWS[:2]) + b"{not json\n")
     write_source(store, "other", {"part.jsonl": _jsonl(ROWS)})
     untouched = store.read_bytes(layout.raw_file("other", "part.jsonl"))
-    assert purge_raw(store, {SOURCE}, IDS, HASHES) == {"raw_files_rewritten": 1, "raw_rows_removed": 1}
+    report = purge_raw(store, BLOCKS, [SOURCE])
+    assert _removed(report) == (1, 1) and report["raw_rows_unreadable"] == 1  # reported: not matchable by owner
     assert store.read_bytes(key) == _jsonl(ROWS[:1]) + b"{not json\n"
     assert store.read_bytes(layout.raw_file("other", "part.jsonl")) == untouched
 
 
 def test_a_source_without_a_datasheet_is_skipped(store: Store) -> None:
     write_source(store, SOURCE, {"part.jsonl": _jsonl(ROWS)}, sheet={})
-    assert purge_raw(store, {SOURCE}, IDS, HASHES) == {"raw_files_rewritten": 0, "raw_rows_removed": 0}
+    assert _removed(purge_raw(store, BLOCKS, [SOURCE])) == (0, 0)
     assert store.read_bytes(layout.raw_file(SOURCE, "part.jsonl")) == _jsonl(ROWS)
+
+
+def test_a_source_deletion_takes_unparsed_lines_too_an_owner_deletion_reports_them(store: Store) -> None:
+    key = _deliver(store, "part.jsonl", _jsonl(ROWS[:3]) + b"{torn line of bob\n")
+    by_owner = purge_raw(store, BlockList(owners={"bob": "del-1"}), [SOURCE])
+    assert _removed(by_owner) == (1, 1) and by_owner["raw_rows_unreadable"] == 1
+    assert store.read_bytes(key) == _jsonl([ROWS[0], ROWS[2]]) + b"{torn line of bob\n"
+    by_source = purge_raw(store, BlockList(sources={SOURCE: "del-1"}), [SOURCE])
+    assert _removed(by_source) == (1, 3) and by_source["raw_rows_unreadable"] == 0
+    assert store.read_bytes(key).strip() == b""

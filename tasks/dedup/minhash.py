@@ -132,18 +132,29 @@ def signatures(texts: list[str], cfg: MinhashConfig) -> np.ndarray:
 
     A text without any word gets the all-``MAX_HASH`` signature (similar only to other empty texts).
     """
-    a, b = cfg.permutations
-    out = np.full((len(texts), cfg.num_perm), MAX_HASH, dtype=np.uint32)
     counts = np.zeros(len(texts), dtype=np.int64)
     hashes: list[int] = []
     for i, text in enumerate(texts):
         hs = [int.from_bytes(hashlib.sha1(s).digest()[:4], "little") for s in shingles(text, cfg.ngram)]
         hashes.extend(hs)
         counts[i] = len(hs)
-    if not hashes:
+    return signatures_of_hashes(np.fromiter(hashes, dtype=np.uint32, count=len(hashes)), counts, cfg)
+
+
+def signatures_of_hashes(hashes: np.ndarray, counts: np.ndarray, cfg: MinhashConfig) -> np.ndarray:
+    """MinHash signatures from 32-bit shingle hashes already computed, shape ``(len(counts), num_perm)``.
+
+    Args:
+        hashes: uint32 shingle hashes of every text, text after text (any shingling: words, characters).
+        counts: how many of ``hashes`` belong to each text, in order; a text with none keeps ``MAX_HASH``.
+        cfg: permutations (``num_perm``, ``seed``).
+    """
+    a, b = cfg.permutations
+    out = np.full((len(counts), cfg.num_perm), MAX_HASH, dtype=np.uint32)
+    if not len(hashes):
         return out
-    hv = _fmix32(np.fromiter(hashes, dtype=np.uint32, count=len(hashes)))
-    own = np.repeat(np.arange(len(texts)), counts)
+    hv = _fmix32(np.asarray(hashes, dtype=np.uint32))
+    own = np.repeat(np.arange(len(counts)), counts)
     a_col, b_col = a[:, None], b[:, None]
     for lo in range(0, len(hv), _CHUNK_SHINGLES):
         chunk, chunk_own = hv[lo:lo + _CHUNK_SHINGLES], own[lo:lo + _CHUNK_SHINGLES]

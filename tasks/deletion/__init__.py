@@ -7,9 +7,12 @@ One module per step, in the order a request goes through them (see each module's
 - ``resolve``: the selector to record ids, following the text into exact and near copies;
 - ``vault``: the short-lived copy of the texts models learned, for unlearning;
 - ``tombstones``: the ids every read leaves out from then on;
-- ``purge``: the rows removed from Parquet partitions and from the raw files;
+- ``blocklist``: what every later ingest refuses from the moment a request is received (a standing rule);
+- ``purge``: the rows removed from Parquet partitions, the quarantine and the raw files (ingested or not);
 - ``apply``: the steps above for every open request, once, under ``locks.store_lock``;
-- ``listing``: requests as people read them.
+- ``listing``: requests as people read them;
+- ``verify`` (with ``scan_files``, ``scan_sources``): afterwards, every byte the platform wrote scanned for the
+  deleted texts by their fingerprints (``custody verify-deletion``).
 
 Nothing is re-exported here: importing one step never loads the others.
 """

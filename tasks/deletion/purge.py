@@ -1,9 +1,13 @@
-"""Physical removal of deleted records from the store: Parquet partitions and the raw files themselves.
+"""Physical removal of deleted rows from the store: the raw files, the quarantine, and Parquet partitions.
 
-Rows go when their ``record_id`` is tombstoned or their ``content_hash`` is a deleted text. Raw rows are mapped
-to records exactly as ingestion maps them (``tasks.rows``) and matched by content, not by line number, so a
-purge that crashed half-way and is re-run can never drop the wrong rows. Everything here is idempotent: a file
-that no longer holds a deleted row is not rewritten.
+Parquet rows go when their ``record_id`` is tombstoned or their ``content_hash`` is a deleted text. Raw rows go
+when a request's block list (``tasks.deletion.blocklist``) withdraws them by the keys ingestion would give them
+(``tasks.rows.row_keys``: owner field, source, record id, content hash), whether or not ingestion accepted them,
+so rows delivered but never ingested and rows ingestion quarantined go too. Quarantine rows go when they came
+from a withdrawn raw row, or when their preview shows a withdrawn owner or text. Rows are matched by content,
+never by line number, so a purge that crashed half-way and is re-run can never drop the wrong rows. A row the
+reader cannot parse cannot be matched by owner: the purge counts those it leaves. Everything is idempotent: a
+file that no longer holds a withdrawn row is not rewritten.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -20,10 +26,12 @@ import pyarrow.parquet as pq
 
 from tasks import layout
 from tasks.datasheet import Datasheet, load_datasheet
+from tasks.deletion.blocklist import BlockList
 from tasks.errors import DatasheetError, ShardError
+from tasks.ids import content_hash, normalize_text
 from tasks.readers import detect_format, read_rows
-from tasks.rows import to_record
-from tasks.sources import list_raw_files
+from tasks.rows import RowKeys, raw_row_keys, row_keys
+from tasks.sources import list_raw_files, list_sources
 from tasks.storage import Store
 
 log = logging.getLogger(__name__)
@@ -58,26 +66,6 @@ def purge_parquet(store: Store, ids: set[str], hashes: set[str]) -> dict[str, in
     return {"partitions_rewritten": rewritten, "rows_removed": removed}
 
 
-def _doomed_rows(data: bytes, key: str, sheet: Datasheet, ids: set[str], hashes: set[str]) -> set[str]:
-    """Locations (``#L3``, ``#row=7``) of rows in one raw file whose record is deleted.
-
-    Raises:
-        ShardError: the file as a whole cannot be read.
-    """
-    doomed = set()
-    no_limit = len(data) + 1  # the size limit ingestion ran with is not known here: whatever it was, look at all
-    for raw in read_rows(data, key, no_limit, sheet.format):
-        if raw.value is None:
-            continue
-        try:
-            rec = to_record(raw.value, sheet, no_limit)
-        except Exception:  # a row ingestion rejects (or fails on, e.g. a timestamp out of range) holds no record
-            continue
-        if rec["record_id"] in ids or rec["content_hash"] in hashes:
-            doomed.add(raw.location)
-    return doomed
-
-
 def _without_jsonl_lines(payload: bytes, doomed: set[str]) -> bytes:
     lines = payload.split(b"\n")
     return b"\n".join(line for n, line in enumerate(lines, start=1) if f"#L{n}" not in doomed)
@@ -103,40 +91,134 @@ def _without_parquet_rows(payload: bytes, doomed: set[str]) -> bytes:
 REWRITERS = {"jsonl": _without_jsonl_lines, "csv": _without_csv_rows, "parquet": _without_parquet_rows}
 
 
-def _rewrite_raw(data: bytes, fmt: str, gz: bool, doomed: set[str]) -> bytes:
-    """A raw file's bytes without the ``doomed`` rows, in its own format (and gzip when it was gzipped)."""
-    out = REWRITERS[fmt](gzip.decompress(data) if gz else data, doomed)
+def rewrite_raw(data: bytes, key: str, fmt: str | None, doomed: set[str]) -> bytes:
+    """A raw file's bytes without the ``doomed`` rows (by location), in its own format, gzipped if it was."""
+    detected_fmt, gz = detect_format(key) or ("jsonl", False)
+    out = REWRITERS[fmt or detected_fmt](gzip.decompress(data) if gz else data, doomed)
     return gzip.compress(out, mtime=0) if gz else out
 
 
-def purge_raw(store: Store, sources: set[str], ids: set[str], hashes: set[str]) -> dict[str, int]:
-    """Remove deleted rows from the delivered files of ``sources`` (the ledger must not leave text behind)."""
-    rewritten = removed = 0
-    for source in sorted(sources):
+@dataclass
+class Found:
+    """What a purge removes outside the record partitions, found before anything is removed (so the texts can be
+    fingerprinted first): raw rows by file, quarantine rows by file, and the withdrawn texts."""
+
+    raw: dict[str, set[str]] = field(default_factory=dict)  # raw key -> locations of withdrawn rows
+    formats: dict[str, str | None] = field(default_factory=dict)  # raw key -> the datasheet's format override
+    quarantine: dict[str, list[int]] = field(default_factory=dict)  # quarantine key -> indices of withdrawn rows
+    texts: list[str] = field(default_factory=list)
+    unreadable_raw_rows: int = 0  # rows the reader could not parse, left: not matchable by owner
+    unreadable_raw_files: int = 0  # files that cannot be read at all, left as they are
+    unmatchable_quarantine_rows: int = 0  # quarantined unparsed rows (no owner to read) that were left
+
+
+def _sheets(store: Store, sources: list[str]) -> dict[str, Datasheet]:
+    sheets = {}
+    for source in sources:
         try:
-            sheet, _ = load_datasheet(store, source)
+            sheets[source], _ = load_datasheet(store, source)
         except DatasheetError as exc:
-            log.warning("cannot purge raw files of %s: %s", source, exc)
-            continue
-        for key in list_raw_files(store, source):
-            data = store.read_bytes(key)
-            try:
-                doomed = _doomed_rows(data, key, sheet, ids, hashes)
-            except ShardError:
-                continue
-            if doomed:
-                fmt, gz = detect_format(key) or ("jsonl", False)
-                store.write_bytes(key, _rewrite_raw(data, sheet.format or fmt, gz, doomed))
-                rewritten += 1
-                removed += len(doomed)
-    return {"raw_files_rewritten": rewritten, "raw_rows_removed": removed}
+            log.warning("cannot match rows of %s by their fields: %s", source, exc)
+    return sheets
 
 
-def purge(store: Store, ids: set[str], hashes: set[str]) -> dict[str, Any]:
-    """Remove deleted records everywhere: raw files first (located by content), then Parquet partitions."""
-    if not ids and not hashes:
-        return {"partitions_rewritten": 0, "rows_removed": 0, "raw_files_rewritten": 0, "raw_rows_removed": 0}
-    staging = store.read_parquets(layout.staging_dir(), ["record_id", "source", "content_hash"])
-    mask = _hit_mask(staging, ids, hashes)
-    sources = set(staging.filter(mask).column("source").to_pylist()) if mask is not None else set()
-    return {**purge_raw(store, sources, ids, hashes), **purge_parquet(store, ids, hashes)}
+def _find_raw(store: Store, key: str, sheet: Datasheet, blocks: BlockList, found: Found) -> None:
+    """Add one raw file's withdrawn rows (and their texts) to ``found``."""
+    data = store.read_bytes(key)
+    no_limit = len(data) + 1  # the size limit ingestion ran with is not known here: whatever it was, look at all
+    try:
+        rows = list(read_rows(data, key, no_limit, sheet.format))
+    except ShardError:
+        found.unreadable_raw_files += 1
+        return
+    keys = {raw.location: raw_row_keys(raw, sheet) for raw in rows}
+    doomed = blocks.withdrawn(keys)
+    found.unreadable_raw_rows += sum(1 for raw in rows if raw.value is None and raw.location not in doomed)
+    if doomed:
+        found.raw[key], found.formats[key] = set(doomed), sheet.format
+        found.texts += [text for loc in doomed if (text := keys[loc].text)]
+
+
+def _preview_keys(row: dict[str, Any], sheet: Datasheet | None) -> tuple[RowKeys, bool]:
+    """A quarantine row's keys from its preview, and whether they could be read: the raw row's fields when the
+    preview is one (ingest keeps a rejected row as JSON), else the preview as the text (dedup and validation keep
+    the text). A row the reader could not parse has only its source (and no owner to match)."""
+    preview = row["raw"] or ""
+    try:
+        value = json.loads(preview)
+    except ValueError:
+        value = None
+    if isinstance(value, dict) and sheet is not None:
+        return row_keys(value, sheet), True
+    if row["stage"] == "ingest":  # unparsed by the reader: its preview is raw bytes, not a text (or nothing)
+        return RowKeys(row["source"], record_id=row["record_id"]), not preview
+    text = normalize_text(preview)
+    return RowKeys(row["source"], record_id=row["record_id"], content_hash=content_hash(text) if text else None,
+                   text=text or None), True
+
+
+def _find_quarantine(store: Store, sheets: dict[str, Datasheet], blocks: BlockList, found: Found,
+                     files: list[str]) -> None:
+    """Add the rows of quarantine ``files`` that came from a withdrawn raw row or whose preview is withdrawn to
+    ``found``."""
+    doomed_uris = {store.uri(key) + loc for key, locs in found.raw.items() for loc in locs}
+    for key in files:
+        rows = store.read_parquet(key, ["source", "source_uri", "record_id", "stage", "raw"]).to_pylist()
+        hits = []
+        for i, row in enumerate(rows):
+            keys, readable = _preview_keys(row, sheets.get(row["source"]))
+            if row["source_uri"] in doomed_uris or blocks.match(keys):
+                hits.append(i)
+                found.texts += [keys.text] if keys.text else []
+            elif not readable:
+                found.unmatchable_quarantine_rows += 1
+        if hits:
+            found.quarantine[key] = hits
+
+
+def find_rows(store: Store, blocks: BlockList, sources: list[str] | None = None) -> Found:
+    """The raw rows (of ``sources``, default all) and quarantine rows that ``blocks`` withdraws, with their texts."""
+    sheets = _sheets(store, sorted(sources) if sources is not None else list_sources(store))
+    found = Found()
+    if blocks:
+        for source, sheet in sheets.items():
+            for key in list_raw_files(store, source):
+                _find_raw(store, key, sheet, blocks, found)
+        _find_quarantine(store, sheets, blocks, found, store.list(layout.quarantine_dir(), layout.PARQUET))
+    return found
+
+
+def purge_files(store: Store, blocks: BlockList, source: str, raw: list[str], quarantine: list[str]) -> dict[str, int]:
+    """Remove the rows ``blocks`` withdraws from some ``raw`` and ``quarantine`` files of one source."""
+    sheets, found = _sheets(store, [source]), Found()
+    for key in raw:
+        if source in sheets and store.exists(key):
+            _find_raw(store, key, sheets[source], blocks, found)
+    _find_quarantine(store, sheets, blocks, found, [k for k in quarantine if store.exists(k)])
+    return purge_found(store, found)
+
+
+def purge_found(store: Store, found: Found) -> dict[str, int]:
+    """Rewrite the raw files and quarantine files of ``found`` without its rows."""
+    for key, doomed in found.raw.items():
+        store.write_bytes(key, rewrite_raw(store.read_bytes(key), key, found.formats[key], doomed))
+    for key, hits in found.quarantine.items():
+        table = store.read_parquet(key)
+        keep = sorted(set(range(table.num_rows)) - set(hits))
+        store.write_parquet(key, table.take(pa.array(keep, pa.int64())), table.schema)
+    return {"raw_files_rewritten": len(found.raw), "raw_rows_removed": sum(map(len, found.raw.values())),
+            "raw_rows_unreadable": found.unreadable_raw_rows, "raw_files_unreadable": found.unreadable_raw_files,
+            "quarantine_rows_removed": sum(map(len, found.quarantine.values())),
+            "quarantine_rows_unmatchable": found.unmatchable_quarantine_rows}
+
+
+def purge_raw(store: Store, blocks: BlockList, sources: list[str] | None = None) -> dict[str, int]:
+    """Find and remove withdrawn rows from the delivered files (and the quarantine) in one go."""
+    return purge_found(store, find_rows(store, blocks, sources))
+
+
+def purge(store: Store, blocks: BlockList, found: Found) -> dict[str, Any]:
+    """Remove a request's rows everywhere: raw files and quarantine first (located by content), then every
+    Parquet partition by record id and content hash."""
+    return {**purge_found(store, found),
+            **purge_parquet(store, set(blocks.record_ids), set(blocks.content_hashes))}

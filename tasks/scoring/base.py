@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from tasks import layout, passed
 from tasks.config import get_settings
-from tasks.errors import Fatal
+from tasks.errors import Fatal, text_free
 from tasks.storage import Store
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,9 @@ def each_partition(parts: list[layout.Partition], fn: Callable[[layout.Partition
         try:
             results.append(fn(part))
         except Exception as exc:  # one bad partition must not sink the batch
-            log.exception("%s failed on %s", desc, key)
-            failures.append({"partition": key, "error": f"{type(exc).__name__}: {exc}"})
+            error = text_free(exc)  # published as a Prefect artifact and logged: never a text the scorer choked on
+            log.error("%s failed on %s: %s", desc, key, error)
+            failures.append({"partition": key, "error": error})
     return results, failures
 
 

@@ -268,6 +268,22 @@ def test_pipeline_and_certified_deletion_on_production_services(moto_s3, postgre
         assert any(r["parameters"].get("request_id") == answer["request_id"] for r in runs), runs
         # Prefect task runs log where they run: the Dask worker processes did the work, not the flow run's process
         assert any("Task run 'score-" in (tmp_path / f"dask-worker-{i}.log").read_text() for i in (1, 2))
+        certified = time.monotonic()
+        auditor = env("client", PREFECT_API_DATABASE_CONNECTION_URL=f"postgresql+asyncpg://{POSTGRES}/{prefect_db}")
+        report = _verify_deletion(answer["request_id"], auditor)
+        print(f"verify-deletion in {time.monotonic() - certified:.0f} s: {report['scanned']}, not scanned "
+              f"{report['not_scanned']}, {report['hits']} leftovers: "
+              f"{sorted({(h['place'], h['location']) for h in report['leftovers']})[:20]}")
+        assert report["clean"] and store.read_json(f"reports/deletions/{answer['request_id']}/certificate.json")[
+            "verification"]["clean"], report["leftovers"]
+        # a leftover planted on purpose, lightly edited, in the S3 store, Prefect's Postgres and MLflow's server
+        quote = next(r["text"] for r in rows if r["owner"] == owner).upper() + "!"
+        store.write_json("reports/planted.json", {"note": f"> {quote}"})
+        httpx.post(f"{prefect_url}/artifacts/", timeout=30, json={
+            "key": "planted", "type": "markdown", "data": f"| r0 | {quote} |"}).raise_for_status()
+        client.set_registered_model_tag("sentiment-classifier", "planted", quote)
+        planted = _verify_deletion(answer["request_id"], auditor)
+        assert {h["place"] for h in planted["leftovers"]} == {"store", "prefect_db", "mlflow_api"}, planted
 
         print(f"services up in {up - started:.0f} s, pipeline {pipeline_done - up:.0f} s, deletion certified "
               f"{time.monotonic() - pipeline_done:.0f} s after, {time.monotonic() - started:.0f} s in all")
@@ -278,6 +294,22 @@ def test_pipeline_and_certified_deletion_on_production_services(moto_s3, postgre
         stopping = time.monotonic()
         services.stop()
         print(f"services stopped in {time.monotonic() - stopping:.0f} s")
+
+
+def _verify_deletion(request_id: str, env: dict[str, str]) -> dict:
+    """``custody verify-deletion`` as an auditor runs it: the store on S3, the Prefect database (Postgres) read
+    directly, MLflow through its server (API and proxied S3 artifacts). Every place must have been read."""
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "verify-deletion", request_id, "--json"], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    report = json.loads(done.stdout)
+    assert done.returncode == (0 if report["clean"] and report["complete"] else 1), done.stderr[-3000:]
+    places = {p["place"]: p for p in report["places"]}
+    assert set(places) == {"store", "logs", "prefect_files", "prefect_db", "mlflow_api", "mlflow_artifacts"}
+    assert report["complete"] and report["fingerprints"] > 0, places
+    assert all(places[p]["strings"] > 0 for p in ("store", "prefect_db", "mlflow_api", "mlflow_artifacts")), places
+    assert places["mlflow_artifacts"]["not_scanned"].get("binary", 0) > 0, places  # the model's weights
+    assert report["ok"] is report["clean"] and report["hits"] == len(report["leftovers"])  # complete: asserted
+    return report
 
 
 def _dask_workers(address: str) -> int:

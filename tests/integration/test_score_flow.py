@@ -10,6 +10,7 @@ from tasks.pii import scan
 from tasks.policy import load_policy
 from tasks.sample import land_samples
 from tasks.scoring import base
+from tasks.scoring.report import FLAGGED_FILE
 from tests.helpers import artifacts, ingest_without_engine
 
 pytestmark = pytest.mark.integration
@@ -37,8 +38,10 @@ def test_all_scorers_write_aligned_attributes_and_skip_when_rerun(prefect_api, s
     report = artifacts("score-quality")[0]
     assert report.type == "markdown" and "data:image/png;base64" in report.data
     table = [line for line in report.data.split("## Top flagged records")[1].splitlines() if line.startswith("|")]
-    snippets = [line.rsplit("|", 2)[1] for line in table[2:]]  # after the header and the rule: the text cells
-    assert len(snippets) == 10 and not [s for text in snippets for s in scan(text) if s.kind in ("email", "phone")]
+    assert len(table) == 12 and table[0] == "| record_id | source | model_score |"  # ids and scores, no text
+    key = layout.scoring_report(runs["quality"]["run_id"], FLAGGED_FILE)
+    snippets = store.read_parquet(key).column("snippet").to_pylist()
+    assert len(snippets) == 10 and not [s for t in snippets for s in scan(t) if s.kind in ("email", "phone")]
 
     again = {r["scorer"]: r for r in run_score(["quality", "poisoning"])["runs"]}
     assert all(r.get("skipped") for r in again.values())

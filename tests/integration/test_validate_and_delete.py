@@ -33,10 +33,12 @@ ROWS = [
 ]
 
 
+SHEET = datasheet("planted", fields={"text": "text", "owner": "owner", "id": "id", "license": "lic",
+                                     "consent": "consent"})
+
+
 def _planted(store) -> None:
-    sheet = datasheet("planted", fields={"text": "text", "owner": "owner", "id": "id", "license": "lic",
-                                         "consent": "consent"})
-    write_source(store, "planted", {"a.jsonl": jsonl(ROWS[:3]), "b.jsonl": jsonl(ROWS[3:])}, sheet)
+    write_source(store, "planted", {"a.jsonl": jsonl(ROWS[:3]), "b.jsonl": jsonl(ROWS[3:])}, SHEET)
 
 
 def _quarantined(store) -> dict[str, list[str]]:
@@ -93,3 +95,8 @@ def test_request_survives_kill_between_acknowledge_and_apply(prefect_api, store,
                              capture_output=True, text=True, check=True)
     rows = json.loads(listing.stdout)["requests"]
     assert [(r["request"], r["status"], r["records"]) for r in rows] == [(request_id, "applied", 1)]
+
+    write_source(store, "planted", {"c.jsonl": jsonl([ROWS[0] | {"id": "again"}, ROWS[1] | {"id": "nc2"}])}, SHEET)
+    [planted] = [r for r in run_ingest(None)["sources"] if r["source"] == "planted"]  # o1 delivered again
+    assert planted["withdrawn_owner"] == 1 and planted["records"] == 5  # nc2 is an exact copy of nc: not a record
+    assert files_containing(store, [TEXT.format(WORDS[1])]) == []

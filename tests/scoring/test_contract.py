@@ -126,7 +126,8 @@ def test_only_the_failed_partition_is_scored_again(small_store) -> None:
     scorer = _scorer(partition_core=fragile, store_step=_total)
     first = scorer.run(store, LengthConfig())
     assert [f["partition"] for f in first["failed"]] == [layout.partition_key(bad)]
-    assert "RuntimeError: bad partition" in first["failed"][0]["error"]
+    error = first["failed"][0]["error"]  # named by type and place; a third-party message may quote a text
+    assert error.startswith("RuntimeError at ") and "bad partition" not in error
     assert not store.exists(layout.attribute_run("length_v1", first["run_id"]))
     assert not store.exists(layout.attribute_whole("length_total", first["run_id"]))
     fail_ids.clear()

@@ -1,0 +1,182 @@
+"""Near copies of short texts: a character-shingle copy index written at ingest, queried when a deletion resolves.
+
+Word 5-gram MinHash at Jaccard 0.8 (``minhash``, ``clusters``) finds long near-duplicates, but a one-word edit of a
+20-word text keeps only ~0.6 of its word 5-grams, so it misses the light edits of tweets and review snippets that
+a deletion must follow. Here a text is the set of character n-grams of its match form (``tasks.fingerprints``:
+case, punctuation and spacing differences gone), and two texts are copies when the Jaccard of those sets reaches
+``CopyConfig.threshold``.
+
+Candidates come from MinHash LSH so that a query is never compared with every stored text: at ingest each staged
+row's signature is cut into bands and the band keys are written per staging partition (``layout.copies``); a query
+computes its own keys and reads the index partition by partition (memory bounded by a partition, not the store).
+Candidates are verified exactly on the shingle sets: the index decides what is compared, never what is a copy.
+The parameters are the ones ``bench/near_copies.py`` chose (its numbers are in bench/README.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tasks import layout
+from tasks.dedup.minhash import MinhashConfig, signatures_of_hashes
+from tasks.fingerprints import SHINGLE_CHARS, distinct_sets, jaccard, match_form, ngram_hashes
+from tasks.storage import Store
+
+_CONFIG_KEY = b"copy_config"
+
+
+@dataclass(frozen=True)
+class CopyConfig:
+    """Near-copy parameters (defaults chosen by ``bench/near_copies.py``).
+
+    Attributes:
+        ngram: characters per shingle of the match form.
+        bands, rows: LSH banding over ``bands * rows`` MinHash permutations; a pair of Jaccard ``s`` becomes a
+            candidate with probability ``1 - (1 - s**rows)**bands`` (``candidate_probability``): 0.9988 at the
+            threshold for 21 x 3, with ~19 candidates per query on the benchmark's 25k rows.
+        threshold: exact character-shingle Jaccard at or above which two texts are copies.
+        seed: permutation seed.
+    """
+
+    ngram: int = SHINGLE_CHARS
+    bands: int = 21
+    rows: int = 3
+    threshold: float = 0.65
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if min(self.ngram, self.bands, self.rows) < 1:
+            raise ValueError(f"ngram, bands and rows must be positive, got {self.ngram}, {self.bands}, {self.rows}")
+
+    def __str__(self) -> str:
+        return f"copies_c{self.ngram}_b{self.bands}r{self.rows}_t{self.threshold:.2f}_s{self.seed}"
+
+    @cached_property
+    def minhash(self) -> MinhashConfig:
+        """The permutations (the word-shingle fields of ``MinhashConfig`` play no part here)."""
+        return MinhashConfig(num_perm=self.bands * self.rows, seed=self.seed, bands=self.bands, rows=self.rows,
+                             verify=False)
+
+    def candidate_probability(self, similarity: float) -> float:
+        """Chance that two texts of this Jaccard share at least one band."""
+        return 1.0 - (1.0 - similarity ** self.rows) ** self.bands
+
+
+DEFAULT = CopyConfig()
+
+
+def index_schema(cfg: CopyConfig) -> pa.Schema:
+    """The copy index of one partition; the config is kept in the file, so a stale index is rebuilt, not misread."""
+    return pa.schema([("record_id", pa.string()), ("content_hash", pa.string()), ("bands", pa.list_(pa.uint64()))],
+                     metadata={_CONFIG_KEY: str(cfg).encode()})
+
+
+def shingle_sets(texts: list[str], cfg: CopyConfig = DEFAULT) -> list[np.ndarray]:
+    """Sorted distinct character-shingle hashes of each text (what verification compares)."""
+    return distinct_sets(*ngram_hashes(texts, cfg.ngram), len(texts))
+
+
+def band_keys(texts: list[str], cfg: CopyConfig = DEFAULT) -> np.ndarray:
+    """LSH band keys, shape ``(len(texts), bands)`` uint64; equal keys in one band mean a candidate pair."""
+    return band_keys_of_hashes(*ngram_hashes(texts, cfg.ngram), len(texts), cfg)
+
+
+def band_keys_of_hashes(hashes: np.ndarray, owner: np.ndarray, n_sets: int, cfg: CopyConfig = DEFAULT) -> np.ndarray:
+    """Band keys of ``n_sets`` shingle-hash sets given as uint64 ``hashes`` grouped by ``owner`` (set after set):
+    the texts' own hashes, or the salted ones a deletion fingerprint keeps."""
+    folded = (hashes ^ (hashes >> np.uint64(32))).astype(np.uint32)
+    sigs = signatures_of_hashes(folded, np.bincount(owner, minlength=n_sets), cfg.minhash)
+    mult = np.random.RandomState(7).randint(1, 2**62, size=cfg.rows, dtype=np.int64).astype(np.uint64) | np.uint64(1)
+    blocks = sigs.reshape(n_sets, cfg.bands, cfg.rows).astype(np.uint64)
+    keys = (blocks * mult).sum(axis=2)  # wraps mod 2^64
+    return keys * np.uint64(0x9E3779B97F4A7C15) + np.arange(cfg.bands, dtype=np.uint64)  # a band's keys are its own
+
+
+def candidate_pairs(query_keys: np.ndarray, stored_keys: np.ndarray) -> np.ndarray:
+    """``(stored row, query row)`` pairs sharing at least one band key, distinct, shape ``(k, 2)``."""
+    q_flat, s_flat = query_keys.ravel(), stored_keys.ravel()
+    order = np.argsort(q_flat, kind="stable")
+    q_sorted = q_flat[order]
+    lo, hi = np.searchsorted(q_sorted, s_flat, "left"), np.searchsorted(q_sorted, s_flat, "right")
+    counts = hi - lo
+    if not counts.any():
+        return np.empty((0, 2), dtype=np.int64)
+    starts = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
+    stored = np.repeat(np.arange(len(s_flat)) // stored_keys.shape[1], counts)
+    query = order[starts] // query_keys.shape[1]
+    return np.unique(np.stack([stored, query], axis=1), axis=0)
+
+
+def verified(pairs: np.ndarray, stored_sets: list[np.ndarray], query_sets: list[np.ndarray],
+             threshold: float) -> np.ndarray:
+    """The pairs whose exact shingle Jaccard reaches ``threshold``, and only those."""
+    keep = [jaccard(stored_sets[s], query_sets[q]) >= threshold for s, q in pairs]
+    return pairs[np.asarray(keep, dtype=bool)] if len(pairs) else pairs
+
+
+def index_table(staged: pa.Table, cfg: CopyConfig = DEFAULT) -> pa.Table:
+    """The copy index of staged rows (``record_id``, ``content_hash``, ``text``): no text, only band keys."""
+    keys = band_keys(staged.column("text").to_pylist(), cfg)
+    bands = pa.ListArray.from_arrays(pa.array(np.arange(0, keys.size + 1, cfg.bands, dtype=np.int32)),
+                                     pa.array(keys.ravel(), pa.uint64()))
+    return pa.table({"record_id": staged.column("record_id"), "content_hash": staged.column("content_hash"),
+                     "bands": bands}, schema=index_schema(cfg))
+
+
+def write_copy_index(store: Store, source: str, fid: str, staged: pa.Table, cfg: CopyConfig = DEFAULT) -> str:
+    """Write a staging partition's copy index (ingest's parse step calls this beside the MinHash signatures)."""
+    return store.write_parquet(layout.copies(source, fid), index_table(staged, cfg), index_schema(cfg))
+
+
+def partition_index(store: Store, source: str, fid: str, cfg: CopyConfig = DEFAULT) -> pa.Table:
+    """A partition's copy index; built from staging (and written) when missing or made with another config,
+    so stores ingested before the index existed, or under other parameters, are still searched."""
+    key = layout.copies(source, fid)
+    if store.exists(key):
+        table = store.read_parquet(key)
+        if (table.schema.metadata or {}).get(_CONFIG_KEY) == str(cfg).encode():
+            return table
+    staged = store.read_parquet(layout.staging(source, fid), ["record_id", "content_hash", "text"])
+    write_copy_index(store, source, fid, staged, cfg)
+    return index_table(staged, cfg)
+
+
+def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> set[str]:
+    """Record ids of staged rows, in any source and under any owner, that are near copies of any of ``texts``.
+
+    One pass over the staging partitions: each partition's index gives the candidates, and only the
+    candidates' texts are read back from staging and verified.
+    """
+    texts = [t for t in texts if t and match_form(t)]  # a text of punctuation alone has no shingle to follow
+    if not texts:
+        return set()
+    query_keys, query_sets = band_keys(texts, cfg), shingle_sets(texts, cfg)
+    found: set[str] = set()
+    for key in store.list(layout.staging_dir(), layout.PARQUET):
+        source, fid = layout.staged_partition(key)
+        index = partition_index(store, source, fid, cfg)
+        if not index.num_rows:
+            continue
+        stored = index.column("bands").combine_chunks().flatten().to_numpy().reshape(index.num_rows, cfg.bands)
+        pairs = candidate_pairs(query_keys, stored)
+        if not len(pairs):
+            continue
+        ids = index.column("record_id").to_numpy(zero_copy_only=False)
+        queries_of: dict[str, list[int]] = {}
+        for s, q in pairs:
+            queries_of.setdefault(ids[s], []).append(int(q))
+        rows = store.read_parquet(key, ["record_id", "text"])
+        rows = rows.filter(pc.is_in(rows.column("record_id"), value_set=pa.array(sorted(queries_of), pa.string())))
+        row_ids = rows.column("record_id").to_pylist()
+        local = np.array([(i, q) for i, rid in enumerate(row_ids) for q in queries_of[rid]], dtype=np.int64)
+        hits = verified(local.reshape(-1, 2), shingle_sets(rows.column("text").to_pylist(), cfg), query_sets,
+                        cfg.threshold)
+        found.update(row_ids[i] for i in hits[:, 0])
+    return found

@@ -1,0 +1,111 @@
+"""Near copies of short texts: the character-shingle copy finder (store side) and the fingerprint matcher."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tasks import layout
+from tasks.dedup.copies import (
+    DEFAULT,
+    CopyConfig,
+    band_keys,
+    candidate_pairs,
+    find_copies,
+    partition_index,
+    shingle_sets,
+    verified,
+)
+from tasks.dedup.withdrawn import WithdrawnIndex
+from tasks.deletion.fingerprints import fingerprint_table
+from tasks.fingerprints import char_shingles, distinct_sets, jaccard, ngram_hashes, shingle_hashes
+from tasks.storage import Store
+
+REVIEW = ("A quietly devastating film about grief that trusts its actors and its silences, and earns every one of "
+          "its tears by the end.")  # 22 words
+EDITS = {
+    "one word swapped": REVIEW.replace("devastating", "heartbreaking"),
+    "case and punctuation": REVIEW.upper().replace(",", "").replace(".", "!!!"),
+    "a word inserted": REVIEW.replace("film about", "little film about"),
+    "a word dropped and spacing": REVIEW.replace(" quietly", "").replace(" and ", "  and\n"),
+}
+HALF = ("A quietly devastating film about grief that trusts its actors is what the trailer promised, but the "
+        "result is a loud mess of car chases.")  # shares the first half, differs in the rest
+SALT = b"0123456789abcdef"
+
+
+def _copies_of(query: str, stored: list[str], cfg: CopyConfig = DEFAULT) -> list[str]:
+    """The stored texts the copy finder's core (LSH candidates, then exact verification) calls copies of query."""
+    keys, sets = band_keys([query, *stored], cfg), shingle_sets([query, *stored], cfg)
+    pairs = verified(candidate_pairs(keys[:1], keys[1:]), sets[1:], sets[:1], cfg.threshold)
+    return [stored[i] for i in pairs[:, 0]]
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_a_light_edit_of_a_short_text_is_a_copy(edit: str) -> None:
+    assert _copies_of(REVIEW, [EDITS[edit]]) == [EDITS[edit]]
+
+
+def test_a_text_sharing_half_is_not_a_copy() -> None:
+    assert jaccard(*shingle_sets([REVIEW, HALF])) > 0.3  # they do share a lot ...
+    assert _copies_of(REVIEW, [HALF, "An unrelated tweet about flu vaccines http://bit.ly/x"]) == []  # ... not enough
+
+
+def test_ngram_hashes_are_the_char_shingles_of_the_match_form() -> None:
+    texts = [REVIEW, "Hi!", "", "hi", "x" * 9, REVIEW.upper().replace(",", " ;")]
+    sets = distinct_sets(*ngram_hashes(texts), len(texts))
+    assert [len(s) for s in sets] == [len(char_shingles(t)) for t in texts]
+    assert np.array_equal(sets[0], sets[5]) and np.array_equal(sets[1], sets[3])
+
+
+def test_config_refuses_bad_values_and_names_its_parameters() -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        CopyConfig(threshold=0.0)
+    with pytest.raises(ValueError, match="positive"):
+        CopyConfig(rows=0)
+    assert str(DEFAULT) == "copies_c5_b21r3_t0.65_s1"
+    assert DEFAULT.candidate_probability(DEFAULT.threshold) > 0.99
+
+
+def _stage(store: Store, source: str, fid: str, texts: list[str]) -> None:
+    ids = [f"{fid}-{i}" for i in range(len(texts))]
+    store.write_parquet(layout.staging(source, fid), pa.table({"record_id": ids, "content_hash": ids, "text": texts}))
+
+
+def test_find_copies_reads_candidates_across_partitions_and_rebuilds_a_missing_index(store: Store) -> None:
+    _stage(store, "reviews", "f1", [EDITS["one word swapped"], HALF])
+    _stage(store, "tweets", "f2", ["Flu season starts early this year http://bit.ly/x", EDITS["a word inserted"]])
+    assert not store.exists(layout.copies("reviews", "f1"))  # staged before the index existed
+    assert find_copies(store, [REVIEW]) == {"f1-0", "f2-1"}
+    index = partition_index(store, "reviews", "f1")
+    assert store.exists(layout.copies("reviews", "f1")) and index.column("record_id").to_pylist() == ["f1-0", "f1-1"]
+    stale = partition_index(store, "reviews", "f1", CopyConfig(bands=4, rows=2))  # another config: rebuilt
+    assert len(stale.column("bands")[0]) == 4
+    _stage(store, "tweets", "f3", ["!!!", "..."])
+    assert find_copies(store, ["", "?!"]) == set()  # no shingle, no copy: not every punctuation-only row
+
+
+def test_fingerprint_matcher_finds_near_copies_from_fingerprints_alone() -> None:
+    deleted = [REVIEW, "Study finds coffee drinkers live longer, doctors say http://bit.ly/abc"]
+    index = WithdrawnIndex.build(fingerprint_table("req-1", deleted, SALT), SALT)
+    new = [EDITS["one word swapped"], HALF, "study finds COFFEE drinkers live longer doctors say! http://bit.ly/abc",
+           "", "the", EDITS["case and punctuation"]]
+    assert index.match(new) == ["req-1", None, "req-1", None, None, "req-1"]
+
+
+def test_fingerprint_matcher_agrees_with_comparing_every_row_with_every_fingerprint() -> None:
+    """Verification is exact (nothing below the threshold is matched) and LSH loses nothing here: at the threshold
+    a pair is a candidate with probability 0.9988, and most copies are well above it."""
+    rng = random.Random(3)
+    words = [f"w{i}" for i in range(60)] + ["the", "and", "of"] * 20  # common words: shingles many texts share
+    deleted = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 20))) for _ in range(150)]
+    new = [" ".join([*t.split()[:-1], rng.choice(words)]) for t in deleted[:60]]
+    new += [" ".join(rng.choice(words) for _ in range(rng.randint(3, 20))) for _ in range(60)]
+    prints = fingerprint_table("r", deleted, SALT)
+    got = WithdrawnIndex.build(prints, SALT).match(new)
+    sets = [np.asarray(s, dtype=np.uint64) for s in prints.column("shingles").to_pylist()]
+    want = [any(jaccard(shingle_hashes(t, SALT), s) >= DEFAULT.threshold for s in sets) for t in new]
+    assert [g is not None for g in got] == want and 20 < sum(want) < len(new)
