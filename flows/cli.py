@@ -3,15 +3,15 @@
 Commands only parse arguments and render results (``flows/render.py``). Commands that change the store start
 their flows through ``flows/launch.py``, imported inside them: read-only commands (status, lineage, datasets,
 deletions, doctor) then import no engine, start no Prefect server and no Dask cluster. With ``--json`` a command
-prints exactly one JSON object on stdout (progress and logs go to stderr); a ``CustodyError`` ends any command
-with exit code 1 and ``{"ok": false, "error", "type"}``.
+prints exactly one JSON object on stdout (progress and logs go to stderr). Exit codes (README, "Exit codes and
+error codes"): 0 ok; 1 a handled error or a result that is not ok; 2 a bug (code ``internal``) or a usage error.
+An error under ``--json`` is ``{"ok": false, "error", "code", "type"}``; its traceback shows with ``--debug`` only.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
 
@@ -19,27 +19,43 @@ import typer
 
 from flows import render
 from flows.render import emit, err
-from flows.runtime import configure_environment
+from flows.runtime import configure_environment, exit_cleanly, mask_log_secrets
 from tasks.config import get_settings
-from tasks.errors import CustodyError
 from tasks.storage import Store
 
-app = typer.Typer(help="Custody: chain of custody for training data.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+
+class App(typer.Typer):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The ``custody`` program (tests invoke the command instead): a read-only command exits without native
+        teardown (``runtime.exit_cleanly``)."""
+        return exit_cleanly(lambda: super(App, self).__call__(*args, **kwargs))
+
+
+app = App(help="Custody: chain of custody for training data.", no_args_is_help=True, pretty_exceptions_enable=False)
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+options = {"debug": False}  # the global options of this invocation, set by the app's callback before any command
+
+
+@app.callback()
+def global_options(debug: Annotated[bool, typer.Option("--debug", envvar="CUSTODY_DEBUG",
+                                                       help="show the traceback of an error")] = False) -> None:
+    """Custody: chain of custody for training data."""
+    options["debug"] = debug
+    mask_log_secrets()
 
 
 def command(fn: Callable[..., None]) -> Callable[..., None]:
-    """Register ``fn`` as a command whose ``CustodyError`` is reported (as JSON with ``--json``) and exits 1.
-    Any other exception is a bug and propagates with its traceback."""
+    """Register ``fn`` as a command whose errors are reported (as JSON with ``--json``), not raised: exit 1 for a
+    handled error, 2 for any other exception (a bug). Typer's own exits and usage errors pass through."""
 
     @functools.wraps(fn)
     def handled(*args: Any, **kwargs: Any) -> None:
         try:
             fn(*args, **kwargs)
-        except CustodyError as exc:
-            render.emit_error(exc, kwargs.get("as_json", False))
-            raise typer.Exit(1) from exc
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as exc:
+            raise typer.Exit(render.emit_error(exc, kwargs.get("as_json", False), options["debug"])) from exc
 
     return app.command()(handled)
 
@@ -61,8 +77,6 @@ def doctor(as_json: JsonOpt = False) -> None:
     configure_environment()
     result = run_checks(get_settings())
     emit(result, as_json, render.show_doctor)
-    if not result["ok"]:
-        raise typer.Exit(1)
 
 
 @command
@@ -120,7 +134,7 @@ def delete(owner: Annotated[str | None, typer.Option(help="every record of this 
     configured (PREFECT_API_URL), emit ``custody.deletion.requested`` so the unlearning deployment takes over."""
     from tasks.deletion.selector import build_selector
 
-    texts = Path(text_file).read_text().splitlines() if text_file else None
+    texts = render.text_lines(text_file) if text_file else None
     selector = build_selector(owner=owner, record_ids=record_id, source=source, texts=texts)
     launch = launcher()
     filed = launch.file_deletion(selector, reason)
@@ -187,8 +201,6 @@ def verify_deletion(request_id: Annotated[str, typer.Argument(help="deletion req
     configure_environment()  # where Prefect's home and database are, as the flows had them; no server started
     report = verify(Store.from_settings(), get_settings(), request_id, threshold)
     emit({"ok": report["clean"] and report["complete"], **report}, as_json, render.show_verification)
-    if not (report["clean"] and report["complete"]):
-        raise typer.Exit(1)
 
 
 @command

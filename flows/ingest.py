@@ -16,7 +16,7 @@ from flows.progress import retry_transient, text_safe, track_futures
 from tasks import ingest
 from tasks.datasheet import load_datasheet
 from tasks.errors import DatasheetError
-from tasks.sources import list_raw_files, list_sources
+from tasks.sources import readable_sources
 from tasks.storage import Store
 
 parse_file = task(text_safe(ingest.parse_file), name="parse-file", cache_policy=NONE, retries=2,
@@ -58,15 +58,15 @@ def ingest_flow(sources: list[str] | None = None, cfg: ingest.IngestConfig | Non
     """Ingest every source under raw/ (or only ``sources``) into records/; returns the summary."""
     store = Store.from_settings()
     cfg = cfg or ingest.IngestConfig()
-    errors: dict[str, str] = {}
+    readable, errors = readable_sources(store, sources or None)  # bad folder names and links: refused, with why
     futures = []
-    for source in sources or list_sources(store):
+    for source in readable:
         try:
             sheet, sheet_hash = load_datasheet(store, source)
         except DatasheetError as exc:  # this source stops; the others go on
             errors[source] = str(exc)
             continue
-        keys = list_raw_files(store, source)
+        keys = ingest.source_files(store, source, cfg)
         futures += [parse_file.submit(store, source, key, sheet, sheet_hash, cfg) for key in keys]
     parsed = track_futures(futures, "parse raw files")
     clusters = cluster_store.submit(store, cfg).result()

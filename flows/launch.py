@@ -28,6 +28,7 @@ from tasks.deletion import requests
 from tasks.deletion.selector import DELETION_EVENT, Selector
 from tasks.deletion.verify import verify_deletion
 from tasks.ingest import IngestConfig
+from tasks.names import check_names
 from tasks.policy import load_policy
 from tasks.sample import land_samples
 from tasks.scoring import get_scorer
@@ -54,10 +55,10 @@ def run_sample(limit: int | None) -> dict[str, Any]:
 
 
 def run_ingest(sources: list[str] | None, threshold: float = 0.8, ngram: int = 5) -> dict[str, Any]:
+    check_names("--source", sources)
     settings = get_settings()
     ensure_prefect_api(settings)
-    cfg = IngestConfig(max_record_bytes=settings.max_record_bytes,
-                       minhash=MinhashConfig(threshold=threshold, ngram=ngram))
+    cfg = IngestConfig.from_settings(settings, minhash=MinhashConfig(threshold=threshold, ngram=ngram))
     result = ingest_flow.with_options(task_runner=dask_task_runner(settings))(sources=sources, cfg=cfg)
     return {"ok": not result["errors"], **result}
 
@@ -78,6 +79,7 @@ def run_validate(policy_path: str | None) -> dict[str, Any]:
 def run_score(scorers: list[str] | None, sources: list[str] | None = None) -> dict[str, Any]:
     for name in scorers or []:
         get_scorer(name)  # unknown names fail here, listing the valid ones
+    check_names("--source", sources)
     settings = get_settings()
     ensure_prefect_api(settings)
     runs = score_flow.with_options(task_runner=dask_task_runner(settings))(scorers or ORDER, sources)
@@ -97,6 +99,8 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
 def file_deletion(selector: Selector, reason: str | None) -> dict[str, Any]:
     """File a deletion request, durable before this returns; with a Prefect server configured, announce it so the
     unlearning deployment takes over."""
+    if selector.kind == "source":
+        check_names("--source", selector.values)  # no folder of raw/ has another name: it would match nothing
     doc = requests.submit(Store.from_settings(), selector.kind, selector.values, reason)
     filed = {"ok": True, "request_id": doc["request_id"], "status": doc["status"]}
     if get_settings().prefect_server_configured:

@@ -41,7 +41,7 @@ def pipeline_flow(policy: str = "research", score_sources: list[str] | None = No
     score_sources = score_sources or ["rotten_tomatoes"]
     with shared_dask(settings) as runner:
         ingested = ingest_flow.with_options(task_runner=runner())(
-            sources=None, cfg=IngestConfig(max_record_bytes=settings.max_record_bytes))
+            sources=None, cfg=IngestConfig.from_settings(settings))
         validated = validate_flow.with_options(task_runner=runner())(policy=load_policy(policy))
         # embeddings-based scorers on the labelled corpus; MiniLM over all 77k texts takes ~10 min on 2 cores
         scored = score_flow.with_options(task_runner=runner())(scorers or list(ORDER), score_sources)

@@ -1,21 +1,27 @@
 """How ``custody`` shows results: exactly one JSON object on stdout with ``--json``, rich tables otherwise.
 
-One ``show_*`` per command's result. Progress and errors go to stderr so stdout stays clean for ``--json``.
-Imports no engine: read-only commands render with this alone.
+One ``show_*`` per command's result, the error report every command shares, and the reading of input files.
+Progress and errors go to stderr so stdout stays clean for ``--json``. Imports no engine: read-only commands
+render with this alone.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from tasks.config import get_settings
+from tasks.errors import Fatal, error_code
+from tasks.secrets import known_secrets, mask_text
 
 out = Console()
 err = Console(stderr=True)
@@ -23,19 +29,47 @@ Result = dict[str, Any]
 
 
 def emit(result: Result, as_json: bool, render: Callable[[Result], None]) -> None:
-    """Print ``result`` as JSON or in human form."""
+    """Print ``result`` as JSON or in human form. A result that is not ok (a source that failed, a verdict not
+    clean) ends the command with exit code 1, and its JSON carries ``code`` ``failed`` like any error's."""
+    failed = result.get("ok") is False
+    if failed:
+        result = {"ok": False, "code": "failed", "error": "the command finished with failures (see this result)",
+                  **result}
     if as_json:
         sys.stdout.write(json.dumps(result, default=str) + "\n")
     else:
         render(result)
+    if failed:
+        raise typer.Exit(1)
 
 
-def emit_error(exc: Exception, as_json: bool) -> None:
-    """A handled error: ``{"ok": false, "error", "type"}`` on stdout with ``--json``, a red line on stderr else."""
+def emit_error(exc: Exception, as_json: bool, debug: bool) -> int:
+    """Report the error that ended a command and return its exit code: 2 for a bug (code ``internal``), else 1.
+
+    With ``--json`` one object ``{"ok": false, "error", "code", "type"}`` on stdout, a red line on stderr otherwise;
+    the traceback goes to stderr with ``--debug`` only. Credentials in the message are masked.
+    """
+    code = error_code(exc)
+    message = mask_text(str(exc) or type(exc).__name__, known_secrets())
+    if debug:
+        sys.stderr.write(mask_text("".join(traceback.format_exception(exc)), known_secrets()))
     if as_json:
-        sys.stdout.write(json.dumps({"ok": False, "error": str(exc), "type": type(exc).__name__}) + "\n")
+        sys.stdout.write(json.dumps({"ok": False, "error": message, "code": code, "type": type(exc).__name__}) + "\n")
     else:
-        err.print(f"[red]error:[/red] {exc}")
+        hint = "" if debug or code != "internal" else " (a bug: rerun with --debug for the traceback)"
+        err.print(f"[red]error:[/red] {escape(message)}{hint}", highlight=False, soft_wrap=True)
+    return 2 if code == "internal" else 1
+
+
+def text_lines(path: str) -> list[str]:
+    """The lines of an input file such as ``--text-file``; a missing, unreadable or non-UTF-8 file is invalid
+    input for the user to fix, not a traceback."""
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise Fatal(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from exc
+    except OSError as exc:
+        raise Fatal(f"{path}: cannot read it: {exc.strerror or exc}") from exc
 
 
 def table_of(rows: list[dict[str, Any]], title: str) -> Table:

@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config import Settings, get_settings
+from tasks.secrets import SecretFilter
 
 log = logging.getLogger(__name__)
 _server: Any = None
 LOGGING_CONFIG = Path(__file__).with_name("logging.yml")
 LIBRARY_LOGGERS = ("distributed",)  # libraries that print to the terminal with handlers of their own
+ENGINES = ("prefect", "distributed", "mlflow", "torch")  # what commands that start flows import; read-only ones don't
 
 
 def log_file(settings: Settings) -> Path:
@@ -70,6 +72,37 @@ def configure_environment(settings: Settings | None = None) -> None:
         from prefect.context import refresh_global_settings_context
 
         refresh_global_settings_context()
+
+
+def mask_log_secrets() -> None:
+    """Mask credentials in every record this process prints or logs. ``flows/logging.yml`` puts ``SecretFilter`` on
+    the handlers it configures (with Prefect's import, here and in workers and the server); this covers the
+    handlers already on the root logger and the last-resort one that prints when no handler is configured."""
+    for handler in [*logging.getLogger().handlers, logging.lastResort]:
+        if handler is not None and not any(isinstance(f, SecretFilter) for f in handler.filters):
+            handler.addFilter(SecretFilter())
+
+
+def exit_cleanly(run: Callable[[], Any]) -> Any:
+    """Run the program; if it loaded no engine (a read-only command), end the process without native teardown.
+
+    Arrow's threads can still be winding down when the interpreter exits and abort the process after its output
+    ("terminate called without an active exception", rc 134; apache/arrow#34314). A read-only command has nothing
+    left to do at exit but flush, so it flushes and leaves with ``os._exit``. Commands that loaded an engine exit
+    normally: Prefect, Dask and MLflow stop their servers, clusters and runs at exit.
+    """
+    try:
+        return run()
+    except SystemExit as exc:
+        if any(name in sys.modules for name in ENGINES):
+            raise
+        code = exc.code
+    if isinstance(code, str):
+        sys.stderr.write(code + "\n")  # what SystemExit("message") prints
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code if isinstance(code, int) else int(code is not None))
 
 
 def route_library_logs() -> None:

@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tasks.secrets import known_secrets, mask
+
 
 class Settings(BaseSettings):
     """Resolved runtime configuration; ``custody doctor`` prints it."""
@@ -28,7 +30,14 @@ class Settings(BaseSettings):
     dask_address: str | None = Field(default=None, description="existing Dask scheduler; LocalCluster if unset")
     dask_workers: int = Field(default=2, description="LocalCluster worker processes")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="torch device")
-    max_record_bytes: int = Field(default=1_000_000, description="rows with longer text are quarantined")
+    max_record_bytes: int = Field(default=1_000_000, description="rows with longer text are quarantined", gt=0)
+    # Reader limits (tasks.readers.ReadLimits has the same names): exceeding one quarantines the row or the file
+    max_depth: int = Field(default=64, gt=0, description="nesting of objects and lists in one row")
+    max_field_bytes: int | None = Field(default=None, gt=0, description="bytes of one field; unset: max_record_bytes")
+    max_decompressed_bytes: int = Field(default=1 << 30, gt=0, description="bytes one compressed file may inflate to")
+    max_compression_ratio: int = Field(default=100, gt=0, description="inflated : compressed, past ratio_min_bytes")
+    ratio_min_bytes: int = Field(default=16 << 20, ge=0, description="inflated size below which any ratio is fine")
+    max_files_per_source: int = Field(default=100_000, gt=0, description="files past it are quarantined")
 
     @field_validator("storage_options", mode="before")
     @classmethod
@@ -75,18 +84,16 @@ class Settings(BaseSettings):
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def public_dict(self) -> dict[str, Any]:
-        """Settings as plain JSON-able values, secrets in storage options masked."""
-        masked = {k: ("***" if "secret" in k.lower() or "key" in k.lower() else v)
-                  for k, v in self.storage_options.items()}
-        return {
+        """Settings as plain JSON-able values, every credential masked at any depth (``tasks/secrets.py``)."""
+        return mask({
             "home": str(self.home.resolve()),
             "storage_url": self.store_url,
-            "storage_options": masked,
+            "storage_options": self.storage_options,
             "dask_address": self.dask_address or f"LocalCluster({self.dask_workers} workers)",
             "device": self.device,
             "prefect_api_url": self.prefect_api_url or "temporary local server",
             "mlflow_tracking_uri": self.mlflow_tracking_uri,
-        }
+        }, known_secrets(self.storage_options))
 
 
 def get_settings() -> Settings:

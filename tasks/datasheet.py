@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tasks import layout
 from tasks.errors import DatasheetError
 from tasks.storage import Store
-from tasks.yaml_models import parse_yaml_model
+from tasks.yaml_models import MAX_YAML_CHARS, parse_yaml_model
 
 CONSENT_VALUES = ("granted", "revoked", "unknown")
 
@@ -72,6 +72,8 @@ def load_datasheet(store: Store, source: str) -> tuple[Datasheet, str]:
     key = layout.datasheet(source)
     if not store.exists(key):
         raise DatasheetError(f"{store.uri(key)}: missing datasheet; every source needs {layout.datasheet('<source>')}")
+    if store.size(key) > 4 * MAX_YAML_CHARS:  # read nothing that could not be a datasheet (4: UTF-8 bytes a char)
+        raise DatasheetError(f"{store.uri(key)}: datasheet of {store.size(key)} bytes is too large")
     sheet, digest = parse_datasheet(store.read_bytes(key).decode("utf-8", errors="replace"), store.uri(key))
     if sheet.name != source:
         raise DatasheetError(f"{store.uri(key)}: field 'name': {sheet.name!r} does not match folder {source!r}")

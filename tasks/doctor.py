@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tasks.config import Settings
+from tasks.secrets import known_secrets, mask
 from tasks.storage import Store
 
 
@@ -72,7 +73,10 @@ def check_device(settings: Settings) -> str:
 
 
 def run_checks(settings: Settings) -> dict[str, Any]:
+    """Every check, and the settings, with credentials masked: a failing check's message may quote a URL with its
+    password, or an endpoint's error may echo a key."""
     checks = [_check(name, lambda fn=fn: fn(settings)) for name, fn in
               (("storage", check_storage), ("dask", check_dask), ("prefect", check_prefect),
                ("mlflow", check_mlflow), ("device", check_device))]
-    return {"ok": all(c["ok"] for c in checks), "settings": settings.public_dict(), "checks": checks}
+    return {"ok": all(c["ok"] for c in checks), "settings": settings.public_dict(),
+            "checks": mask(checks, known_secrets(settings.storage_options))}

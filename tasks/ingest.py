@@ -24,7 +24,7 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -37,12 +37,15 @@ from tasks.dedup.clusters import CLUSTER_SCHEMA
 from tasks.dedup.copies import write_copy_index
 from tasks.deletion.blocklist import BlockList, Withdrawal, standing_blocks
 from tasks.errors import ShardError
-from tasks.readers import RAW_PREVIEW, RawRow, read_rows
+from tasks.readers import RAW_PREVIEW, RawRow, ReadLimits, read_rows
 from tasks.rows import Rejected, RowKeys, raw_row_keys, record_keys, to_record
 from tasks.schema import quarantine_schema, record_schema
-from tasks.sources import file_id
+from tasks.sources import file_id, list_raw_files
 from tasks.storage import Store
 from tasks.withdrawal import clear_withdrawn, published_ids, withdraw_raw, withdrawn_stats
+
+if TYPE_CHECKING:
+    from tasks.config import Settings
 
 log = logging.getLogger(__name__)
 CONFLICT_SCHEMA = pa.schema([("source_uri", pa.string()), ("record_id", pa.string()), ("reason", pa.string())])
@@ -54,9 +57,19 @@ class IngestConfig:
 
     max_record_bytes: int = 1_000_000
     minhash: MinhashConfig = field(default_factory=MinhashConfig)
+    limits: ReadLimits = field(default_factory=ReadLimits)
+    max_files_per_source: int = 100_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> IngestConfig:
+        """The limits of ``settings`` (``CUSTODY_MAX_*``), and ``overrides``."""
+        return cls(**{"max_record_bytes": settings.max_record_bytes, "limits": ReadLimits.from_settings(settings),
+                      "max_files_per_source": settings.max_files_per_source, **overrides})
 
     def __str__(self) -> str:
-        return f"ingest_max{self.max_record_bytes}_{self.minhash}"
+        lim = self.limits
+        return (f"ingest_max{self.max_record_bytes}_d{lim.max_depth}_f{lim.max_field_bytes}"
+                f"_z{lim.max_decompressed_bytes}x{lim.max_compression_ratio}m{lim.ratio_min_bytes}_{self.minhash}")
 
 
 def signature_schema(num_perm: int) -> pa.Schema:
@@ -86,10 +99,10 @@ def parse_file(store: Store, source: str, key: str, sheet: Datasheet, sheet_hash
     published = published_ids(store, source, fid)
     blocks = standing_blocks(store).sparing(published)
     try:
-        rows = list(read_rows(store.read_bytes(key), key, cfg.max_record_bytes, sheet.format))
+        rows = list(read_rows(store.read_bytes(key), key, cfg.max_record_bytes, sheet.format, cfg.limits))
         records, bad, withdrawn = _parse_rows(rows, sheet, cfg, uri, blocks)
         if withdrawn:  # rare: parse again what stays, at the locations it keeps in the rewritten file
-            rows, withdrawn = withdraw_raw(store, key, sheet, cfg.max_record_bytes, published)
+            rows, withdrawn = withdraw_raw(store, key, sheet, cfg.max_record_bytes, published, cfg.limits)
             records, bad, _ = _parse_rows(rows, sheet, cfg, uri, BlockList())
     except ShardError as exc:  # the whole file is unreadable: quarantine it, keep the batch going
         reason, _, detail = str(exc).partition(": ")
@@ -113,6 +126,17 @@ def parse_file(store: Store, source: str, key: str, sheet: Datasheet, sheet_hash
              **withdrawn_stats(withdrawn)}
     store.write_json(marker, {"fingerprint": fingerprint, "stats": stats, "copies_from": list(blocks.copies_from)})
     return {**stats, "skipped": False}
+
+
+def source_files(store: Store, source: str, cfg: IngestConfig) -> list[str]:
+    """The raw files of ``source`` to parse: the first ``max_files_per_source`` by key. Each file past the limit
+    gets a file-level quarantine row (``too_many_files``), as an unreadable file does, until fewer are delivered."""
+    keys = list_raw_files(store, source)
+    for key in keys[cfg.max_files_per_source:]:
+        detail = f"source has {len(keys)} files > max_files_per_source {cfg.max_files_per_source}"
+        _write_quarantine(store, layout.quarantine(source, "ingest", file_id(source, key)),
+                          [_quarantine_row(source, store.uri(key), "too_many_files", detail, None)])
+    return keys[:cfg.max_files_per_source]
 
 
 def _parse_rows(rows: list[RawRow], sheet: Datasheet, cfg: IngestConfig, uri: str,

@@ -23,6 +23,7 @@ from tasks import layout
 from tasks.deletion.requests import list_requests
 from tasks.errors import Fatal
 from tasks.model_registry import DATASET_TAG
+from tasks.names import parse_ref
 from tasks.storage import Store
 
 log = logging.getLogger(__name__)
@@ -106,13 +107,6 @@ def build_index(store: Store, tracking_uri: str | None = None, force: bool = Fal
     return summary
 
 
-def _split_ref(ref: str, what: str) -> tuple[str, str]:
-    if "@" not in ref:
-        raise Fatal(f"expected {what} as NAME@VERSION, got {ref!r}")
-    name, version = ref.split("@", 1)
-    return name, version
-
-
 def record_ids_of_owner(store: Store, owner: str) -> list[str]:
     """The owner's records still in the store, plus those its deletion requests removed (ids the ledger kept), so
     lineage still names the datasets and retired models that held them."""
@@ -134,14 +128,14 @@ def query(store: Store, *, owner: str | None = None, record_ids: list[str] | Non
         index = store.read_parquet(layout.RECORD_DATASETS)
         models = store.read_parquet(layout.DATASET_MODELS)
     if model:
-        name, version = _split_ref(model, "--model")
+        name, version = parse_ref("--model", model)
         hit = models.filter(pc.and_(pc.equal(models.column("model"), name),
                                     pc.equal(models.column("model_version"), version)))
         if hit.num_rows == 0:
             raise Fatal(f"no registered model {model} with a {DATASET_TAG} tag in the lineage index")
         dataset = f"{hit.column('dataset')[0].as_py()}@{hit.column('version')[0].as_py()}"
     if dataset:
-        name, version = _split_ref(dataset, "--dataset")
+        name, version = parse_ref("--dataset", dataset)
         rows = index.filter(pc.and_(pc.equal(index.column("dataset"), name),
                                     pc.equal(index.column("version"), version)))
         if rows.num_rows == 0:

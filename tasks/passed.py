@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from tasks import layout
 from tasks.deletion.tombstones import tombstoned_ids
-from tasks.errors import Fatal
+from tasks.errors import Fatal, NotValidated
 from tasks.pii import PII_KINDS, redact, scan
 from tasks.storage import Store
 from tasks.tables import without_ids
@@ -67,7 +67,7 @@ def _read(store: Store, part: layout.Partition, columns: list[str] | None, polic
     records = live_records(store, part, read_cols, gone)
     if policy == NO_POLICY:
         if not allow_unvalidated:
-            raise Fatal("no validated records yet: run `custody validate` first")
+            raise NotValidated("no validated records yet: run `custody validate` first")
         log.warning("no validation has run: using all records of %s", layout.partition_key(part))
         return records
     verdict_key = layout.verdicts(policy, part)
@@ -101,7 +101,7 @@ def read_all(store: Store, columns: list[str] | None = None) -> pa.Table:
     """
     policy = current_policy(store)
     if policy == NO_POLICY:
-        raise Fatal("no validated records yet: run `custody validate` first")
+        raise NotValidated("no validated records yet: run `custody validate` first")
     gone = tombstoned_ids(store)
     tables = [_read(store, p, columns, policy, gone, False, False) for p in partitions(store)]
     tables = [t for t in tables if t.num_rows] or tables[:1]

@@ -118,4 +118,8 @@ def load_policy(path: str | Path | None = None) -> Policy:
     if not path.exists():
         builtin = sorted(p.stem for p in POLICY_DIR.glob("*.yaml"))
         raise PolicyError(f"{path}: policy file not found; built-in policies: {builtin}")
-    return parse_policy(path.read_text(), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, a binary file: a clear error, not a traceback
+        raise PolicyError(f"{path}: cannot read the policy: {exc}") from exc
+    return parse_policy(text, str(path))

@@ -16,7 +16,7 @@ import numpy as np
 
 from tasks.datasheet import Datasheet
 from tasks.ids import content_hash, normalize_text, record_id
-from tasks.readers import RawRow
+from tasks.readers import RawRow, RowError, utf8_size
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,10 @@ class Rejected(Exception):
 def _scalar(value: Any) -> str | None:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
-    if isinstance(value, str | int | float | bool):
+    if isinstance(value, str):
+        utf8_size(value)  # a lone surrogate cannot be written: RowError("invalid_unicode")
+        return value
+    if isinstance(value, int | float | bool):
         return str(value)
     raise TypeError(f"expected a scalar, got {type(value).__name__}")
 
@@ -73,8 +76,12 @@ def _text(raw: dict[str, Any], column: str, max_record_bytes: int) -> str:
     text = normalize_text(text)
     if not text:
         raise Rejected("empty_text", f"field {column!r} is empty after normalization")
-    if len(text.encode()) > max_record_bytes:
-        raise Rejected("too_large", f"text of {len(text.encode())} bytes > {max_record_bytes}")
+    try:
+        size = utf8_size(text)
+    except RowError as err:  # hashing and the Parquet write would fail on it: a row reason, not a crash
+        raise Rejected(err.reason, f"field {column!r}: {err.detail}") from None
+    if size > max_record_bytes:
+        raise Rejected("too_large", f"text of {size} bytes > {max_record_bytes}")
     return text
 
 
@@ -92,6 +99,8 @@ def to_record(raw: dict[str, Any], sheet: Datasheet, max_record_bytes: int) -> d
                                     ("license", fm.license), ("consent", fm.consent))}
         collected = _timestamp(raw.get(fm.collected_at)) if fm.collected_at else None
         consent_at = _timestamp(raw.get(fm.consent_at)) if fm.consent_at else None
+    except RowError as err:
+        raise Rejected(err.reason, err.detail) from None
     except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an epoch beyond the platform's time_t
         raise Rejected("wrong_type", str(exc)) from exc
     if fm.id and not values["id"]:
@@ -124,15 +133,26 @@ def _source_id(given: str | None, has_id_field: bool, chash: str | None) -> str 
 def _lenient_scalar(value: Any) -> str | None:
     try:
         return _scalar(value)
-    except TypeError:
+    except (TypeError, ValueError):  # not a scalar, or not valid Unicode (RowError is a ValueError)
         return None
+
+
+def _lenient_text(value: Any) -> str | None:
+    """The normalized text of a field when it is a valid string, else None (never raises)."""
+    if not isinstance(value, str):
+        return None
+    text = normalize_text(value)
+    try:
+        utf8_size(text)
+    except RowError:
+        return None
+    return text
 
 
 def row_keys(raw: dict[str, Any], sheet: Datasheet) -> RowKeys:
     """The keys of a raw row as far as they can be read (never raises): what ``to_record`` would give it."""
     fm = sheet.fields
-    text = raw.get(fm.text)
-    text = normalize_text(text) if isinstance(text, str) else None
+    text = _lenient_text(raw.get(fm.text))
     chash = content_hash(text) if text else None
     src_id = _source_id(_lenient_scalar(raw.get(fm.id)) if fm.id else None, bool(fm.id), chash)
     return RowKeys(sheet.name, _lenient_scalar(raw.get(fm.owner)) if fm.owner else None,

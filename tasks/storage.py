@@ -4,6 +4,11 @@ Every stage reads and writes through ``Store`` using keys relative to the root (
 so the same code runs on a laptop directory and on an S3 bucket. Writes are atomic: local files are written
 beside their target and renamed; object stores get one PUT. Nothing is pickled: tables are Parquet,
 documents JSON.
+
+Every key stays inside the root: an absolute key, a ``..``, ``.`` or empty segment, a backslash or a NUL is
+refused before any I/O (``InvalidKey``), behind the name checks of ``tasks.names``. On a local root, a symbolic
+link below the root is never listed, never read or written through and never replaced: :meth:`Store.links`
+reports them, so a delivered link to a file elsewhere is refused, not ingested or rewritten by a purge.
 """
 
 from __future__ import annotations
@@ -21,6 +26,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.config import Settings, get_settings
+from tasks.errors import Fatal
+
+
+class InvalidKey(Fatal):
+    """A key that would leave the storage root, or a read or write through a symbolic link."""
+
+
+def check_key(key: str) -> str:
+    """``key`` unchanged when it is relative to the root and normalised (a trailing ``/`` is allowed).
+
+    Raises:
+        InvalidKey: absolute, a ``..``, ``.`` or empty segment, a backslash or a NUL.
+    """
+    if not isinstance(key, str) or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise InvalidKey(f"store key {key!r} is not relative to the root (absolute, backslash or NUL)")
+    if key and any(part in ("", ".", "..") for part in key.removesuffix("/").split("/")):
+        raise InvalidKey(f"store key {key!r} is not normalised (an empty, '.' or '..' segment)")
+    return key
 
 
 class Store:
@@ -59,7 +82,8 @@ class Store:
         return fsspec.core.strip_protocol(self.url) if self.protocol == "file" else self.url.split("://", 1)[1]
 
     def path(self, key: str) -> str:
-        return posixpath.join(self.root, key) if key else self.root
+        """The fsspec path of ``key``; every operation goes through here, so no key leaves the root."""
+        return posixpath.join(self.root, check_key(key)) if key else self.root
 
     def uri(self, key: str) -> str:
         """Full URL of a key, for messages and lineage."""
@@ -75,14 +99,44 @@ class Store:
         return self.fs.exists(self.path(key))
 
     def list(self, prefix: str, suffix: str = "") -> list[str]:
-        """Keys of all files under ``prefix`` (recursive), sorted, filtered by ``suffix``."""
+        """Keys of all files under ``prefix`` (recursive), sorted, filtered by ``suffix``; links left out."""
+        return [key for key, link in self._entries(prefix) if not link and key.endswith(suffix)]
+
+    def links(self, prefix: str) -> list[str]:
+        """Keys of the symbolic links under ``prefix`` (itself, when it or a folder above it is one), which
+        :meth:`list` leaves out and does not follow; object stores have none."""
+        return [key for key, link in self._entries(prefix) if link]
+
+    def _entries(self, prefix: str) -> list[tuple[str, bool]]:
+        """``(key, is a link)`` of every entry under ``prefix``, hidden ones left out."""
         base = self.path(prefix)
         if not self.fs.exists(base):
             return []
+        linked = self.link_in(prefix)
+        if linked is not None:  # listing would follow it
+            return [(linked, True)]
         self.fs.invalidate_cache()
-        found = self.fs.find(base)
-        keys = [self.key_of(p) for p in found]
-        return sorted(k for k in keys if k.endswith(suffix) and "/." not in "/" + k)
+        found = self.fs.find(base, detail=True)
+        entries = [(self.key_of(p), bool(info.get("islink"))) for p, info in found.items()]
+        return sorted(e for e in entries if "/." not in "/" + e[0])
+
+    def link_in(self, key: str) -> str | None:
+        """The key of the first folder or file from the root down to ``key`` that is a symbolic link; None if
+        there is none (or the store is not local). The root itself may be a link: it is the user's choice."""
+        if self.protocol != "file" or not key:
+            return None
+        parts = check_key(key).removesuffix("/").split("/")
+        for depth in range(1, len(parts) + 1):
+            if os.path.islink(posixpath.join(self.root, *parts[:depth])):
+                return "/".join(parts[:depth])
+        return None
+
+    def _unlinked(self, key: str) -> str:
+        """The path of ``key`` for a read, a write or a delete: never through (or of) a symbolic link."""
+        linked = self.link_in(key)
+        if linked is not None:
+            raise InvalidKey(f"{self.uri(key)}: {linked!r} is a symbolic link; the store never follows one")
+        return self.path(key)
 
     def list_dirs(self, prefix: str) -> list[str]:
         """Names of the immediate sub-directories of ``prefix``."""
@@ -106,14 +160,14 @@ class Store:
 
     # -- bytes --------------------------------------------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:
-        return self.fs.cat_file(self.path(key))
+        return self.fs.cat_file(self._unlinked(key))
 
     def open(self, key: str, mode: str = "rb") -> Any:
-        return self.fs.open(self.path(key), mode)
+        return self.fs.open(self._unlinked(key), mode)
 
     def write_bytes(self, key: str, data: bytes) -> str:
         """Write atomically: readers see the old object or the whole new one, never a partial file."""
-        target = self.path(key)
+        target = self._unlinked(key)
         if self.protocol == "file":
             os.makedirs(os.path.dirname(target), exist_ok=True)
             tmp = os.path.join(os.path.dirname(target), f".tmp-{uuid.uuid4().hex}-{os.path.basename(target)}")
@@ -128,7 +182,7 @@ class Store:
 
     def write_new(self, key: str, data: bytes) -> bool:
         """Create ``key`` only if absent; returns False when it already existed (local: O_EXCL)."""
-        target = self.path(key)
+        target = self._unlinked(key)
         if self.protocol != "file":
             if self.exists(key):
                 return False
@@ -150,7 +204,7 @@ class Store:
 
     def delete(self, key: str, recursive: bool = False) -> None:
         if self.exists(key):
-            self.fs.rm(self.path(key), recursive=recursive)
+            self.fs.rm(self._unlinked(key), recursive=recursive)
 
     # -- documents and tables -----------------------------------------------------------------------------
     def read_json(self, key: str) -> Any:
@@ -168,8 +222,10 @@ class Store:
         return self.write_bytes(key, buf.getvalue())
 
     def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
+        """Read in this thread: Arrow's reader threads on a Python file object outlived the read and aborted the
+        process at exit ("terminate called without an active exception", apache/arrow#34314, #50482)."""
         with self.open(key) as fh:
-            return pq.read_table(fh, columns=columns)
+            return pq.read_table(fh, columns=columns, use_threads=False, pre_buffer=False)
 
     def read_parquets(self, prefix: str, columns: list[str] | None = None,
                       schema: pa.Schema | None = None) -> pa.Table:

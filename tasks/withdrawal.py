@@ -18,7 +18,7 @@ from tasks.datasheet import Datasheet
 from tasks.deletion.blocklist import BlockList, Withdrawal, remember, standing_blocks
 from tasks.deletion.locks import store_lock
 from tasks.deletion.purge import purge_files, rewrite_raw
-from tasks.readers import RawRow, read_rows
+from tasks.readers import RawRow, ReadLimits, read_rows
 from tasks.rows import RowKeys, raw_row_keys
 from tasks.schema import record_schema
 from tasks.storage import Store
@@ -31,8 +31,8 @@ def published_ids(store: Store, source: str, fid: str) -> frozenset[str]:
         if store.exists(key) else frozenset()
 
 
-def withdraw_raw(store: Store, key: str, sheet: Datasheet, max_bytes: int,
-                 published: frozenset[str]) -> tuple[list[RawRow], dict[str, Withdrawal]]:
+def withdraw_raw(store: Store, key: str, sheet: Datasheet, max_bytes: int, published: frozenset[str],
+                 limits: ReadLimits | None = None) -> tuple[list[RawRow], dict[str, Withdrawal]]:
     """The raw file's rows minus those the block list withdraws (by location), which are fingerprinted and leave
     the raw file itself; the file is read again after the rewrite, so locations are those of the file as it stays.
 
@@ -41,14 +41,14 @@ def withdraw_raw(store: Store, key: str, sheet: Datasheet, max_bytes: int,
     """
     with store_lock(store):  # a deletion's purge rewrites raw files too: one writer at a time, on fresh bytes
         data = store.read_bytes(key)
-        rows = list(read_rows(data, key, max_bytes, sheet.format))
+        rows = list(read_rows(data, key, max_bytes, sheet.format, limits))
         keys = {r.location: raw_row_keys(r, sheet) for r in rows}
         withdrawn = standing_blocks(store).sparing(published).withdrawn(keys)
         if withdrawn:
             remember(store, withdrawn, keys)
             data = rewrite_raw(data, key, sheet.format, set(withdrawn))
             store.write_bytes(key, data)
-            rows = list(read_rows(data, key, max_bytes, sheet.format))
+            rows = list(read_rows(data, key, max_bytes, sheet.format, limits))
     return rows, withdrawn
 
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tasks import layout
-from tasks.errors import CustodyError
+from tasks.errors import Locked
 from tasks.storage import Store
 
 STALE_LOCK_SECONDS = 900
@@ -51,7 +51,7 @@ def _acquire(store: Store, key: str, me: dict[str, Any], timeout: float) -> None
             store.delete(key)
             continue
         if time.monotonic() > deadline:
-            raise CustodyError(f"{store.uri(key)} is held by pid {holder.get('pid')} on {holder.get('host')}")
+            raise Locked(f"{store.uri(key)} is held by pid {holder.get('pid')} on {holder.get('host')}")
         time.sleep(0.2)
 
 
@@ -60,7 +60,7 @@ def store_lock(store: Store, key: str = layout.APPLY_LOCK, timeout: float = 600.
     """Hold ``key`` for the ``with`` block; an abandoned lock is broken, a live one waited for.
 
     Raises:
-        CustodyError: a live holder kept the lock for longer than ``timeout`` seconds.
+        Locked: a live holder kept the lock for longer than ``timeout`` seconds.
     """
     me = {"pid": os.getpid(), "host": socket.gethostname(), "at": time.time(), "token": uuid.uuid4().hex}
     _acquire(store, key, me, timeout)

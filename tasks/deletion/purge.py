@@ -12,12 +12,11 @@ file that no longer holds a withdrawn row is not rewritten.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import io
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -25,11 +24,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks import layout
+from tasks.config import get_settings
 from tasks.datasheet import Datasheet, load_datasheet
 from tasks.deletion.blocklist import BlockList
 from tasks.errors import DatasheetError, ShardError
 from tasks.ids import content_hash, normalize_text
-from tasks.readers import detect_format, read_rows
+from tasks.readers import ReadLimits, csv_records, detect_format, jsonl_lines, read_rows
 from tasks.rows import RowKeys, raw_row_keys, row_keys
 from tasks.sources import list_raw_files, list_sources
 from tasks.storage import Store
@@ -67,17 +67,18 @@ def purge_parquet(store: Store, ids: set[str], hashes: set[str]) -> dict[str, in
 
 
 def _without_jsonl_lines(payload: bytes, doomed: set[str]) -> bytes:
-    lines = payload.split(b"\n")
-    return b"\n".join(line for n, line in enumerate(lines, start=1) if f"#L{n}" not in doomed)
+    return b"".join(line for n, line in enumerate(jsonl_lines(payload), start=1) if f"#L{n}" not in doomed)
 
 
 def _without_csv_rows(payload: bytes, doomed: set[str]) -> bytes:
-    text = payload.decode("utf-8", errors="surrogateescape")
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(
-        [rows[0]] + [r for i, r in enumerate(rows[1:], start=1) if f"#row={i}" not in doomed])
-    return buf.getvalue().encode("utf-8", errors="surrogateescape")
+    """The CSV without the doomed rows, every other byte as delivered (re-writing would lose the quoting of a bare
+    ``\r``); rows are numbered as the reader numbers them: after the header, blank lines not counted."""
+    kept, index = [], 0
+    for n, (record, raw) in enumerate(csv_records(payload.decode("utf-8", errors="surrogateescape"))):
+        index += bool(n and record)
+        if not (n and record and f"#row={index}" in doomed):
+            kept.append(raw)
+    return "".join(kept).encode("utf-8", errors="surrogateescape")
 
 
 def _without_parquet_rows(payload: bytes, doomed: set[str]) -> bytes:
@@ -126,8 +127,10 @@ def _find_raw(store: Store, key: str, sheet: Datasheet, blocks: BlockList, found
     """Add one raw file's withdrawn rows (and their texts) to ``found``."""
     data = store.read_bytes(key)
     no_limit = len(data) + 1  # the size limit ingestion ran with is not known here: whatever it was, look at all
+    # rows of any size are matched; depth and decompression stay bounded, so a hostile file costs no more here
+    limits = replace(ReadLimits.from_settings(get_settings()), max_field_bytes=None)
     try:
-        rows = list(read_rows(data, key, no_limit, sheet.format))
+        rows = list(read_rows(data, key, no_limit, sheet.format, limits))
     except ShardError:
         found.unreadable_raw_files += 1
         return
@@ -146,7 +149,7 @@ def _preview_keys(row: dict[str, Any], sheet: Datasheet | None) -> tuple[RowKeys
     preview = row["raw"] or ""
     try:
         value = json.loads(preview)
-    except ValueError:
+    except (ValueError, RecursionError):  # a preview is cut at RAW_PREVIEW, or the row was nested too deep
         value = None
     if isinstance(value, dict) and sheet is not None:
         return row_keys(value, sheet), True

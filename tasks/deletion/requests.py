@@ -13,8 +13,9 @@ import uuid
 from typing import Any, Literal
 
 from tasks import layout
-from tasks.errors import CustodyError, Fatal
+from tasks.errors import CustodyError, Fatal, NotFound
 from tasks.ids import content_hash, normalize_text, record_id
+from tasks.names import check_request_id
 from tasks.storage import Store
 
 RECEIVED, RESOLVED, APPLIED, UNLEARNED, CERTIFIED = "received", "resolved", "applied", "unlearned", "certified"
@@ -56,12 +57,13 @@ def load(store: Store, request_id: str) -> dict[str, Any]:
     """One request's document.
 
     Raises:
-        Fatal: no such request (the message names the ten most recent ones).
+        InvalidName: ``request_id`` is not of the form :func:`submit` gives (checked before any I/O).
+        NotFound: no such request (the message names the ten most recent ones).
     """
-    key = layout.request(request_id)
+    key = layout.request(check_request_id(request_id))
     if not store.exists(key):
         known = [layout.request_id_of(k) for k in store.list(layout.REQUESTS, ".json")][-10:]
-        raise Fatal(f"no deletion request {request_id!r}; recent: {known}")
+        raise NotFound(f"no deletion request {request_id!r}; recent: {known}")
     return store.read_json(key)
 
 

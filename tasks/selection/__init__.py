@@ -19,11 +19,12 @@ import numpy as np
 import pyarrow as pa
 
 from tasks import layout, passed
-from tasks.errors import Fatal, unknown_name
+from tasks.errors import Fatal, NotFound, unknown_name
+from tasks.names import check_name, check_names, parse_ref
 from tasks.scoring.embeddings import NAME as EMBEDDINGS
 from tasks.scoring.embeddings import EmbeddingConfig, embed
 from tasks.selection import strategies
-from tasks.selection.pool import attribute_column, embeddings_for, exclusion_mask, load_pool
+from tasks.selection.pool import attribute_column, embeddings_for, exclusion_mask, load_pool, parse_exclusion
 from tasks.storage import Store
 from tasks.tables import without_ids
 
@@ -51,6 +52,9 @@ class SelectionConfig:
     fractions: tuple[float, float, float] = field(default=(0.8, 0.1, 0.1))
 
     def __post_init__(self) -> None:
+        check_name("--name", self.name)  # a folder of datasets/: '/' would hide it from lineage, '..' leave the store
+        check_names("--source", self.sources)
+        check_names("--exclude scorer", [parse_exclusion(spec)[0] for spec in self.exclude])
         if self.strategy not in STRATEGIES:
             raise unknown_name("strategy", self.strategy, STRATEGIES)
         if self.budget <= 0:
@@ -202,11 +206,9 @@ def list_datasets(store: Store) -> list[dict[str, Any]]:
 
 def load_manifest(store: Store, ref: str) -> tuple[pa.Table, dict[str, Any]]:
     """Manifest and selection summary of ``NAME@VERSION``; clear errors when missing or corrupt."""
-    if "@" not in ref:
-        raise Fatal(f"expected a dataset as NAME@VERSION, got {ref!r}; see `custody datasets`")
-    name, version = ref.split("@", 1)
+    name, version = parse_ref("dataset", ref)
     if not store.exists(layout.selection(name, version)):
-        raise Fatal(f"no dataset version {ref}; see `custody datasets`")
+        raise NotFound(f"no dataset version {ref}; see `custody datasets`")
     try:
         manifest = store.read_parquet(layout.manifest(name, version))
     except Exception as exc:
