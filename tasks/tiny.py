@@ -1,7 +1,7 @@
 """Tiny transformer models built from a config, with a tokenizer trained on the fly: fast tests, no download.
 
-The WordPiece vocabulary is trained on printable characters plus a few hundred common English words, so any
-text tokenizes (falling back to characters) and the result is the same on every machine.
+The WordPiece vocabulary is fixed: printable characters plus a few dozen common English words, so any text
+tokenizes (falling back to characters) and the ids are the same in every process and on every machine.
 """
 
 from __future__ import annotations
@@ -14,24 +14,29 @@ COMMON = [
     "movie", "story", "good", "bad", "great", "not", "but", "this", "health", "news", "study", "new", "care",
     "people", "time", "year", "day", "life", "love", "best", "worst", "acting", "plot", "scene", "music",
 ]
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def tiny_vocab() -> dict[str, int]:
+    """Special tokens, printable characters (alone and as ``##`` continuations) and the common words, in a fixed
+    order: every process (each Dask worker builds its own) gets the same ids, so a seeded run reproduces anywhere
+    (a trained WordPiece vocabulary differs between processes: its trainer breaks ties in hash order)."""
+    chars = list(string.printable.strip())
+    tokens = [*SPECIALS, *chars, *(f"##{c}" for c in chars), *COMMON]
+    return {t: i for i, t in enumerate(dict.fromkeys(tokens))}
 
 
 def tiny_tokenizer() -> Any:
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    vocab = tiny_vocab()
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    trainer = trainers.WordPieceTrainer(vocab_size=600, special_tokens=specials,
-                                        initial_alphabet=list(string.printable.strip()))
-    tok.train_from_iterator([" ".join(COMMON)] * 3 + list(string.printable), trainer=trainer)
-    from tokenizers.processors import TemplateProcessing
-
     tok.post_processor = TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-                                            special_tokens=[("[CLS]", tok.token_to_id("[CLS]")),
-                                                            ("[SEP]", tok.token_to_id("[SEP]"))])
+                                            special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                                    sep_token="[SEP]", mask_token="[MASK]")
 
