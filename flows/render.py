@@ -141,7 +141,8 @@ def show_deletion(r: Result) -> None:
 def show_unlearn(r: Result) -> None:
     out.print(table_of(r["certificate"]["models"], f"Unlearning for {r['request_id']}") if r["certificate"]["models"]
               else f"{r['request_id']}: no model held these records")
-    out.print(f"status [bold]{r['status']}[/bold]; certificate: {r['certificate']['markdown']}")
+    out.print(f"status [bold]{r['status']}[/bold]; verdict: {r['certificate'].get('verdict', '')}\n"
+              f"certificate: {r['certificate']['markdown']}")
 
 
 def show_deletions(r: Result) -> None:
@@ -193,6 +194,7 @@ def show_demo(r: Result) -> None:
               f"request {d['request_id']} is [bold]{u['status']}[/bold]")
     if u["certificate"]["models"]:
         out.print(table_of(u["certificate"]["models"], "Unlearning"))
+    out.print(f"verdict: {u['certificate'].get('verdict', '')}")
     v = r["verification"]
     out.print(f"verify-deletion: {'[green]clean[/green]' if v['clean'] else '[red]leftovers found[/red]'} "
               f"({v['scanned']['strings']:,} strings in {v['scanned']['places']} places scanned, {v['hits']} hits)")

@@ -17,7 +17,7 @@ from prefect.cache_policies import NONE
 
 from flows.progress import text_safe
 from tasks import layout
-from tasks.certificate import CERT_MD, LOSSES_PNG, SUMMARY_FIELDS
+from tasks.certificate import CERT_MD, SCORES_PNG, SUMMARY_FIELDS
 from tasks.deletion import requests
 from tasks.errors import CustodyError
 from tasks.storage import Store
@@ -29,20 +29,21 @@ unlearn_task = task(text_safe(unlearn_request), name="unlearn-and-certify", cach
 def certificate_markdown(store: Store, doc: dict[str, Any]) -> str:
     """The certificate's markdown with its plot inlined, for the Prefect UI."""
     text = store.read_bytes(layout.deletion_report(doc["request_id"], CERT_MD)).decode()
-    plot = layout.deletion_report(doc["request_id"], LOSSES_PNG)
+    plot = layout.deletion_report(doc["request_id"], SCORES_PNG)
     if store.exists(plot):
         png = base64.b64encode(store.read_bytes(plot)).decode()
-        text = text.replace(f"({LOSSES_PNG})", f"(data:image/png;base64,{png})")
+        text = text.replace(f"({SCORES_PNG})", f"(data:image/png;base64,{png})")
     return text
 
 
 @flow(name="unlearn", log_prints=True)
 def unlearn_flow(request_id: str, method: str = "auto", retain_sample: int = 1000,
-                 mink_sample: int = 500) -> dict[str, Any]:
-    """Apply the request if still open, unlearn every model that learned its records, certify."""
+                 mink_sample: int = 500, oracle_seeds: int = 1) -> dict[str, Any]:
+    """Apply the request if still open, unlearn every model that learned its records, certify (``oracle_seeds=2``
+    also retrains the oracle with the next seed to measure the noise floor)."""
     store = Store.from_settings()
     doc = unlearn_task(store, request_id, UnlearnConfig(method=method, retain_sample=retain_sample,
-                                                        mink_sample=mink_sample))
+                                                        mink_sample=mink_sample, oracle_seeds=oracle_seeds))
     create_markdown_artifact(key="deletion-certificate", markdown=certificate_markdown(store, doc),
                              description=f"certificate for {request_id}")
     rows = [{k: m.get(k) for k in SUMMARY_FIELDS} for m in doc["certificate"]["models"]]

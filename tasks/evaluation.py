@@ -35,6 +35,13 @@ from tasks.training import (
 )
 
 
+def logit_confidence(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """LiRA's per-record statistic (Carlini et al., 2022): log p_y − log(1 − p_y), p clipped away from 0 and 1, so
+    a confident prediction is not flattened at 1."""
+    p = np.clip(np.asarray(probs, float)[np.arange(len(y)), np.asarray(y, int)], 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
 def membership_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
     """ROC AUC of telling members from non-members by score (higher = more likely a member)."""
     from sklearn.metrics import roc_auc_score
@@ -81,7 +88,9 @@ def min_k_scores(models: list[Any], tokenizer: Any, split: Split, cfg: TrainConf
 
 def assess(models: list[Any], tokenizer: Any, cfg: TrainConfig, device: str, forget: Split, retain: Split,
            test: Split, mink_sample: int = 500) -> dict[str, Any]:
-    """Utility, forgetting and privacy of one (possibly sharded) model; ``forget_losses`` for the KS test.
+    """Utility, forgetting and privacy of one (possibly sharded) model, and per record (in the sets' order, no
+    text): ``forget_losses``, and the logit confidences the gate's evidence compares (``forget_confidence``, and
+    ``population_confidence`` on the test split, the non-members).
 
     The Min-K%-style attack costs nine forward passes per text, so it sees at most ``mink_sample`` test records.
     """
@@ -98,7 +107,17 @@ def assess(models: list[Any], tokenizer: Any, cfg: TrainConfig, device: str, for
     out["mia_mink_auc"] = membership_auc(minimum_k["forget"], minimum_k["test"])
     out["mia_mink_tpr_at_1fpr"] = tpr_at_fpr(minimum_k["forget"], minimum_k["test"])
     out["forget_losses"] = forget_loss.tolist()
+    out["forget_confidence"] = logit_confidence(probs["forget"], forget.y).tolist()
+    out["population_confidence"] = logit_confidence(probs["test"], test.y).tolist()
     return out
+
+
+def shard_confidences(models: dict[int, Any], tokenizer: Any, cfg: TrainConfig, device: str,
+                      splits: dict[str, Split]) -> dict[str, list[list[float]]]:
+    """Each shard model's logit confidences on each split, one row per shard in shard order: a shard model trained
+    only on its own shard's records, so for a record the other shards' models are OUT references."""
+    return {name: [logit_confidence(predict_proba([models[s]], tokenizer, split.texts, cfg, device), split.y).tolist()
+                   for s in sorted(models)] for name, split in splits.items()}
 
 
 def evaluate_version(store: Store, ref: str, sample: int = 200) -> dict[str, Any]:
@@ -110,6 +129,6 @@ def evaluate_version(store: Store, ref: str, sample: int = 200) -> dict[str, Any
     result = assess(list(models.values()), tokenizer, cfg, get_settings().resolved_device(), members, members,
                     subsample(splits["test"], sample, cfg.seed))
     out = {"model": ref, **{k.replace("forget", "train_sample"): v for k, v in result.items()
-                            if k != "forget_losses" and not k.startswith("retain")}}
+                            if not isinstance(v, list) and not k.startswith("retain")}}
     registry.log_metrics(ref, {f"baseline_{k}": v for k, v in out.items() if isinstance(v, float) and np.isfinite(v)})
     return out

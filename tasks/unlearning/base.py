@@ -36,11 +36,14 @@ class UnlearnConfig:
     alpha: float = 0.5  # NegGrad+: weight of the forget-set ascent against the retain-set descent
     retain_sample: int = 1000  # retain records used for evaluation
     mink_sample: int = 500  # test records the Min-K%-style attack sees (nine forward passes each)
+    oracle_seeds: int = 1  # 2: also retrain with the next seed, to measure the noise floor (twice the oracle's cost)
     gate: GateConfig = field(default_factory=GateConfig)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise unknown_name("method", self.method, METHODS)
+        if self.oracle_seeds not in (1, 2):
+            raise unknown_name("oracle_seeds", str(self.oracle_seeds), ("1", "2"))
 
 
 @dataclass

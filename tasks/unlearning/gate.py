@@ -1,15 +1,18 @@
 """The gate: a candidate is judged against the oracle (a model retrained without the records) and accepted or not.
 
-``compare`` takes the candidate's and the oracle's measurements (``tasks.evaluation.assess``) and returns their
-differences plus a KS test between their forget-set losses; ``gate`` turns the differences into a verdict. Exact
-methods (SISA, retrain) pass by construction, their numbers still reported; an approximate one passes when the
-loss attack tells it from the oracle no better than ``max_mia_gap`` and it keeps the oracle's test accuracy
-within ``max_accuracy_drop``. ``judge`` runs the three for one registered version and records the verdict.
+``judge`` weighs the per-record evidence (``tasks.unlearning.evidence``: the candidate, the source and the oracle —
+and a second oracle seed when one was trained — on the forget records and the test population) and checks utility
+(test accuracy within ``max_accuracy_drop`` of the oracle). Exact methods (SISA, retrain) pass by construction,
+their evidence still reported. An approximate one passes only on a ``pass`` decision: a positive control that
+fired and an equivalence test within the noise floor. An ``inconclusive`` decision (too few records, or nothing
+memorised to detect) follows ``on_inconclusive``: ``exact`` (default) rejects the candidate so the next exact
+method takes over; ``accept`` serves it anyway, and the certificate says it was accepted without evidence.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,48 +20,56 @@ import numpy as np
 from tasks import layout
 from tasks import model_registry as registry
 from tasks.config import get_settings
-from tasks.evaluation import assess
+from tasks.errors import unknown_name
+from tasks.evaluation import assess, shard_confidences
 from tasks.storage import Store
-from tasks.training import load_version
+from tasks.training import load_version, subsample
+from tasks.unlearning import calibration, evidence
 from tasks.unlearning.sets import Sets
 
 PASSED, FAILED = "passed", "failed"
+ON_INCONCLUSIVE = ("exact", "accept")
 
 
 @dataclass(frozen=True)
 class GateConfig:
-    """Tolerances for an approximate method against the oracle (the issue's targets)."""
+    """What an approximate candidate must show: the evidence's decision (``evidence``), what an inconclusive one
+    means (``on_inconclusive``), and test accuracy no more than ``max_accuracy_drop`` below the oracle's."""
 
-    max_mia_gap: float = 0.03
     max_accuracy_drop: float = 0.01
+    on_inconclusive: str = "exact"
+    evidence: evidence.EvidenceConfig = field(default_factory=evidence.EvidenceConfig)
+
+    def __post_init__(self) -> None:
+        if self.on_inconclusive not in ON_INCONCLUSIVE:
+            raise unknown_name("on_inconclusive", self.on_inconclusive, ON_INCONCLUSIVE)
 
 
-def compare(candidate: dict[str, Any], oracle: dict[str, Any]) -> dict[str, float]:
-    """Candidate minus oracle on every shared metric, plus the KS test between their forget-set losses."""
-    from scipy.stats import ks_2samp
-
-    out = {f"{k}_minus_oracle": float(candidate[k] - oracle[k]) for k in candidate
-           if k in oracle and isinstance(candidate[k], float)}
-    a, b = candidate["forget_losses"], oracle["forget_losses"]
-    out["forget_loss_ks_pvalue"] = float(ks_2samp(a, b).pvalue) if a and b else float("nan")
-    out["forget_loss_ks_statistic"] = float(ks_2samp(a, b).statistic) if a and b else float("nan")
-    return out
+def confidences(assessed: dict[str, Any]) -> evidence.Confidences:
+    """The per-record logit confidences of an assessment (``tasks.evaluation.assess``)."""
+    return evidence.Confidences(np.asarray(assessed["forget_confidence"], float),
+                                np.asarray(assessed["population_confidence"], float))
 
 
-def gate(comparison: dict[str, float], exact: bool, cfg: GateConfig = GateConfig()) -> dict[str, Any]:
-    """Whether the candidate may be served: exact methods always; approximate ones within the tolerances."""
-    if exact:
-        return {"passed": True, "reasons": ["exact method: the deleted records never reached this model"]}
-    failures = []
-    mia_gap = abs(comparison.get("mia_loss_auc_minus_oracle", float("nan")))
-    if not mia_gap <= cfg.max_mia_gap:  # NaN fails too
-        failures.append(f"|MIA loss AUC - oracle| = {mia_gap:.3f} > {cfg.max_mia_gap}")
-    drop = -comparison.get("test_accuracy_minus_oracle", float("nan"))
-    if not drop <= cfg.max_accuracy_drop:
-        failures.append(f"test accuracy {drop * 100:.2f} points below the oracle > {cfg.max_accuracy_drop * 100:.0f}")
-    return {"passed": not failures,
-            "reasons": failures or [f"|MIA loss AUC - oracle| = {mia_gap:.3f} <= {cfg.max_mia_gap}; test accuracy "
-                                    f"within {cfg.max_accuracy_drop * 100:.0f} point(s) of the oracle"]}
+def record_digest(record_id: str) -> str:
+    """How the certificate names a record: a short digest of its id."""
+    return hashlib.sha256(record_id.encode()).hexdigest()[:16]
+
+
+def gate(weighed: dict[str, Any], accuracy_drop: float, cfg: GateConfig) -> dict[str, Any]:
+    """Whether the candidate may be served, from the evidence's verdict and its test accuracy drop (oracle minus
+    candidate): ``passed``, the ``decision`` and the reasons in plain words."""
+    verdict = weighed["verdict"]
+    decision, reasons = verdict["decision"], list(verdict["reasons"])
+    accepted = decision == evidence.PASS or (decision == evidence.INCONCLUSIVE and cfg.on_inconclusive == "accept")
+    if decision == evidence.INCONCLUSIVE:
+        reasons.append("accepted without statistical evidence (on_inconclusive=accept)" if accepted else
+                       "the approximate method is not accepted on this evidence: an exact method takes over")
+    if not verdict["exact"] and not accuracy_drop <= cfg.max_accuracy_drop:  # NaN fails too
+        accepted = False
+        reasons.append(f"test accuracy {accuracy_drop * 100:.2f} points below the oracle > "
+                       f"{cfg.max_accuracy_drop * 100:.0f}")
+    return {"passed": accepted, "decision": decision, "exact": verdict["exact"], "reasons": reasons}
 
 
 def assessment(store: Store, request_id: str, ref: str, sets: Sets, mink_sample: int) -> dict[str, Any]:
@@ -67,8 +78,12 @@ def assessment(store: Store, request_id: str, ref: str, sets: Sets, mink_sample:
     if store.exists(key):
         return store.read_json(key)
     models, tokenizer = load_version(ref)
-    result = assess(list(models.values()), tokenizer, sets.cfg, get_settings().resolved_device(), sets.forget,
-                    sets.retain, sets.splits["test"], mink_sample)
+    device = get_settings().resolved_device()
+    result = assess([models[s] for s in sorted(models)], tokenizer, sets.cfg, device, sets.forget, sets.retain,
+                    sets.splits["test"], mink_sample)
+    if len(models) > 1:  # the other shards' models are references too
+        result["shard_confidence"] = shard_confidences(models, tokenizer, sets.cfg, device, {
+            "forget": sets.forget, "population": subsample(sets.splits["test"], mink_sample, sets.cfg.seed)})
     tags = registry.tags(ref)
     result["cost_seconds"] = float(tags.get(registry.UNLEARN_SECONDS_TAG, "nan"))
     result["examples_processed"] = int(tags.get(registry.EXAMPLES_TAG, "0") or 0)
@@ -76,15 +91,37 @@ def assessment(store: Store, request_id: str, ref: str, sets: Sets, mink_sample:
     return result
 
 
-def judge(store: Store, request_id: str, ref: str, method: str, exact: bool, sets: Sets, oracle: dict[str, Any],
-          cfg: GateConfig, mink_sample: int) -> dict[str, Any]:
-    """Assess ``ref`` (made by ``method``), compare it with the ``oracle``'s assessment and gate it; the numbers
-    and the verdict go to its MLflow run and version. Returns the attempt as the certificate lists it."""
+def add_shard_references(weighed: dict[str, Any], name: str, shards: dict[str, list[list[float]]],
+                         forget_shard: np.ndarray, cfg: evidence.EvidenceConfig) -> None:
+    """Add the LiRA evidence of a sharded model with its other shards as OUT references (``evidence.shard_references``)
+    to ``weighed``: its membership summary, and a per-record score on each row."""
+    scored = evidence.membership(*evidence.shard_references(np.array(shards["forget"]), forget_shard,
+                                                            np.array(shards["population"])), cfg)
+    weighed["membership"][f"{name} (other shards as references)"] = {k: v for k, v in scored.items() if k != "scores"}
+    for row, score in zip(weighed["per_record"], scored["scores"], strict=True):
+        row[f"{name}_shard_score"] = score
+
+
+def judge(store: Store, request_id: str, ref: str, method: str, exact: bool, sets: Sets,
+          evaluations: dict[str, dict[str, Any]], cfg: GateConfig, mink_sample: int) -> dict[str, Any]:
+    """Assess ``ref`` (made by ``method``), weigh its evidence against ``evaluations`` (``source``, ``oracle`` and
+    optionally ``second_oracle`` assessments) and gate it; the numbers and the verdict go to its MLflow run and
+    version. Returns the attempt as the certificate lists it."""
     evaluation = assessment(store, request_id, ref, sets, mink_sample)
-    comparison = compare(evaluation, oracle)
-    verdict = gate(comparison, exact, cfg)
+    second = evaluations.get("second_oracle")
+    weighed = evidence.weigh(confidences(evaluations["source"]), confidences(evaluations["oracle"]),
+                             confidences(evaluation), exact, cfg.evidence,
+                             confidences(second) if second else None, [record_digest(r) for r in sets.forget.ids])
+    weighed["calibration"] = calibration.figures()
+    for name, assessed in (("source", evaluations["source"]), ("candidate", evaluation)):
+        if "shard_confidence" in assessed:
+            add_shard_references(weighed, name, assessed["shard_confidence"], sets.forget.shard, cfg.evidence)
+    drop = evaluations["oracle"]["test_accuracy"] - evaluation["test_accuracy"]
+    verdict = gate(weighed, drop, cfg)
     logged = {**{f"eval_{k}": v for k, v in evaluation.items() if isinstance(v, float)},
-              **{f"vs_oracle_{k}": v for k, v in comparison.items()}}
-    registry.log_metrics(ref, {k: v for k, v in logged.items() if np.isfinite(v)})
+              "gate_effect": weighed["equivalence"]["effect"], "gate_tost_pvalue": weighed["equivalence"]["p_value"],
+              "gate_positive_control_effect": weighed["positive_control"]["effect"],
+              "gate_margin": weighed["noise_floor"]["margin"], "test_accuracy_below_oracle": drop}
+    registry.log_metrics(ref, {k: float(v) for k, v in logged.items() if np.isfinite(v)})
     registry.set_tag(ref, registry.GATE_TAG, PASSED if verdict["passed"] else FAILED)
-    return {"method": method, "version": ref, "gate": verdict, "vs_oracle": comparison, "evaluation": evaluation}
+    return {"method": method, "version": ref, "gate": verdict, "evidence": weighed, "evaluation": evaluation}

@@ -5,12 +5,13 @@ from __future__ import annotations
 from tasks.errors import Fatal
 from tasks.unlearning.base import AUTO, Method
 from tasks.unlearning.neggrad_plus import NegGradPlus
-from tasks.unlearning.retrain import Retrain
+from tasks.unlearning.retrain import Retrain, SeedOracle
 from tasks.unlearning.scrub import Scrub
 from tasks.unlearning.sisa import Sisa
 
 BY_NAME: dict[str, Method] = {m.name: m for m in (Sisa(), Retrain(), NegGradPlus(), Scrub())}
 ORACLE = Retrain.name  # the exact method every candidate is judged against
+SECOND_ORACLE = SeedOracle()  # the oracle's next seed: the measured noise floor (never a candidate)
 
 
 def resolve_method(method: str, sharded: bool) -> str:

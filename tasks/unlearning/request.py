@@ -25,7 +25,7 @@ from tasks.storage import Store
 from tasks.training import version_doc
 from tasks.unlearning.base import UnlearnConfig
 from tasks.unlearning.gate import assessment, judge
-from tasks.unlearning.methods import BY_NAME, ORACLE, attempts, resolve_method
+from tasks.unlearning.methods import BY_NAME, ORACLE, SECOND_ORACLE, attempts, resolve_method
 from tasks.unlearning.sets import judged_sets
 
 LOCK_TIMEOUT = 3600.0  # seconds a run waits for another one unlearning (they are serialised)
@@ -64,12 +64,15 @@ def unlearn_version(store: Store, request: dict[str, Any], source_ref: str, ucfg
                                                                     role=registry.ORACLE)
     evaluations = {"source": assessment(store, request_id, source_ref, sets, ucfg.mink_sample),
                    "oracle": assessment(store, request_id, oracle, sets, ucfg.mink_sample)}
+    if ucfg.oracle_seeds == 2:
+        second = SECOND_ORACLE.run(store, request, source_ref, sets, ucfg, role=registry.ORACLE)
+        evaluations["second_oracle"] = assessment(store, request_id, second, sets, ucfg.mink_sample)
     steps = []
     for attempt in attempts(method, sets.sharded):
         ref = {method: candidate, ORACLE: oracle}.get(attempt) or BY_NAME[attempt].run(store, request, source_ref,
                                                                                       sets, ucfg)
-        steps.append(judge(store, request_id, ref, attempt, BY_NAME[attempt].exact, sets, evaluations["oracle"],
-                           ucfg.gate, ucfg.mink_sample))
+        steps.append(judge(store, request_id, ref, attempt, BY_NAME[attempt].exact, sets, evaluations, ucfg.gate,
+                           ucfg.mink_sample))
         if steps[-1]["gate"]["passed"]:
             break
         registry.retire(ref, registry.REJECTED, request_id)

@@ -18,13 +18,15 @@ from tasks.errors import Fatal
 from tasks.storage import Store
 from tasks.training import run_training
 from tasks.unlearning import GateConfig, UnlearnConfig, unlearn_request, unlearn_version
+from tasks.unlearning.evidence import EvidenceConfig
 from tests.helpers import files_containing, reviews_store, tiny_train_config
 
 OWNER = "o03"
 STATUSES = ["received", "resolved", "applied", "unlearned", "certified"]
 FAST = {"max_steps": 3, "retain_sample": 40, "mink_sample": 20}
-NEVER = GateConfig(max_mia_gap=-1.0)  # no |gap| is below zero: every approximate candidate is rejected
-ALWAYS = GateConfig(max_mia_gap=1.0, max_accuracy_drop=1.0)  # AUCs and accuracies differ by at most 1
+NEVER = GateConfig(max_accuracy_drop=-1.0)  # no candidate is 100 points above the oracle: every approximate one fails
+# every approximate candidate is inconclusive (no forget set is that large) and the policy accepts it anyway
+ALWAYS = GateConfig(max_accuracy_drop=1.0, on_inconclusive="accept", evidence=EvidenceConfig(min_records=10**9))
 
 
 def trained(store: Store, shards: int) -> dict[str, Any]:
@@ -132,6 +134,9 @@ def test_a_sharded_model_falls_back_to_sisa_before_the_retrain(store: Store) -> 
     doc = unlearn_request(store, request["request_id"], UnlearnConfig(method="scrub", gate=NEVER, **FAST))
     result = store.read_json(layout.model_result(request["request_id"], setup["model"]))
     assert [(s["method"], s["gate"]["passed"]) for s in result["steps"]] == [("scrub", False), ("sisa", True)]
+    membership = result["steps"][-1]["evidence"]["membership"]  # the other shards' models are OUT references
+    assert {"source (other shards as references)", "candidate (other shards as references)"} <= set(membership)
+    assert all("source_shard_score" in row for row in result["steps"][-1]["evidence"]["per_record"])
     assert only_unlearned(doc)["final_method"] == "sisa"
     assert registry.aliases(result["final"]) == [registry.SERVING]
     sisa_cost = result["steps"][-1]["evaluation"]["examples_processed"]
@@ -164,3 +169,18 @@ def test_a_version_left_unpromoted_by_a_killed_run_is_promoted_by_the_next(plain
     assert again == {**result, "promoted": True} == store.read_json(key)
     assert registry.aliases(result["final"]) == [registry.SERVING] and registry.aliases(setup["model"]) == []
     assert len(versions()) == versions_before  # finished from the written result: nothing trained again
+
+
+def test_a_second_oracle_seed_measures_the_noise_floor_and_is_never_served(plain: tuple) -> None:
+    store, setup = plain
+    request = requests.submit(store, "owner", [OWNER], "consent withdrawn")
+    doc = unlearn_request(store, request["request_id"], UnlearnConfig(method="neggrad-plus", oracle_seeds=2, **FAST))
+    result = store.read_json(layout.model_result(request["request_id"], setup["model"]))
+    floor = result["steps"][0]["evidence"]["noise_floor"]
+    assert floor["source"] == "second oracle seed" and floor["margin"] >= floor["calibrated"]
+    assert floor["margin"] == max(floor["calibrated"], floor["measured"])
+    second = registry.find_version(request["request_id"], setup["model"], "retrain-seed2")
+    assert second and registry.tags(second)[registry.ROLE_TAG] == registry.ORACLE and registry.aliases(second) == []
+    assert second not in {result["final"], result["oracle"]}
+    cert = store.read_json(layout.deletion_report(request["request_id"], "certificate.json"))
+    assert cert["noise_floor"][setup["model"]] == floor and only_unlearned(doc)["final_method"] == "retrain"
