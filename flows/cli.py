@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flows import render
+from flows import cli_transparency, render
 from flows.render import emit, err
 from flows.runtime import configure_environment, exit_cleanly, mask_log_secrets
 from tasks.config import get_settings
@@ -107,10 +107,11 @@ def run(policy: Annotated[str, typer.Option(help="policy YAML, or a built-in nam
 
 @command
 def demo(quick: Annotated[bool, typer.Option("--quick", help="a smaller sample (1,200 rows a corpus)")] = False,
+         drill: Annotated[bool, typer.Option("--drill", help="end with the canary drill (one unlearning)")] = False,
          as_json: JsonOpt = False) -> None:
-    """The main job: land the bundled corpora, run the whole chain with embedded defaults, then delete one owner
-    the model learned from and unlearn it through to the certificate."""
-    result = launcher().run_demo(quick, on_step=lambda step: err.print(f"[bold]demo[/bold]: {step}"))
+    """The main job: land the bundled corpora, run the whole chain with embedded defaults (audit canaries in the
+    training set), then delete one owner the model learned from and unlearn it through to the certificate."""
+    result = launcher().run_demo(quick, lambda step: err.print(f"[bold]demo[/bold]: {step}"), drill)
     emit(result, as_json, render.show_demo)
 
 
@@ -159,14 +160,26 @@ def server(host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.
 @command
 def unlearn(request_id: Annotated[str, typer.Argument(help="deletion request id (see custody deletions)")],
             method: Annotated[str, typer.Option(help="auto | sisa | retrain | neggrad-plus | scrub")] = "auto",
+            oracle_seeds: Annotated[int, typer.Option(help="2: a second oracle seed measures the noise floor")] = 1,
             as_json: JsonOpt = False) -> None:
     """Unlearn a deletion request from every model that learned it, judge it against a retrained oracle,
     promote or fall back, and write the deletion certificate."""
     launch = launcher()
     from tasks.unlearning import UnlearnConfig
 
-    result = launch.run_unlearn(request_id, UnlearnConfig(method=method))
+    result = launch.run_unlearn(request_id, UnlearnConfig(method=method, oracle_seeds=oracle_seeds))
     emit({"ok": True, **result}, as_json, render.show_unlearn)
+
+
+@command
+def drill(method: Annotated[str, typer.Option(help="auto | sisa | retrain | neggrad-plus | scrub")] = "auto",
+          as_json: JsonOpt = False) -> None:
+    """Audit unlearning on the audit canaries: delete the current generation through the whole chain (request,
+    purge, unlearn, certificate, verify-deletion), then plant the next one. Select with --canaries N first."""
+    emit(launcher().run_drill(method), as_json, lambda r: render.out.print(render.escape(
+        f"drill {r['request_id']} (canary generation {r['generation']}): {r['status']}; verdict: {r['verdict']}; "
+        f"verify-deletion clean: {r['verification']['clean']}; generation {r['next_generation']['generation']} "
+        f"planted\ncertificate: {r['certificate']}"), highlight=False))
 
 
 @command
@@ -245,6 +258,7 @@ def select(name: Annotated[str, typer.Option(help="dataset name")],
            source: Annotated[list[str] | None, typer.Option(help="only these sources")] = None,
            label: Annotated[list[str] | None, typer.Option(help="only these labels")] = None,
            shards: Annotated[int, typer.Option(help="shards for sharded (SISA) training")] = 4,
+           canaries: Annotated[int, typer.Option(help="audit canaries in the train split (custody drill)")] = 0,
            seed: int = 0, as_json: JsonOpt = False) -> None:
     """Select a dataset version from validated, non-tombstoned records into a versioned manifest."""
     launch = launcher()
@@ -252,7 +266,7 @@ def select(name: Annotated[str, typer.Option(help="dataset name")],
 
     cfg = SelectionConfig(name=name, strategy=strategy, budget=budget, target=target, balance=balance,
                           exclude=tuple(exclude or ()), seed=seed, sources=tuple(source) if source else None,
-                          labels=tuple(label) if label else None, shards=shards)
+                          labels=tuple(label) if label else None, shards=shards, canaries=canaries)
     emit({"ok": True, **launch.run_select(cfg)}, as_json, render.show_select)
 
 
@@ -260,7 +274,6 @@ def select(name: Annotated[str, typer.Option(help="dataset name")],
 def datasets(as_json: JsonOpt = False) -> None:
     """List dataset names and versions."""
     from tasks.selection import list_datasets
-
     emit({"ok": True, "datasets": list_datasets(Store.from_settings())}, as_json, render.show_datasets)
 
 
@@ -281,9 +294,6 @@ def train(dataset: Annotated[str, typer.Option(help="NAME@VERSION (see custody d
     emit({"ok": True, **result}, as_json, render.show_train)
 
 
-def main() -> None:
-    app()
-
-
+cli_transparency.register(command)  # summary, export (flows/cli_transparency.py)
 if __name__ == "__main__":
-    main()
+    app()

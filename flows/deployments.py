@@ -40,13 +40,14 @@ def load_flow(entrypoint: str) -> Any:
 
 
 def build_deployments(schedules: bool = True) -> list[Any]:
-    """Runner deployments for ``serve``, with the file's schedules and event triggers."""
+    """Runner deployments for ``serve``, with the file's parameters, schedules and event triggers."""
     out = []
     for spec in deployment_specs():
         triggers = [DeploymentEventTrigger(**{k: v for k, v in t.items() if k != "type"})
                     for t in spec.get("triggers", [])]
         out.append(load_flow(spec["entrypoint"]).to_deployment(
             name=spec["name"], description=spec.get("description"), tags=spec.get("tags"), triggers=triggers,
+            parameters=spec.get("parameters"),
             schedules=[schedule_of(s) for s in spec.get("schedules", [])] if schedules else None))
     return out
 

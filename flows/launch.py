@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from flows.delete import apply_deletions_flow
 from flows.deployments import emit_deletion_requested
+from flows.drill import canaries_flow, drill_flow
 from flows.ingest import ingest_flow
 from flows.pipeline import pipeline_flow
 from flows.runtime import dask_task_runner, ensure_prefect_api
@@ -21,7 +22,7 @@ from flows.select import select_flow
 from flows.train import train_flow
 from flows.unlearn import sweep_flow, unlearn_flow
 from flows.validate import validate_flow
-from tasks import demo
+from tasks import canaries, demo
 from tasks.config import get_settings
 from tasks.dedup import MinhashConfig
 from tasks.deletion import requests
@@ -45,6 +46,7 @@ class UnlearnOptions(Protocol):
     method: str
     retain_sample: int
     mink_sample: int
+    oracle_seeds: int
 
 
 def run_sample(limit: int | None) -> dict[str, Any]:
@@ -87,7 +89,13 @@ def run_score(scorers: list[str] | None, sources: list[str] | None = None) -> di
 
 
 def run_select(cfg: SelectionConfig) -> dict[str, Any]:
+    """A dataset version; with ``cfg.canaries`` and no live canary yet, a generation is planted, ingested and
+    validated first (for ``cfg.labels``, else every label of the selected sources)."""
     ensure_prefect_api()
+    store = Store.from_settings()
+    if cfg.canaries and not canaries.live(store).num_rows:
+        canaries_flow(list(cfg.labels or canaries.pool_labels(store, cfg.sources)),
+                      max(cfg.canaries, canaries.DEFAULT_COUNT))
     return select_flow(cfg)
 
 
@@ -128,7 +136,7 @@ def run_apply(request_id: str | None = None) -> list[dict[str, Any]]:
 
 def run_unlearn(request_id: str, cfg: UnlearnOptions) -> dict[str, Any]:
     ensure_prefect_api()
-    return unlearn_flow(request_id, cfg.method, cfg.retain_sample, cfg.mink_sample)
+    return unlearn_flow(request_id, cfg.method, cfg.retain_sample, cfg.mink_sample, cfg.oracle_seeds)
 
 
 def run_sweep() -> list[dict[str, Any]]:
@@ -136,14 +144,24 @@ def run_sweep() -> list[dict[str, Any]]:
     return sweep_flow(min_age_seconds=0)
 
 
-def run_demo(quick: bool, on_step: Callable[[str], None]) -> dict[str, Any]:
-    """The demo: land the corpora, run the chain, delete one owner the model learned from and unlearn it through
-    to the certificate. ``on_step`` hears what starts next (the terminal shows it)."""
-    plan = demo.demo_plan(quick)
+def run_drill(method: str = "auto", retain_sample: int = 1000, mink_sample: int = 500) -> dict[str, Any]:
+    """The canary drill (``flows/drill.py``); with no live model carrying canaries it fails before any flow runs."""
+    UnlearnConfig(method=method)  # an unknown method fails here, listing the valid ones
+    settings = get_settings()
+    canaries.drill_target(Store.from_settings(), settings.mlflow_tracking_uri)
+    ensure_prefect_api(settings)
+    return drill_flow(method, retain_sample, mink_sample)
+
+
+def run_demo(quick: bool, on_step: Callable[[str], None], drill: bool = False) -> dict[str, Any]:
+    """The demo: land the corpora, run the chain (audit canaries in the training set), delete one owner the model
+    learned from and unlearn it through to the certificate, then (``drill``) the canary drill. ``on_step``
+    hears what starts next (the terminal shows it)."""
+    plan = demo.demo_plan(quick, drill)
     on_step(f"landing the bundled corpora ({plan.sample_limit or 'all'} rows each)")
     steps: dict[str, Any] = {"sample": run_sample(plan.sample_limit)}
     on_step("running the chain: ingest, validate, score, select, train, evaluate")
-    steps["pipeline"] = run_pipeline(**plan.pipeline)
+    steps["pipeline"] = run_pipeline(**plan.pipeline, canaries=plan.canaries)
     store = Store.from_settings()
     chosen = demo.choose_owner(store, steps["pipeline"]["select"]["ref"])
     on_step(f"deleting owner {chosen['owner']} and unlearning the model")
@@ -153,4 +171,7 @@ def run_demo(quick: bool, on_step: Callable[[str], None]) -> dict[str, Any]:
     on_step("verifying that nothing of the owner's texts is left anywhere the platform wrote")
     report = verify_deletion(store, get_settings(), request["request_id"])
     steps["verification"] = {k: report[k] for k in ("clean", "complete", "hits", "scanned", "not_scanned")}
+    if plan.drill:
+        on_step("drill: deleting the model's audit canaries through the same chain, then planting the next ones")
+        steps["drill"] = drill_flow(**plan.unlearn)
     return {"ok": True, **steps, "status": store_status(store)}

@@ -2,7 +2,8 @@
 
 ``custody run`` runs it once; the ``custody-pipeline`` deployment (prefect.yaml, ``custody server``) runs it on a
 schedule. Every stage skips work already done for the same input, so a scheduled run over an unchanged store
-is cheap and a run over new deliveries does only the new work.
+is cheap and a run over new deliveries does only the new work. With ``canaries`` a live generation of audit
+canaries (``tasks.canaries``) is planted before ingest when there is none, and the selection trains on them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from flows.drill import plant_task
 from flows.evaluate import evaluate_flow
 from flows.ingest import ingest_flow
 from flows.runtime import shared_dask
@@ -19,10 +21,12 @@ from flows.score import ORDER, score_flow
 from flows.select import select_flow
 from flows.train import train_flow
 from flows.validate import validate_flow
+from tasks import canaries as audit
 from tasks.config import get_settings
 from tasks.ingest import IngestConfig
 from tasks.policy import load_policy
 from tasks.selection import SelectionConfig
+from tasks.storage import Store
 from tasks.training import TrainConfig
 
 
@@ -31,14 +35,19 @@ def pipeline_flow(policy: str = "research", score_sources: list[str] | None = No
                   dataset: str = "sentiment", strategy: str = "facility", budget: float = 0.3,
                   labels: list[str] | None = None, select_sources: list[str] | None = None,
                   exclude: list[str] | None = None, model: str = "minilm", epochs: int = 2,
-                  shards: int = 1, scorers: list[str] | None = None, membership_sample: int = 200) -> dict[str, Any]:
+                  shards: int = 1, scorers: list[str] | None = None, membership_sample: int = 200,
+                  canaries: int = 0) -> dict[str, Any]:
     """The chain with the demo's embedded defaults (a sentiment classifier on Rotten Tomatoes).
 
     ``scorers`` defaults to all of them; the selection itself needs only ``embeddings`` (facility location) and
-    ``poisoning`` (the default exclusion). ``membership_sample`` sizes the evaluation's membership baseline.
+    ``poisoning`` (the default exclusion). ``membership_sample`` sizes the evaluation's membership baseline;
+    ``canaries`` is how many audit canaries the train split holds (none by default).
     """
     settings = get_settings()
     score_sources = score_sources or ["rotten_tomatoes"]
+    labels = labels or ["fresh", "rotten"]
+    if canaries:  # planted as a delivery, so the ingest and validation below take them in like any record
+        plant_task(Store.from_settings(), labels, max(canaries, audit.DEFAULT_COUNT))
     with shared_dask(settings) as runner:
         ingested = ingest_flow.with_options(task_runner=runner())(
             sources=None, cfg=IngestConfig.from_settings(settings))
@@ -46,7 +55,7 @@ def pipeline_flow(policy: str = "research", score_sources: list[str] | None = No
         # embeddings-based scorers on the labelled corpus; MiniLM over all 77k texts takes ~10 min on 2 cores
         scored = score_flow.with_options(task_runner=runner())(scorers or list(ORDER), score_sources)
     selected = select_flow(SelectionConfig(
-        name=dataset, strategy=strategy, budget=budget, balance="label", labels=tuple(labels or ("fresh", "rotten")),
+        name=dataset, strategy=strategy, budget=budget, balance="label", labels=tuple(labels), canaries=canaries,
         sources=tuple(select_sources or ("rotten_tomatoes",)), exclude=tuple(exclude or ("poisoning:0.8",))))
     trained = train_flow(TrainConfig(dataset=selected["ref"], model=model, epochs=epochs, shards=shards))
     evaluated = evaluate_flow(trained["ref"], membership_sample)
@@ -58,7 +67,7 @@ def pipeline_flow(policy: str = "research", score_sources: list[str] | None = No
         f"({len(ingested['errors'])} file errors)",
         f"- validated under `{policy}`: {validated['policy_hash']}",
         f"- scored: {', '.join(r['scorer'] for r in scored)}",
-        f"- dataset **{selected['ref']}**: {selected['counts']}",
+        f"- dataset **{selected['ref']}**: {selected['counts']}, {selected.get('canaries', 0)} audit canaries",
         f"- model **{trained['ref']}**: test accuracy {trained['metrics']['test_accuracy']:.3f}",
         f"- membership baseline (loss attack AUC, train sample vs test): {evaluated['mia_loss_auc']:.3f}"]))
     return summary

@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from flows.progress import text_safe
+from flows.transparency import after_certificate
 from tasks import layout
 from tasks.certificate import CERT_MD, SCORES_PNG, SUMMARY_FIELDS
 from tasks.deletion import requests
@@ -44,6 +45,7 @@ def unlearn_flow(request_id: str, method: str = "auto", retain_sample: int = 100
     store = Store.from_settings()
     doc = unlearn_task(store, request_id, UnlearnConfig(method=method, retain_sample=retain_sample,
                                                         mink_sample=mink_sample, oracle_seeds=oracle_seeds))
+    after_certificate(store, doc)  # the public summaries of the versions it produced; the old ones superseded
     create_markdown_artifact(key="deletion-certificate", markdown=certificate_markdown(store, doc),
                              description=f"certificate for {request_id}")
     rows = [{k: m.get(k) for k in SUMMARY_FIELDS} for m in doc["certificate"]["models"]]

@@ -18,6 +18,8 @@ from tasks.storage import Store
 from tasks.yaml_models import MAX_YAML_CHARS, parse_yaml_model
 
 CONSENT_VALUES = ("granted", "revoked", "unknown")
+# how the data was obtained: the source categories of the EU AI Act public summary template (tasks/transparency)
+ACQUISITIONS = ("public_dataset", "licensed", "private_third_party", "crawled", "user", "synthetic", "other")
 
 
 class FieldMapping(BaseModel):
@@ -32,6 +34,7 @@ class FieldMapping(BaseModel):
     license: str | None = None
     consent: str | None = None
     consent_at: str | None = None
+    tdm_reservation: str | None = None
 
 
 class Datasheet(BaseModel):
@@ -47,6 +50,10 @@ class Datasheet(BaseModel):
     collected_at: dt.date | dt.datetime | None = None
     notes: str | None = None
     format: Literal["jsonl", "csv", "parquet"] | None = None
+    acquisition: Literal[ACQUISITIONS] | None = None
+    languages: list[str] | None = None
+    tdm_reservation: bool | None = None  # a machine-readable text-and-data-mining reservation (TDMRep, C2PA/CAWG)
+    tdm_policy: str | None = None
     fields: FieldMapping
 
     @field_validator("license")

@@ -1,4 +1,5 @@
-"""The demo's choices: how big a run ``custody demo [--quick]`` is, and which owner withdraws consent.
+"""The demo's choices: how big a run ``custody demo [--quick]`` is, how many audit canaries its model carries,
+whether it ends with the canary drill, and which owner withdraws consent.
 
 Kept apart from the flows that run it (``flows/launch.py``) so the choices can be read, tested and reused (the
 unlearning bench deletes the same kind of owner) without starting an engine.
@@ -17,24 +18,32 @@ from tasks.storage import Store
 QUICK_SAMPLE = 1200
 QUICK_PIPELINE: dict[str, Any] = {"epochs": 3, "scorers": ["embeddings", "poisoning"], "membership_sample": 100}
 QUICK_UNLEARN: dict[str, Any] = {"retain_sample": 300, "mink_sample": 100}
+# audit canaries in the training set (tasks/canaries.py): 16 of ~2,900 training records in the full demo (0.6%),
+# 8 of ~250 in the quick one. The drill (`--drill`) is one more unlearning, which the gate settles by an exact
+# retrain at this forget-set size: 2 min 15 s on the quick demo under load (the owner's unlearning: 1 min 47 s)
+CANARIES, QUICK_CANARIES = 16, 8
 WITHDRAWAL_REASON = "demo: {owner} withdrew consent"
 
 
 @dataclass(frozen=True)
 class DemoPlan:
     """Parameters of each demo step: ``sample_limit`` rows a corpus (all when None), then keyword arguments for
-    the pipeline flow and for the unlearning config (their defaults when empty)."""
+    the pipeline flow and for the unlearning config (their defaults when empty), the audit canaries the model
+    trains on, and whether the canary drill runs at the end (with the unlearning config's samples)."""
 
     sample_limit: int | None = None
     pipeline: dict[str, Any] = field(default_factory=dict)
     unlearn: dict[str, Any] = field(default_factory=dict)
+    canaries: int = CANARIES
+    drill: bool = False
 
 
-def demo_plan(quick: bool) -> DemoPlan:
-    """The full demo (every row, every scorer) or the quick one (see ``QUICK_*``)."""
+def demo_plan(quick: bool, drill: bool = False) -> DemoPlan:
+    """The full demo (every row, every scorer) or the quick one (see ``QUICK_*``), with the canary drill at the
+    end when ``drill``."""
     if quick:
-        return DemoPlan(QUICK_SAMPLE, dict(QUICK_PIPELINE), dict(QUICK_UNLEARN))
-    return DemoPlan()
+        return DemoPlan(QUICK_SAMPLE, dict(QUICK_PIPELINE), dict(QUICK_UNLEARN), canaries=QUICK_CANARIES, drill=drill)
+    return DemoPlan(drill=drill)
 
 
 def choose_owner(store: Store, dataset_ref: str) -> dict[str, Any]:

@@ -280,6 +280,7 @@ VAULT = f"{LEDGER}/vault"
 FINGERPRINTS = f"{LEDGER}/fingerprints"
 FINGERPRINT_SALT = f"{LEDGER}/fingerprint-salt.bin"
 APPLY_LOCK = f"{LEDGER}/apply.lock"
+CANARIES = f"{LEDGER}/canaries.json"  # the current audit-canary generation (tasks/canaries.py); no text
 UNLEARN_LOCK = f"{LEDGER}/unlearn.lock"
 
 
@@ -313,7 +314,7 @@ def deletion_report_dir(request_id: str) -> str:
 
 
 def deletion_report(request_id: str, file: str) -> str:
-    """``certificate.json``, ``certificate.md``, ``forget_losses.png``, ``verification.json`` of one request."""
+    """``certificate.json``, ``certificate.md``, ``per_record_scores.png``, ``verification.json`` of one request."""
     return f"{deletion_report_dir(request_id)}/{file}"
 
 
@@ -327,6 +328,20 @@ def assessment(request_id: str, model_ref: str) -> str:
 
 def model_result(request_id: str, model_ref: str) -> str:
     return f"{deletion_report_dir(request_id)}/models/{_model_file(model_ref)}"
+
+
+# -- reports/transparency/ : public documents about training content (tasks/transparency) ---------------------------
+TRANSPARENCY = f"{REPORTS}/transparency"
+
+
+def model_summary(name: str, version: str, file: str) -> str:
+    """``summary.json`` or ``summary.md`` of a registered model version: the EU AI Act public summary."""
+    return f"{TRANSPARENCY}/models/{name}/{version}/{file}"
+
+
+def dataset_export(name: str, version: str, file: str) -> str:
+    """``croissant.json`` or ``spdx.json`` of a dataset version."""
+    return f"{TRANSPARENCY}/datasets/{name}/{version}/{file}"
 
 
 # -- lineage/ : the derived index ------------------------------------------------------------------------------------

@@ -41,6 +41,13 @@ class Consent(BaseModel):
     require_granted: bool = True
 
 
+class Tdm(BaseModel):
+    """Text-and-data-mining reservations (EU DSM Directive art. 4(3)): a reserved record is rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+    respect_reservations: bool = True
+
+
 class TextLength(BaseModel):
     model_config = ConfigDict(extra="forbid")
     min: int = Field(default=1, ge=0)
@@ -74,6 +81,7 @@ class Policy(BaseModel):
     purpose: Literal["research", "commercial"]
     licenses: Licenses
     consent: Consent = Consent()
+    tdm: Tdm = Tdm()
     required_fields: list[str] = Field(default_factory=lambda: ["record_id", "text", "license", "consent"])
     text_length: TextLength = TextLength()
     pii: PiiRules = PiiRules()

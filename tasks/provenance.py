@@ -35,7 +35,7 @@ VALIDATION_SCHEMA = pa.schema([
     ("text_redacted", pa.string()), ("pii_found", pa.list_(pa.string())), ("policy_hash", pa.string()),
 ])
 _COLUMNS = ["record_id", "text", "source", "owner_id", "license", "consent", "label", "source_uri", "content_hash",
-            "collected_at", "consent_at", "source_record_id"]
+            "collected_at", "consent_at", "source_record_id", "tdm_reservation"]
 
 
 def _allowed_regex(policy: Policy) -> str:
@@ -68,6 +68,9 @@ def expectation_specs(policy: Policy) -> list[tuple[str, str, dict[str, Any]]]:
     if policy.purpose == "commercial":
         specs.append(("license_noncommercial", "ExpectColumnValuesToNotMatchRegex",
                       {"column": "license", "regex": "-NC"}))
+    if policy.tdm.respect_reservations:
+        specs.append(("tdm_reserved", "ExpectColumnValuesToNotBeInSet",
+                      {"column": "tdm_reservation", "value_set": [True]}))
     if policy.consent.require_granted:
         specs.append(("consent_not_granted", "ExpectColumnValuesToBeInSet",
                       {"column": "consent", "value_set": ["granted"]}))
@@ -139,6 +142,8 @@ def apply_pii(df: pd.DataFrame, policy: Policy) -> pd.DataFrame:
 def validate_table(records: pa.Table, policy: Policy) -> tuple[pa.Table, list[dict[str, Any]], list[dict]]:
     """Pure core: validation rows, quarantine rows and the GX report for one table of records."""
     df = apply_pii(records.select([c for c in _COLUMNS if c in records.column_names]).to_pandas(), policy)
+    if "tdm_reservation" not in df:  # records ingested before reservations were recorded state none
+        df["tdm_reservation"] = None
     reasons, caught_by, report = run_suite(df, policy) if len(df) else ({}, {}, [])
     now = dt.datetime.now(dt.UTC)
     quarantine = [

@@ -122,7 +122,27 @@ def to_record(raw: dict[str, Any], sheet: Datasheet, max_record_bytes: int) -> d
         "collected_at": collected or default_collected, "content_hash": chash, "n_chars": len(text),
         "near_dup_cluster": None, "near_dup_kept": True,
         "extra": json.dumps(extra, default=str, sort_keys=True) if extra else None,
+        "tdm_reservation": _reservation(raw.get(fm.tdm_reservation) if fm.tdm_reservation else None,
+                                        sheet.tdm_reservation),
     }
+
+
+def _reservation(value: Any, default: bool | None) -> bool | None:
+    """A record's TDM reservation: TDMRep's 1/0, or true/false; when the row states none, the datasheet's.
+
+    Raises:
+        Rejected: any other value (a reservation misread would train on reserved text).
+    """
+    if value is None or value == "" or (isinstance(value, float) and np.isnan(value)):
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "1.0", "true", "yes"):
+        return True
+    if text in ("0", "0.0", "false", "no"):
+        return False
+    raise Rejected("wrong_type", "tdm_reservation: expected 1/0 or true/false")
 
 
 def _source_id(given: str | None, has_id_field: bool, chash: str | None) -> str | None:

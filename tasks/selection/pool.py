@@ -5,18 +5,20 @@ record stands for it). Splits come from a stable hash of the near-dup cluster id
 record has no cluster), so a record never changes split between dataset versions and a cluster never
 straddles two splits. Shards come from the owner (or, without one, the same key as the split): deletions
 arrive per owner, so an owner's records sit in one SISA shard and deleting them retrains that shard alone.
+Audit canaries (``tasks.canaries``) are never pool records: a selection adds them to its train split on request.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tasks import passed
+from tasks import canaries, passed
 from tasks.errors import Fatal
 from tasks.scoring import base
 from tasks.scoring.embeddings import DUPS, embedding_matrix
@@ -25,6 +27,7 @@ from tasks.scoring.report import FLAG
 from tasks.storage import Store
 from tasks.tables import join_on_id
 
+log = logging.getLogger(__name__)
 POOL_COLUMNS = ["record_id", "text", "label", "source", "owner_id", "license", "consent", "near_dup_cluster",
                 "near_dup_kept"]
 
@@ -51,6 +54,7 @@ def load_pool(store: Store, sources: tuple[str, ...] | None, labels: tuple[str, 
     """Usable records (``tasks.passed``: current policy, no tombstones), filtered, with ``split`` and ``shard``."""
     pool = passed.read_all(store, POOL_COLUMNS)
     pool = pool.filter(pool.column("near_dup_kept"))
+    pool = pool.filter(pc.fill_null(pc.not_equal(pool.column("source"), canaries.SOURCE), True))
     if sources:
         pool = pool.filter(pc.is_in(pool.column("source"), value_set=pa.array(list(sources))))
     if labels:
@@ -63,6 +67,27 @@ def load_pool(store: Store, sources: tuple[str, ...] | None, labels: tuple[str, 
     pool = pool.append_column("split", pa.array([assign_split(k, fractions) for k in keys]))
     shard_keys = [owner or key for owner, key in zip(pool.column("owner_id").to_pylist(), keys, strict=True)]
     return pool.append_column("shard", pa.array([assign_shard(k, shards) for k in shard_keys], pa.int32()))
+
+
+def canary_rows(store: Store, n: int, labels: list[str], shards: int) -> pa.Table:
+    """Up to ``n`` live canaries of the current generation whose label is among ``labels``, as train rows (weight
+    1, ``canary`` true, the shard of their owner); none when ``n`` is 0.
+
+    Raises:
+        Fatal: ``n`` > 0 and no such canary is live (none planted, ingested and validated, or other labels).
+    """
+    table = canaries.live(store) if n else pa.table({c: pa.array([], pa.string()) for c in canaries.COLUMNS})
+    table = table.filter(pc.is_in(table.column("label"), value_set=pa.array(labels, pa.string()))).slice(0, n)
+    if n and table.num_rows == 0:
+        raise Fatal(f"--canaries {n}: no live audit canary with a label among {labels}; `custody select --canaries N` "
+                    "plants them (as `custody demo` does) when none is live, for the labels it selects")
+    if table.num_rows < n:
+        log.warning("--canaries %d: only %d live canaries of the current generation fit the labels", n, table.num_rows)
+    rows = table.num_rows
+    return pa.table({**{c: table.column(c) for c in canaries.COLUMNS}, "split": pa.array(["train"] * rows),
+                     "shard": pa.array([assign_shard(o, shards) for o in table.column("owner_id").to_pylist()],
+                                       pa.int32()),
+                     "weight": pa.array(np.ones(rows), pa.float32()), "canary": pa.array([True] * rows, pa.bool_())})
 
 
 def attribute_column(store: Store, pool: pa.Table, scorer: str, column: str) -> tuple[np.ndarray, str]:

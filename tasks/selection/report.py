@@ -32,7 +32,8 @@ def comparison(store: Store, manifest: pa.Table, summary: dict[str, Any]) -> tup
     pool = load_pool(store, tuple(cfg["sources"]) if cfg["sources"] else None,
                      tuple(cfg["labels"]) if cfg["labels"] else None, tuple(cfg["fractions"]), cfg["shards"])
     pool_train = pool.filter(pa.array(np.array(pool.column("split").to_pylist()) == "train"))
-    chosen = manifest.filter(pa.array(np.array(manifest.column("split").to_pylist()) == "train"))
+    chosen = manifest.filter(pa.array((np.array(manifest.column("split").to_pylist()) == "train")  # canaries: not data
+                                      & ~np.array(manifest.column("canary").to_pylist(), dtype=bool)))
     rows = []
     for column in ("label", "source"):
         p, c = _shares(pool_train.column(column).to_pylist()), _shares(chosen.column(column).to_pylist())
@@ -60,7 +61,8 @@ def comparison(store: Store, manifest: pa.Table, summary: dict[str, Any]) -> tup
     png = figure_png(fig)
     key = store.write_bytes(layout.selection_report(summary["name"], summary["version"], "comparison.png"), png)
     md = [f"# Dataset {summary['ref']}", "", f"strategy **{summary['strategy']}**, budget {cfg['budget']}, seed "
-          f"{cfg['seed']}; counts {summary['counts']}; excluded {summary['excluded']} of {summary['pool_records']}",
+          f"{cfg['seed']}; counts {summary['counts']} (+ {summary.get('canaries', 0)} audit canaries); excluded "
+          f"{summary['excluded']} of {summary['pool_records']}",
           "", f"![comparison](data:image/png;base64,{base64.b64encode(png).decode()})", "",
           f"PNG: {key}", "", "| what | pool | selected |", "|---|---|---|"]
     md += [f"| {r['what']} | {r['pool']} | {r['selected']} |" for r in rows]

@@ -1,7 +1,9 @@
 """What a registered version says about itself: the model card and the learning-curve plot.
 
 The card is a public summary of the training content in the spirit of the EU AI Act's template: counts by source,
-licence and consent, read through ``tasks.passed`` like everything else, and never a record's text.
+licence and consent, read through ``tasks.passed`` like everything else, and never a record's text. Audit canaries
+(``tasks.canaries``: synthetic, platform-owned) are not training content: they are left out of every figure and
+named on a line of their own.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import pyarrow as pa
 
 from tasks import passed
 from tasks.plots import figure_png
+from tasks.selection import canary_ids
 from tasks.storage import Store
 from tasks.tables import join_on_id
 from tasks.training.data import Split, TrainConfig
@@ -23,16 +26,22 @@ CARD_COLUMNS = ("source", "license", "consent", "consent_basis")
 def model_card(store: Store, cfg: TrainConfig, selection: dict[str, Any], splits: dict[str, Split],
                result: dict[str, float]) -> str:
     """A public summary of the training content, in the spirit of the EU AI Act's template."""
-    ids = pa.table({"record_id": [r for s in splits.values() for r in s.ids]})
+    canaries = canary_ids(store, selection["ref"])
+    ids = pa.table({"record_id": [r for s in splits.values() for r in s.ids if r not in canaries]})
     rows = join_on_id(ids, passed.read_all(store, ["record_id", *CARD_COLUMNS]))
+    n = {name: sum(r not in canaries for r in split.ids) for name, split in splits.items()}
+    in_train = len(splits["train"].ids) - n["train"]
     by = {c: Counter(rows.column(c).to_pylist()) for c in CARD_COLUMNS}
     lines = [f"# Model card: {cfg.registered_model or selection['name'] + '-classifier'}", "",
              f"Trained on dataset **{selection['ref']}** (strategy {selection['strategy']}, policy "
              f"`{selection['policy_hash']}`), model `{cfg.model}`, LoRA rank {cfg.lora_rank or 'none (full)'}, "
              f"{cfg.shards} shard(s), {cfg.epochs} epochs, seed {cfg.seed}.", "",
              "## Training content", "",
-             f"Records: train {len(splits['train'].ids)}, validation {len(splits['validation'].ids)}, "
-             f"test {len(splits['test'].ids)}.", ""]
+             f"Records: train {n['train']}, validation {n['validation']}, test {n['test']}.", ""]
+    if in_train:
+        lines += [f"Also trained on {in_train} audit canaries: synthetic records of random pseudo-words that the "
+                  "platform plants as a memorisation control (`custody drill` deletes them to test unlearning); "
+                  "they are no one's data and are left out of every figure here.", ""]
     for column, counts in by.items():
         lines += [f"**By {column.replace('_', ' ')}:** " + ", ".join(f"{k}: {v}" for k, v in counts.most_common()), ""]
     lines += ["## Excluded records", "",

@@ -103,7 +103,8 @@ def register(store: Store, run: Any, cfg: TrainConfig, splits: dict[str, Split],
     device = get_settings().resolved_device()
     models = {shard: merged(m) for shard, m in models.items()}
     name = cfg.registered_model or f"{selection['name']}-classifier"
-    mlflow.log_params({"labels": ",".join(labels), **{f"n_{k}": len(s.ids) for k, s in splits.items()}})
+    mlflow.log_params({"labels": ",".join(labels), **{f"n_{k}": len(s.ids) for k, s in splits.items()},
+                       "n_canaries": selection.get("canaries", 0)})  # n_train counts them; the card does not
     mlflow.log_dict({"train": config_dict(cfg), "selection": selection}, "config.json")
     probs = {k: predict_proba(list(models.values()), tokenizer, s.texts, cfg, device)
              for k, s in splits.items() if s.ids}

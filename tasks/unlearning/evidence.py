@@ -116,9 +116,9 @@ def effect(model: Confidences, oracle: Confidences, unit: float) -> Effect:
 def required_records(forget_sd: float, population_term: float, margin: float, cfg: EvidenceConfig) -> float:
     """Forget records needed for the equivalence test to accept a true oracle with ``cfg.power`` (normal
     approximation): the n with (z₁₋α + z₍₁₊power₎/₂)·SE(n) ≤ margin; ``population_term`` is the population's share of
-    SE², which more forget records do not reduce (infinite when it alone exceeds the budget). The positive control
-    passes the source's spread on the forget records, at least the noise unit itself: a candidate that forgot
-    scatters around the oracle at least as much as the source does on records neither trained on."""
+    SE², which more forget records do not reduce (infinite when it alone exceeds the budget). ``forget_sd`` is how
+    a candidate that forgot scatters on the forget records: the second oracle seed's measured spread when one was
+    trained, else one noise unit (as on the records neither model trained on)."""
     from scipy.stats import norm
 
     budget = (margin / (norm.ppf(1 - cfg.alpha) + norm.ppf((1 + cfg.power) / 2))) ** 2 - population_term
@@ -127,8 +127,9 @@ def required_records(forget_sd: float, population_term: float, margin: float, cf
     return float(math.ceil(forget_sd**2 / budget))
 
 
-def positive_control(source: Effect, margin: float, cfg: EvidenceConfig) -> dict[str, Any]:
-    """Is the source (trained on the records) distinguishable from the oracle by more than the margin?"""
+def positive_control(source: Effect, margin: float, cfg: EvidenceConfig, forgot_sd: float = 1.0) -> dict[str, Any]:
+    """Is the source (trained on the records) distinguishable from the oracle by more than the margin? Also the
+    records the power analysis needs, for a candidate that forgot and so scatters by ``forgot_sd`` on them."""
     p_zero = _t_sf(source.estimate / source.se, source.df) if source.se > 0 else 1.0
     p_margin = _t_sf((source.estimate - margin) / source.se, source.df) if source.se > 0 else 1.0
     mde = (_t_quantile(1 - cfg.alpha, source.df) + _t_quantile(cfg.power, source.df)) * source.se
@@ -139,8 +140,7 @@ def positive_control(source: Effect, margin: float, cfg: EvidenceConfig) -> dict
             "cohens_d": source.estimate / source.forget_sd if source.forget_sd > 0 else math.nan,
             "p_value": p_zero, "p_value_vs_margin": p_margin, "margin": margin,
             "minimum_detectable_effect": mde,
-            "required_records": required_records(max(source.forget_sd, 1.0), max(population_term, 0.0), margin,
-                                                 cfg),
+            "required_records": required_records(forgot_sd, max(population_term, 0.0), margin, cfg),
             "fires": bool(p_margin < cfg.alpha)}
 
 
@@ -271,7 +271,8 @@ def weigh(source: Confidences, oracle: Confidences, candidate: Confidences, exac
     if second_oracle is not None:
         effects["second_oracle"] = effect(second_oracle, oracle, unit)
     floor = noise_floor(effects.get("second_oracle"), cfg)
-    control = positive_control(effects["source"], floor["margin"], cfg)
+    forgot_sd = max(effects["second_oracle"].forget_sd, 1.0) if second_oracle is not None else 1.0
+    control = positive_control(effects["source"], floor["margin"], cfg, forgot_sd)
     equivalent = equivalence(effects["candidate"], floor["margin"], cfg)
     models = {"source": source, "candidate": candidate,
               **({"second_oracle": second_oracle} if second_oracle is not None else {})}
