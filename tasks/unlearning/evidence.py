@@ -10,10 +10,12 @@ far two models differ on records neither saw. Everything below compares the forg
 - **per-record membership scores**: d standardised by its own population mean and spread (LiRA's Gaussian fit with
   the oracle as the OUT reference), so a score of 3 is a record 3 standard deviations more "member-like" than a
   non-member; TPR at 1% / 0.1% FPR and the AUC, with bootstrap intervals over records;
-- **effects** in one unit for every model, the *noise floor unit* σ₀: the spread of the source's d on the population,
-  i.e. how much retraining without the records moves predictions on records that were never in either model. A
-  candidate's effect is the mean of its forget records' d minus the population's, over σ₀ (a noisy candidate does
-  not shrink its own effect: its spread only widens its interval);
+- **effects** in one unit for every model, the *noise unit* σ₀: the largest spread, on the population, of the
+  difference from the oracle of any model in the comparison (source, candidate, second oracle seed). It says how
+  much two models differ on records neither trained on — retraining without the records with the same seed (the
+  source), another seed, or whatever the candidate's method did to the model. A candidate's effect is the mean of
+  its forget records' d minus the population's, over σ₀. A candidate that scrambles the model widens σ₀ and with it
+  drowns the positive control, so its evidence has no power and is never accepted;
 - **positive control**: the source (which trained on the records) must be further from the oracle than the
   equivalence margin, significantly (one-sided Welch t-test against the margin) — otherwise nothing on these
   records could tell a no-op from forgetting;
@@ -49,7 +51,7 @@ class Confidences:
 
 @dataclass(frozen=True)
 class EvidenceConfig:
-    """The decision's parameters. ``margin`` is in noise-floor units (σ₀); its default is the calibrated one
+    """The decision's parameters. ``margin`` is in noise units (σ₀); its default is the calibrated one
     (``bench/results/gate_calibration.json``). ``power`` is what the power analysis asks of the equivalence test
     for a candidate that forgot exactly (a second oracle), so such a candidate is rejected in at most 1 − power of
     requests that reach a decision."""
@@ -93,9 +95,9 @@ def _t_sf(x: float, df: float) -> float:
     return float(t.sf(x, df)) if math.isfinite(x) and df > 0 else (0.0 if x == math.inf else 1.0)
 
 
-def noise_unit(source: Confidences, oracle: Confidences) -> float:
-    """σ₀: the spread of the source-minus-oracle differences on the population (never zero)."""
-    return max(float(np.std(source.population - oracle.population, ddof=1)), EPS)
+def noise_unit(models: list[Confidences], oracle: Confidences) -> float:
+    """σ₀: the largest spread of a model-minus-oracle difference on the population (never zero)."""
+    return max(EPS, *(float(np.std(m.population - oracle.population, ddof=1)) for m in models))
 
 
 def effect(model: Confidences, oracle: Confidences, unit: float) -> Effect:
@@ -134,13 +136,13 @@ def positive_control(source: Effect, margin: float, cfg: EvidenceConfig, forgot_
     p_margin = _t_sf((source.estimate - margin) / source.se, source.df) if source.se > 0 else 1.0
     mde = (_t_quantile(1 - cfg.alpha, source.df) + _t_quantile(cfg.power, source.df)) * source.se
     low, high = source.interval(0.95)
-    population_term = source.se**2 - source.forget_sd**2 / source.n_forget if source.n_forget else math.inf
+    population_term = 1 / source.n_population if source.n_population else math.inf  # spread ≤ 1 unit by definition
     return {"test": "one-sided Welch t-test: source minus oracle on the forget records vs the population",
             "n": source.n_forget, "effect": source.estimate, "effect_ci95": [low, high],
             "cohens_d": source.estimate / source.forget_sd if source.forget_sd > 0 else math.nan,
             "p_value": p_zero, "p_value_vs_margin": p_margin, "margin": margin,
             "minimum_detectable_effect": mde,
-            "required_records": required_records(forgot_sd, max(population_term, 0.0), margin, cfg),
+            "required_records": required_records(forgot_sd, population_term, margin, cfg),
             "fires": bool(p_margin < cfg.alpha)}
 
 
@@ -266,7 +268,7 @@ def weigh(source: Confidences, oracle: Confidences, candidate: Confidences, exac
           record_digests: list[str] | None = None) -> dict[str, Any]:
     """All the evidence on one candidate: ``verdict``, ``positive_control``, ``noise_floor``, ``equivalence``,
     ``membership`` (source, candidate, second oracle) and ``per_record`` (by ``record_digests``, never text)."""
-    unit = noise_unit(source, oracle)
+    unit = noise_unit([m for m in (source, candidate, second_oracle) if m is not None], oracle)
     effects = {"source": effect(source, oracle, unit), "candidate": effect(candidate, oracle, unit)}
     if second_oracle is not None:
         effects["second_oracle"] = effect(second_oracle, oracle, unit)

@@ -82,15 +82,14 @@ def test_an_exact_method_passes_with_its_evidence_reported() -> None:
     assert {"positive_control", "noise_floor", "per_record", "equivalence", "membership"} <= set(weighed)
 
 
-def test_a_noisy_candidate_cannot_hide_in_its_own_noise() -> None:
-    """Noise widens the candidate's interval; it does not shrink its effect, so equivalence is not shown."""
+def test_a_noisy_candidate_drowns_the_evidence_and_is_not_accepted() -> None:
+    """Scrambling the model widens the noise unit, so the source no longer stands out: no power, no acceptance."""
     truth = world(80)
     source, oracle = model(truth, 2.0, 1), model(truth, 0.0, 2)
     noisy = model(truth, 0.0, 3, noise=8.0)
     weighed = weigh(source, oracle, noisy, exact=False)
-    assert weighed["verdict"]["decision"] == FAIL
-    low, high = weighed["equivalence"]["effect_ci90"]
-    assert high - low > 2 * weighed["noise_floor"]["margin"]
+    assert weighed["noise_unit"] > 4 * noise_unit([source], oracle)
+    assert not weighed["positive_control"]["fires"] and weighed["verdict"]["decision"] == INCONCLUSIVE
 
 
 def test_the_measured_noise_floor_widens_the_margin_never_narrows_it() -> None:
@@ -108,8 +107,9 @@ def test_the_measured_noise_floor_widens_the_margin_never_narrows_it() -> None:
 def test_effects_are_in_the_source_oracle_noise_unit() -> None:
     truth = world(50)
     source, oracle = model(truth, 0.0, 1), model(truth, 0.0, 2)
-    unit = noise_unit(source, oracle)
+    unit = noise_unit([source], oracle)
     assert unit == pytest.approx(math.sqrt(2), rel=0.15)  # two models with unit noise each
+    assert noise_unit([source, model(truth, 0.0, 3, noise=3.0)], oracle) == pytest.approx(math.sqrt(10), rel=0.15)
     shifted = Confidences(oracle.forget + 3 * unit, oracle.population)
     assert effect(shifted, oracle, unit).estimate == pytest.approx(3.0)
 
@@ -117,7 +117,7 @@ def test_effects_are_in_the_source_oracle_noise_unit() -> None:
 def test_tost_is_two_sided_and_needs_the_whole_interval_inside() -> None:
     truth = world(400)
     source, oracle = model(truth, 0.0, 1), model(truth, 0.0, 2)
-    unit = noise_unit(source, oracle)
+    unit = noise_unit([source], oracle)
     for shift, inside in ((0.0, True), (0.9, False), (-0.9, False)):
         candidate = Confidences(oracle.forget + shift * unit + 0.05 * np.sin(np.arange(400)), oracle.population)
         assert equivalence(effect(candidate, oracle, unit), 0.5, EvidenceConfig())["equivalent"] is inside
