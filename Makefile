@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 QUICK ?=
 
-.PHONY: setup demo test test-fast test-demo bench lint clean
+.PHONY: setup demo test test-fast test-slow test-demo bench lint clean
 
 setup: $(STAMP)  # and Debian's Chromium for the Prefect UI browser test (tests/integration/test_prefect_ui.py)
 	@command -v chromium >/dev/null || $(if $(filter 0,$(shell id -u)),,sudo) sh -c \
@@ -28,7 +28,10 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration"
 
-test-demo: setup  # the quick demo end to end, its certificate checked (about 3 minutes)
+test-slow: setup  # the production profile (Postgres, S3, Dask workers, served deployments) and the canary drill
+	$(BIN)/python -m pytest -q -m slow
+
+test-demo: setup  # the quick demo end to end, its certificate checked (about 5 minutes)
 	$(BIN)/python -m pytest -q -m demo tests/integration/test_demo.py
 
 bench: setup  # each writes bench/results/<name>.json; see bench/README.md for the reference venvs

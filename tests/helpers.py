@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tasks import ingest
 from tasks.datasheet import load_datasheet
 from tasks.sources import list_raw_files, list_sources
 from tasks.storage import Store
+
+
+@contextlib.contextmanager
+def module_home(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[tuple[Path, Store]]:
+    """A CUSTODY_HOME (store + MLflow) for a module-scoped fixture to build once, with embedded defaults."""
+    home = tmp_path_factory.mktemp(name) / "custody"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CUSTODY_HOME", str(home))
+        for var in ("CUSTODY_STORAGE_URL", "CUSTODY_STORAGE_OPTIONS", "CUSTODY_DASK_ADDRESS", "MLFLOW_TRACKING_URI"):
+            mp.delenv(var, raising=False)
+        store = Store.from_settings()
+        store.ensure_bucket()
+        yield home, store
 
 
 def datasheet(name: str, **overrides: Any) -> dict[str, Any]:

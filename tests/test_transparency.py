@@ -28,7 +28,15 @@ from tasks.training import run_training
 from tasks.transparency import croissant, export_dataset, refresh_after_certificate, spdx, write_summary
 from tasks.transparency.publish import SUMMARY_JSON, SUMMARY_MD
 from tasks.unlearning import UnlearnConfig, unlearn_request
-from tests.helpers import datasheet, ingest_without_engine, jsonl, review_rows, tiny_train_config, write_source
+from tests.helpers import (
+    datasheet,
+    ingest_without_engine,
+    jsonl,
+    module_home,
+    review_rows,
+    tiny_train_config,
+    write_source,
+)
 
 RESERVED_EVERY = 5  # every fifth crawled row carries a TDM reservation
 OWNER = "o03"
@@ -56,13 +64,7 @@ def _home(store: Store) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
-    home = tmp_path_factory.mktemp("transparency") / "custody"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CUSTODY_HOME", str(home))
-        for var in ("CUSTODY_STORAGE_URL", "CUSTODY_STORAGE_OPTIONS", "CUSTODY_DASK_ADDRESS", "MLFLOW_TRACKING_URI"):
-            mp.delenv(var, raising=False)
-        store = Store.from_settings()
-        store.ensure_bucket()
+    with module_home(tmp_path_factory, "transparency") as (home, store):
         yield home, _home(store)
 
 

@@ -16,7 +16,7 @@ from tasks.policy import load_policy
 from tasks.selection import SelectionConfig, load_manifest
 from tests.helpers import files_containing, ingest_without_engine, jsonl, review_rows, tiny_train_config, write_source
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CANARIES = 8
 SMALL = {"method": "retrain", "retain_sample": 60, "mink_sample": 30}  # exact: one retrain, the least work
 

@@ -32,7 +32,7 @@ from tasks.storage import Store
 from tests.conftest import MOTO_REGION
 from tests.helpers import datasheet, jsonl, review_rows, write_source
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES = "postgres@127.0.0.1:5432"  # trust auth on loopback
 SERVICE_TIMEOUT = 300  # seconds for a service to come up on a loaded 2-core machine

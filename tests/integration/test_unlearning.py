@@ -5,10 +5,12 @@ on SQLite and the ledger."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +26,30 @@ from tasks.deletion.apply import process_pending
 from tasks.errors import CustodyError, Fatal
 from tasks.selection import load_manifest
 from tasks.unlearning import UnlearnConfig
-from tests.helpers import files_containing, reviews_store, tiny_train_config
+from tests.helpers import files_containing, module_home, reviews_store, tiny_train_config
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 OWNER = "o07"
 
 
+@pytest.fixture(scope="module")
+def trained_home(prefect_api, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """200 labelled reviews from 20 owners (5% each), a 2-shard dataset, an unsharded and a sharded model, trained
+    once through the train flow: each test unlearns from its own copy of this home."""
+    with module_home(tmp_path_factory, "unlearning") as (home, store):
+        ref, rows = reviews_store(store)
+        yield home, {"dataset": ref, "plain": run_train(tiny_train_config(ref))["ref"],
+                     "sharded": run_train(tiny_train_config(ref, shards=2))["ref"],
+                     "owner_texts": [r["text"] for r in rows if r["owner"] == OWNER]}
+
+
 @pytest.fixture
-def models(store) -> dict[str, Any]:
-    """200 labelled reviews from 20 owners (5% each), a 2-shard dataset, an unsharded and a sharded model."""
-    ref, rows = reviews_store(store)
-    return {"dataset": ref, "plain": run_train(tiny_train_config(ref))["ref"],
-            "sharded": run_train(tiny_train_config(ref, shards=2))["ref"],
-            "owner_texts": [r["text"] for r in rows if r["owner"] == OWNER]}
+def models(trained_home: tuple[Path, dict[str, Any]], custody_env: Path) -> dict[str, Any]:
+    """A copy of the trained home as this test's ``CUSTODY_HOME``; request it before ``store``."""
+    template, setup = trained_home
+    shutil.copytree(template, custody_env, dirs_exist_ok=True)
+    return setup
 
 
 def _version(ref: str):

@@ -19,7 +19,7 @@ from tasks.storage import Store
 from tasks.training import run_training
 from tasks.unlearning import GateConfig, UnlearnConfig, unlearn_request, unlearn_version
 from tasks.unlearning.evidence import EvidenceConfig
-from tests.helpers import files_containing, reviews_store, tiny_train_config
+from tests.helpers import files_containing, module_home, reviews_store, tiny_train_config
 
 OWNER = "o03"
 STATUSES = ["received", "resolved", "applied", "unlearned", "certified"]
@@ -39,13 +39,7 @@ def trained(store: Store, shards: int) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def plain_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
     """A home (store + MLflow) with one unsharded model, built once: each test unlearns from its own copy."""
-    home = tmp_path_factory.mktemp("plain") / "custody"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CUSTODY_HOME", str(home))
-        for var in ("CUSTODY_STORAGE_URL", "CUSTODY_STORAGE_OPTIONS", "CUSTODY_DASK_ADDRESS", "MLFLOW_TRACKING_URI"):
-            mp.delenv(var, raising=False)
-        store = Store.from_settings()
-        store.ensure_bucket()
+    with module_home(tmp_path_factory, "plain") as (home, store):
         yield home, trained(store, shards=1)
 
 
