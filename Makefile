@@ -28,7 +28,7 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration"
 
-test-slow: setup  # the production profile (Postgres, S3, Dask workers, served deployments) and the canary drill
+test-slow: setup  # production profile (Postgres, S3, Dask workers, served deployments), canary drill, Prefect UI
 	$(BIN)/python -m pytest -q -m slow
 
 test-demo: setup  # the quick demo end to end, its certificate checked (about 5 minutes)

@@ -34,7 +34,7 @@ import pytest
 
 from tests.helpers import jsonl, stop_process_group, write_source
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 60.0  # seconds for a page to show what we wait for; the machine is slow and shared
 GOOD = ["great", "good", "best", "love", "lovely", "warm"]
