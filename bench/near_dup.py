@@ -1,15 +1,21 @@
-"""Near-duplicate detection end to end (shingling, signatures, LSH, clustering): ours vs. datasketch vs. datatrove.
+"""Near-duplicate detection end to end (shingling, signatures, LSH, clustering): ours vs. our numpy path before
+rensa vs. datasketch vs. datatrove.
 
-All three implementations run in one invocation, pinned to ONE CPU core, on the same texts with the same
+All four implementations run in one invocation, pinned to ONE CPU core, on the same texts with the same
 parameters (5-word shingles, 128 permutations, threshold 0.8, LSH banding ``MinhashConfig().banding``), and are
 reported side by side in MB/s per core (MB = 10^6 bytes of UTF-8 text):
 
-* ``ours``: ``tasks.dedup`` — ``signatures`` (shingling, sha1, permutations) in chunks, the content hashes
-  (``normalize_text`` + sha256) that ``cluster_records`` needs for exact duplicates, then ``cluster_records`` (LSH
-  banding, Jaccard verification of candidates, connected components).
-* ``datasketch``: ``MinHash(num_perm=128)`` fed our shingles with ``update_batch`` (the permutation arrays are drawn
-  once and shared, which is bit-for-bit the same sketch), ``MinHashLSH(threshold=0.8, num_perm=128,
-  params=banding)``, insert all, query each, union-find over the candidates.
+* ``ours``: ``tasks.dedup`` — ``shingle_hashes`` (Arrow lower + split, rensa's hash of each distinct word, numpy
+  n-gram polynomial) then ``signatures_of_shingle_hashes`` (rensa ``RMinHash``), the two halves of ``signatures``,
+  in chunks of ``--chunk-docs`` texts; the content hashes (``normalize_text`` + sha256) that ``cluster_records``
+  needs for exact duplicates, then ``cluster_records`` (LSH banding, Jaccard verification of candidates,
+  connected components).
+* ``numpy_before``: the signatures ``tasks.dedup`` computed before rensa, reproduced here (``_old_shingles``: Python
+  regex words per text, joined n-grams; sha1 of each; ``signatures_of_hashes``' numpy permutations), then the same
+  content hashes and ``cluster_records`` as ours: the side by side of the switch, F1 included.
+* ``datasketch``: ``MinHash(num_perm=128)`` fed our ``shingles`` (strings) with ``update_batch`` (the permutation
+  arrays are drawn once and shared), ``MinHashLSH(threshold=0.8, num_perm=128, params=banding)``, insert all,
+  query each, union-find over the candidates.
 * ``datatrove``: its MinHash pipeline (``MinhashDedupSignature`` -> ``MinhashDedupBuckets`` ->
   ``MinhashDedupCluster``), run by ``bench/datatrove_runner.py`` in a separate virtualenv (datatrove clashes with
   our pins) with one worker; ``num_buckets``/``hashes_per_bucket`` = our bands/rows, ``n_grams=5``, its default
@@ -22,7 +28,7 @@ reported side by side in MB/s per core (MB = 10^6 bytes of UTF-8 text):
 Corpora: the Health News tweets (``tasks.sample.health_news_frame``, no ground truth: precision is checked
 against exact shingle Jaccard on a sample of predicted pairs) and a generated corpus of ``--size-mb`` MB (Zipfian
 pseudo-word vocabulary, fixed seed) with planted near-duplicate pairs (exact shingle Jaccard ~0.85-1.0) and hard
-negatives (~0.3-0.6). Ground truth = planted pairs whose exact Jaccard of ``shingles(text, 5)`` sets is >= 0.8;
+negatives (~0.3-0.6). Ground truth = planted pairs whose exact Jaccard of ``shingles(texts, 5)`` sets is >= 0.8;
 precision, recall and F1 are over pairs, a predicted pair being two documents in the same output cluster.
 
 Run from the repository root::
@@ -32,8 +38,8 @@ Run from the repository root::
     .venv/bin/python bench/near_dup.py --size-mb 50 --skip datatrove --out /tmp/nd.json
 
 Timings exclude corpus generation and loading; datatrove's exclude its interpreter start and JSONL parsing
-(reported separately). The JSON result records per-stage wall and CPU seconds, throughput, quality, cluster
-counts, ratios and the issue's targets with pass/fail.
+(reported separately). The JSON result records per-stage wall and CPU seconds and MB/s, throughput end to end,
+quality, cluster counts, ratios and the issue's targets with pass/fail.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -60,19 +67,28 @@ from typing import Any
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from tasks.dedup.clusters import _band_pairs, cluster_records
-from tasks.dedup.minhash import _CHUNK_SHINGLES, MinhashConfig, _fmix32, shingles, signatures
+from tasks.dedup.clusters import cluster_records
+from tasks.dedup.minhash import (
+    MinhashConfig,
+    shingle_hashes,
+    shingles,
+    signatures_of_hashes,
+    signatures_of_shingle_hashes,
+)
 from tasks.ids import content_hash, normalize_text
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 DATATROVE_PYTHON = Path(os.environ.get("NEAR_DUP_DATATROVE_PYTHON", "/work/bench-venvs/datatrove/bin/python"))
-IMPLS = ("ours", "datasketch", "datatrove")
+IMPLS = ("ours", "numpy_before", "datasketch", "datatrove")
 TARGET_MBPS, TARGET_VS_DATATROVE, TARGET_F1 = 1.5, 1.5, 0.95
+MAX_F1_DROP = 0.002  # ours may lose at most this much F1 against numpy_before (the switch must not cost quality)
+_OLD_WORD = re.compile(r"\w+", re.UNICODE)
 MAX_PAIRS = 50_000_000  # pair metrics are skipped past this many predicted pairs (memory)
 console = Console(stderr=True)
 
@@ -186,7 +202,7 @@ class _Writer:
 
 
 def _exact_jaccard(a: str, b: str, ngram: int) -> float:
-    sa, sb = set(shingles(a, ngram)), set(shingles(b, ngram))
+    sa, sb = (set(s) for s in shingles([a, b], ngram))
     return len(sa & sb) / len(sa | sb) if sa or sb else 1.0
 
 
@@ -283,37 +299,79 @@ def _components(n: int, pairs: Callable[[], Iterator[tuple[int, int]]]) -> list[
     return [np.array(g, dtype=np.int64) for g in groups.values() if len(g) > 1]
 
 
-def run_ours(texts: list[str], cfg: MinhashConfig, chunk_docs: int) -> Run:
-    run, n = Run("ours"), len(texts)
+def _chunks(texts: list[str], chunk_docs: int, desc: str) -> Iterator[list[str]]:
+    for lo in tqdm(range(0, len(texts), chunk_docs), desc=desc, unit="chunk", leave=False):
+        yield texts[lo:lo + chunk_docs]
+
+
+def _cluster(run: Run, texts: list[str], sigs: np.ndarray, cfg: MinhashConfig) -> None:
+    """The stages after the signatures, the same for ours and numpy_before: content hashes, ``cluster_records``."""
+    n = len(texts)
     record_ids = [f"d{i:09d}" for i in range(n)]
-    with _stage(run, "signatures"):  # shingling + sha1 + fmix32 + permutations + min
-        sigs = np.empty((n, cfg.num_perm), dtype=np.uint32)
-        for lo in tqdm(range(0, n, chunk_docs), desc="ours: signatures", unit="chunk", leave=False):
-            sigs[lo:lo + chunk_docs] = signatures(texts[lo:lo + chunk_docs], cfg)
     with _stage(run, "content_hash"):  # normalize_text + sha256, for the exact-duplicate pass
-        hashes = [content_hash(normalize_text(t)) for t in tqdm(texts, desc="ours: content hashes", leave=False,
-                                                                  mininterval=0.5)]
+        hashes = [content_hash(normalize_text(t)) for t in tqdm(texts, desc=f"{run.impl}: content hashes",
+                                                                  leave=False, mininterval=0.5)]
     with _stage(run, "lsh_cluster"):  # banding, candidate verification, connected components
         table, stats = cluster_records(record_ids, hashes, np.arange(n), sigs, cfg)
     grouped = table.group_by("cluster_id").aggregate([("record_id", "list")])
     run.clusters = [np.array([int(r[1:]) for r in members], dtype=np.int64)
                     for members in grouped.column("record_id_list").to_pylist()]
-    run.extra = {"cluster_stats": stats.to_dict(), "signature_chunk_docs": chunk_docs,
-                 "kinds": {k: int(v) for k, v in zip(*np.unique(table.column("kind").to_numpy(zero_copy_only=False),
-                                                               return_counts=True), strict=True)}}
-    run.extra["_sigs"] = sigs  # for the profile; dropped before writing JSON
+    run.extra["cluster_stats"] = stats.to_dict()
+    run.extra["kinds"] = {k: int(v) for k, v in zip(*np.unique(table.column("kind").to_numpy(zero_copy_only=False),
+                                                              return_counts=True), strict=True)}
+
+
+def run_ours(texts: list[str], cfg: MinhashConfig, chunk_docs: int) -> Run:
+    run = Run("ours", extra={"signature_chunk_docs": chunk_docs})
+    with _stage(run, "shingling"):  # Arrow lower + split, distinct words hashed by rensa, numpy n-gram hashes
+        hashed = [shingle_hashes(chunk, cfg.ngram) for chunk in _chunks(texts, chunk_docs, "ours: shingling")]
+    with _stage(run, "signatures"):  # rensa RMinHash over the n-gram hashes
+        sigs = np.concatenate([signatures_of_shingle_hashes(h, c, cfg) for h, c in hashed])
+    del hashed
+    _cluster(run, texts, sigs, cfg)
+    return run
+
+
+def _old_shingles(text: str, ngram: int) -> list[bytes]:
+    """The shingles of tasks/dedup/minhash.py before rensa: Python regex words, n-grams joined and encoded."""
+    words = _OLD_WORD.findall(text.lower())
+    if len(words) <= ngram:
+        return [" ".join(words).encode()] if words else []
+    return [" ".join(words[i:i + ngram]).encode() for i in range(len(words) - ngram + 1)]
+
+
+def run_numpy_before(texts: list[str], cfg: MinhashConfig, chunk_docs: int) -> Run:
+    """``signatures`` as it was before rensa: per-text Python shingles, sha1 of each, numpy permutations."""
+    run = Run("numpy_before", extra={"signature_chunk_docs": chunk_docs})
+    with _stage(run, "shingling"):
+        shingled = [_old_shingles(t, cfg.ngram) for t in tqdm(texts, desc="numpy_before: shingling", leave=False,
+                                                               mininterval=0.5)]
+    with _stage(run, "signatures"):  # sha1 (first 4 bytes) + fmix32 + (num_perm, shingles) permutations + min
+        sha1, from_bytes = hashlib.sha1, int.from_bytes
+        parts = []
+        for lo in tqdm(range(0, len(texts), chunk_docs), desc="numpy_before: signatures", leave=False):
+            chunk = shingled[lo:lo + chunk_docs]
+            hashes = [from_bytes(sha1(s).digest()[:4], "little") for sh in chunk for s in sh]
+            parts.append(signatures_of_hashes(np.fromiter(hashes, dtype=np.uint32, count=len(hashes)),
+                                              np.array([len(sh) for sh in chunk], dtype=np.int64), cfg))
+        sigs = np.concatenate(parts)
+    del shingled
+    _cluster(run, texts, sigs, cfg)
     return run
 
 
 def run_datasketch(texts: list[str], cfg: MinhashConfig) -> Run:
     run, n = Run("datasketch"), len(texts)
     perms = MinHash(num_perm=cfg.num_perm, seed=cfg.seed).permutations  # drawn once, shared by every sketch
-    with _stage(run, "signatures"):  # our shingles + datasketch sha1_hash32 + permutations
+    with _stage(run, "shingling"):  # our shingles as strings (Arrow split, Python n-gram joins)
+        shingled = [sh for chunk in _chunks(texts, 4096, "datasketch: shingling") for sh in shingles(chunk, cfg.ngram)]
+    with _stage(run, "signatures"):  # datasketch sha1_hash32 + permutations
         sketches = []
-        for text in tqdm(texts, desc="datasketch: MinHash", leave=False, mininterval=0.5):
+        for sh in tqdm(shingled, desc="datasketch: MinHash", leave=False, mininterval=0.5):
             m = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, permutations=perms, scheme="affine32")
-            m.update_batch(shingles(text, cfg.ngram))
+            m.update_batch(sh)
             sketches.append(m)
+    del shingled
     with _stage(run, "lsh_insert"):
         lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm, params=cfg.banding)
         for i, m in enumerate(tqdm(sketches, desc="datasketch: insert", leave=False, mininterval=0.5)):
@@ -367,53 +425,6 @@ def run_datatrove(texts: list[str], cfg: MinhashConfig, python: Path, hash_name:
     run.extra = {"version": out["datatrove_version"], "config": out["config"], "load_jsonl_s": out["load_s"],
                  "subprocess_total_s": elapsed, "peak_rss_mb": out["peak_rss_mb"]}
     return run
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# profile of our implementation
-
-
-def profile_ours(texts: list[str], cfg: MinhashConfig, sigs: np.ndarray, cluster_s: float) -> dict[str, Any]:
-    """Split ``signatures`` into shingling / sha1 / permutation+min on ``texts`` (a sample), re-implemented
-    here step by step with the same functions, and LSH banding vs. the rest of ``cluster_records`` on ``sigs``."""
-    mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
-    t0 = time.perf_counter()
-    shingled = [shingles(t, cfg.ngram) for t in texts]
-    t_shingle = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sha1, from_bytes = hashlib.sha1, int.from_bytes
-    hashes = [from_bytes(sha1(s).digest()[:4], "little") for sh in shingled for s in sh]
-    own = np.repeat(np.arange(len(shingled), dtype=np.int64), [len(sh) for sh in shingled])
-    t_sha1 = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    a, b = cfg.permutations
-    out = np.full((len(texts), cfg.num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
-    hv = _fmix32(np.fromiter(hashes, dtype=np.uint32, count=len(hashes)))
-    for lo in range(0, len(hv), _CHUNK_SHINGLES):  # the (num_perm, shingles) layout of tasks/dedup/minhash.py
-        chunk, chunk_own = hv[lo:lo + _CHUNK_SHINGLES], own[lo:lo + _CHUNK_SHINGLES]
-        phv = a[:, None] * chunk[None, :]
-        phv += b[:, None]
-        starts = np.flatnonzero(np.r_[True, chunk_own[1:] != chunk_own[:-1]])
-        docs = chunk_own[starts]
-        out[docs] = np.minimum(out[docs], np.minimum.reduceat(phv, starts, axis=1).T)
-    t_perm = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    _band_pairs(sigs, cfg)
-    t_band = time.perf_counter() - t0
-    total = t_shingle + t_sha1 + t_perm
-    n_sh = len(hashes)
-    return {
-        "sample_mb": mb, "sample_docs": len(texts), "shingles": n_sh,
-        "shingles_per_mb": n_sh / mb if mb else 0.0,
-        "seconds": {"shingling": t_shingle, "sha1_hashing": t_sha1, "fmix_permute_min": t_perm},
-        "share_of_signatures": {"shingling": t_shingle / total, "sha1_hashing": t_sha1 / total,
-                                "fmix_permute_min": t_perm / total},
-        "mb_per_s_alone": {"shingling": mb / t_shingle, "sha1_hashing": mb / t_sha1, "fmix_permute_min": mb / t_perm},
-        "ns_per_shingle": {"shingling": 1e9 * t_shingle / n_sh, "sha1_hashing": 1e9 * t_sha1 / n_sh,
-                           "fmix_permute_min": 1e9 * t_perm / n_sh},
-        "lsh_band_pairs_full_s": t_band,
-        "cluster_rest_full_s": max(cluster_s - t_band, 0.0),
-    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -471,7 +482,7 @@ def sampled_exact_precision(pred: np.ndarray, texts: list[str], cfg: MinhashConf
 
     def sh(i: int) -> set[bytes]:
         if i not in cache:
-            cache[i] = set(shingles(texts[i], cfg.ngram))
+            cache[i] = set(shingles([texts[i]], cfg.ngram)[0])
         return cache[i]
 
     ok = 0
@@ -497,8 +508,11 @@ def summarize(run: Run, corpus: Corpus, mb: float, cfg: MinhashConfig, ours_pair
         "mb": mb, "docs": len(corpus.texts),
         "stages_s": {k: v["wall_s"] for k, v in run.stages.items()},
         "stages_cpu_s": {k: v["cpu_s"] for k, v in run.stages.items()},
+        "stages_mb_per_s": {k: mb / v["wall_s"] for k, v in run.stages.items() if v["wall_s"]},
+        "stages_mb_per_cpu_s": {k: mb / v["cpu_s"] for k, v in run.stages.items() if v["cpu_s"]},
         "end_to_end_s": wall, "end_to_end_cpu_s": cpu,
         "mb_per_s_per_core": mb / wall if wall else None,
+        "mb_per_cpu_s": mb / cpu if cpu else None,  # robust to a shared machine; the issue's measure
         "clusters": len(sizes), "clustered_docs": int(sum(sizes)), "largest_cluster": max(sizes, default=0),
         "predicted_pairs": None if pred is None else len(pred),
         **{k: v for k, v in run.extra.items() if not k.startswith("_")},
@@ -528,6 +542,10 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def _pair(wall: float | None, cpu: float | None) -> str | None:
+    return None if wall is None else f"{wall:,.1f} | {cpu:,.1f}"
+
+
 def print_corpus_table(name: str, res: dict[str, Any]) -> None:
     impls = list(res["impls"])
     table = Table(title=f"{name}: {res['mb']:.1f} MB, {res['docs']:,} docs, 1 core", title_justify="left")
@@ -537,9 +555,13 @@ def print_corpus_table(name: str, res: dict[str, Any]) -> None:
     stage_names = list(dict.fromkeys(s for r in res["impls"].values() for s in r.get("stages_s", {})))
     rows: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
         (f"{s} (s)", lambda r, s=s: r.get("stages_s", {}).get(s)) for s in stage_names]
+    rows += [(f"{s} MB/s (wall | CPU)", lambda r, s=s: _pair(r.get("stages_mb_per_s", {}).get(s),
+                                                            r.get("stages_mb_per_cpu_s", {}).get(s)))
+             for s in ("shingling", "signatures")]
     rows += [("end to end (s)", lambda r: r.get("end_to_end_s")),
              ("end to end CPU (s)", lambda r: r.get("end_to_end_cpu_s")),
              ("MB/s per core", lambda r: r.get("mb_per_s_per_core")),
+             ("MB per CPU second", lambda r: r.get("mb_per_cpu_s")),
              ("clusters", lambda r: r.get("clusters")), ("clustered docs", lambda r: r.get("clustered_docs")),
              ("predicted pairs", lambda r: r.get("predicted_pairs"))]
     if any("f1" in r for r in res["impls"].values()):
@@ -552,12 +574,13 @@ def print_corpus_table(name: str, res: dict[str, Any]) -> None:
         table.add_row(label, *(_fmt(get(r)) if "skipped" not in r else "skipped" for r in res["impls"].values()))
     console.print(table)
     if res.get("ratios"):
-        console.print("  ratios (MB/s per core): " + ", ".join(f"{k} {_fmt(v, 2)}x" for k, v in res["ratios"].items()))
+        ratios = ", ".join(f"{k} {_fmt(v, 2)}x" for k, v in res["ratios"].items())
+        console.print("  ratios (MB/s per core): " + escape(ratios))
 
 
 def targets(results: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"ours_mb_per_s_per_core_min": TARGET_MBPS, "ours_vs_datatrove_min": TARGET_VS_DATATROVE,
-                           "f1_min": TARGET_F1, "per_corpus": {}}
+                           "f1_min": TARGET_F1, "f1_drop_vs_numpy_before_max": MAX_F1_DROP, "per_corpus": {}}
     verdicts: list[bool] = []
     for name, res in results.items():
         ours = res["impls"].get("ours", {})
@@ -569,6 +592,10 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
         checks["vs_datatrove"] = {"value": ratio, "pass": None if ratio is None else ratio >= TARGET_VS_DATATROVE}
         if "f1" in ours:
             checks["f1"] = {"value": ours["f1"], "pass": ours["f1"] >= TARGET_F1}
+        before = res["impls"].get("numpy_before", {})
+        if "f1" in ours and "f1" in before:
+            drop = before["f1"] - ours["f1"]
+            checks["f1_drop_vs_numpy_before"] = {"value": drop, "pass": drop <= MAX_F1_DROP}
         out["per_corpus"][name] = checks
         verdicts += [c["pass"] for c in checks.values() if c["pass"] is not None]
     out["all_pass"] = bool(verdicts) and all(verdicts)
@@ -580,7 +607,7 @@ def print_targets(t: dict[str, Any]) -> None:
     for col in ("corpus", "check", "value", "target", "pass"):
         table.add_column(col)
     goal = {"mb_per_s_per_core": f">= {TARGET_MBPS} MB/s", "vs_datatrove": f">= {TARGET_VS_DATATROVE}x",
-            "f1": f">= {TARGET_F1}"}
+            "f1": f">= {TARGET_F1}", "f1_drop_vs_numpy_before": f"<= {MAX_F1_DROP}"}
     for corpus, checks in t["per_corpus"].items():
         for check, c in checks.items():
             verdict = "n/a" if c["pass"] is None else ("[green]PASS[/]" if c["pass"] else "[red]FAIL[/]")
@@ -615,16 +642,15 @@ def bench_corpus(corpus: Corpus, cfg: MinhashConfig, args: argparse.Namespace) -
     runs: list[Run] = []
     peaks: dict[str, float] = {}
     warm = corpus.texts[:300]  # first calls (imports, caches, allocator) are not what we measure
-    if "ours" not in args.skip:
-        run_ours(warm, cfg, args.chunk_docs)
-    if "datasketch" not in args.skip:
-        run_datasketch(warm, cfg)
-    if "ours" not in args.skip:
-        runs.append(run_ours(corpus.texts, cfg, args.chunk_docs))
-        peaks["ours"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if "datasketch" not in args.skip:
-        runs.append(run_datasketch(corpus.texts, cfg))
-        peaks["datasketch"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    in_process: dict[str, Callable[[list[str]], Run]] = {
+        "ours": lambda texts: run_ours(texts, cfg, args.chunk_docs),
+        "numpy_before": lambda texts: run_numpy_before(texts, cfg, args.chunk_docs),
+        "datasketch": lambda texts: run_datasketch(texts, cfg)}
+    for impl, run in in_process.items():
+        if impl not in args.skip:
+            run(warm)
+            runs.append(run(corpus.texts))
+            peaks[impl] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if "datatrove" not in args.skip:
         for hash_name in args.datatrove_hash:
             runs.append(run_datatrove(corpus.texts, cfg, args.datatrove_python, hash_name))
@@ -639,15 +665,14 @@ def bench_corpus(corpus: Corpus, cfg: MinhashConfig, args: argparse.Namespace) -
     for other in impls:
         if other != "ours" and "mb_per_s_per_core" in impls[other] and "mb_per_s_per_core" in ours:
             res["ratios"][f"ours/{other}"] = ours["mb_per_s_per_core"] / impls[other]["mb_per_s_per_core"]
-    ours_run = next((r for r in runs if r.impl == "ours"), None)
-    if ours_run is not None and not args.no_profile:
-        rng = np.random.default_rng(1)
-        idx = rng.permutation(n)
-        sizes = np.cumsum([len(corpus.texts[i]) for i in idx]) / 1e6
-        sample = [corpus.texts[i] for i in np.sort(idx[: int(np.searchsorted(sizes, args.profile_mb)) + 1])]
-        console.print(f"profiling ours on a {min(args.profile_mb, mb):.1f} MB sample ...")
-        res["ours_profile"] = profile_ours(sample, cfg, ours_run.extra["_sigs"],
-                                           ours_run.stages["lsh_cluster"]["wall_s"])
+    for stage in ("shingling", "signatures"):
+        before = impls.get("numpy_before", {}).get("stages_mb_per_s", {}).get(stage)
+        if before and stage in ours.get("stages_mb_per_s", {}):
+            res["ratios"][f"ours/numpy_before[{stage}]"] = ours["stages_mb_per_s"][stage] / before
+            res["ratios"][f"ours/numpy_before[{stage}, CPU]"] = (ours["stages_mb_per_cpu_s"][stage]
+                                                                 / impls["numpy_before"]["stages_mb_per_cpu_s"][stage])
+    if "mb_per_cpu_s" in ours and "mb_per_cpu_s" in impls.get("numpy_before", {}):
+        res["ratios"]["ours/numpy_before[CPU]"] = ours["mb_per_cpu_s"] / impls["numpy_before"]["mb_per_cpu_s"]
     print_corpus_table(corpus.name, res)
     return res
 
@@ -663,8 +688,6 @@ def main(argv: list[str] | None = None) -> int:
                     choices=["xxhash64", "sha1-32", "xxhash32", "sha1-64"],
                     help="datatrove hash config(s); the first is the one ratios and targets use")
     ap.add_argument("--chunk-docs", type=int, default=4096, help="documents per signatures() call for ours")
-    ap.add_argument("--profile-mb", type=float, default=20.0, help="sample size for the profile of ours")
-    ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--core", type=int, default=None, help="CPU to pin to (default: the last allowed one)")
     ap.add_argument("--seed", type=int, default=20240611, help="generator seed for the planted corpus")
     ap.add_argument("--out", type=Path, default=None,
@@ -700,7 +723,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {"cpu": _cpu_model(), "machine_cores": os.cpu_count(), "cores_used": 1, "pinned_cpu": core,
                     "load_average_at_start": load, "python": platform.python_version(),
-                    "numpy": np.__version__, "datasketch": version("datasketch"),
+                    "numpy": np.__version__, "pyarrow": version("pyarrow"), "rensa": version("rensa"),
+                    "datasketch": version("datasketch"),
                     "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
         "params": {"ngram": cfg.ngram, "num_perm": cfg.num_perm, "threshold": cfg.threshold, "seed": cfg.seed,
                    "bands": bands, "rows": rows, "ours_verify_candidates": cfg.verify,

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flows import cli_transparency, render
+from flows import cli_deletions, cli_transparency, render
 from flows.render import emit, err
 from flows.runtime import configure_environment, exit_cleanly, mask_log_secrets
 from tasks.config import get_settings
@@ -130,6 +130,8 @@ def delete(owner: Annotated[str | None, typer.Option(help="every record of this 
            reason: Annotated[str | None, typer.Option(help="why (kept in the ledger)")] = None,
            apply: Annotated[bool | None, typer.Option(help="apply it here and now; default: yes unless a Prefect "
                                                          "server is configured, whose deployment does it")] = None,
+           defer_purge: Annotated[bool, typer.Option(help="leave the bytes to the next `custody purge` pass "
+                                                     "(unreadable at once all the same)")] = False,
            as_json: JsonOpt = False) -> None:
     """File a deletion request (durable before anything else happens), then apply it, or, with a Prefect server
     configured (PREFECT_API_URL), emit ``custody.deletion.requested`` so the unlearning deployment takes over."""
@@ -141,7 +143,7 @@ def delete(owner: Annotated[str | None, typer.Option(help="every record of this 
     filed = launch.file_deletion(selector, reason)
     if not as_json:
         render.out.print(f"deletion request [bold]{filed['request_id']}[/bold] received")
-    emit(launch.apply_filed(filed, apply), as_json, render.show_deletion)
+    emit(launch.apply_filed(filed, apply, not defer_purge), as_json, render.show_deletion)
 
 
 @command
@@ -180,40 +182,6 @@ def drill(method: Annotated[str, typer.Option(help="auto | sisa | retrain | negg
         f"drill {r['request_id']} (canary generation {r['generation']}): {r['status']}; verdict: {r['verdict']}; "
         f"verify-deletion clean: {r['verification']['clean']}; generation {r['next_generation']['generation']} "
         f"planted\ncertificate: {r['certificate']}"), highlight=False))
-
-
-@command
-def deletions(request: Annotated[str | None, typer.Option(help="show one request in full")] = None,
-              apply: Annotated[bool, typer.Option("--apply", help="apply every open request now")] = False,
-              finish: Annotated[bool, typer.Option("--finish", help="unlearn and certify every request not yet "
-                                                   "certified (what the sweep deployment does)")] = False,
-              as_json: JsonOpt = False) -> None:
-    """List deletion requests and their status (or show one, or apply the open ones, or finish them)."""
-    from tasks.deletion.listing import request_detail, request_rows
-
-    if apply:
-        launcher().run_apply()
-    if finish:
-        launcher().run_sweep()
-    if request:
-        emit({"ok": True, **request_detail(Store.from_settings(), request)}, as_json, render.show_request)
-        return
-    emit({"ok": True, "requests": request_rows(Store.from_settings())}, as_json, render.show_deletions)
-
-
-@command
-def verify_deletion(request_id: Annotated[str, typer.Argument(help="deletion request id (see custody deletions)")],
-                    threshold: Annotated[float, typer.Option(help="share of a deleted text's shingles that makes a "
-                                                             "string a leftover")] = 0.8,
-                    as_json: JsonOpt = False) -> None:
-    """Scan every byte the platform wrote (store, Prefect and MLflow databases, MLflow artifacts, logs) for the
-    request's deleted texts, by their fingerprints; record the result in the certificate. Exit 1 on leftovers,
-    or when a place could not be read."""
-    from tasks.deletion.verify import verify_deletion as verify
-
-    configure_environment()  # where Prefect's home and database are, as the flows had them; no server started
-    report = verify(Store.from_settings(), get_settings(), request_id, threshold)
-    emit({"ok": report["clean"] and report["complete"], **report}, as_json, render.show_verification)
 
 
 @command
@@ -295,5 +263,6 @@ def train(dataset: Annotated[str, typer.Option(help="NAME@VERSION (see custody d
 
 
 cli_transparency.register(command)  # summary, export (flows/cli_transparency.py)
+cli_deletions.register(command, launcher)  # deletions, purge, verify-deletion (flows/cli_deletions.py)
 if __name__ == "__main__":
     app()

@@ -1,6 +1,10 @@
-"""Deletion flow: resolve and apply open deletion requests (tombstones + physical purge), with a report.
+"""Deletion flows: apply open deletion requests (soft: tombstoned, unreadable at once), then purge their bytes in one
+batched pass over the partitions they touch (hard), with a report.
 
-``custody delete`` acknowledges a request first (``tasks.deletion.requests.submit``), then runs this flow.
+``custody delete`` acknowledges a request first (``tasks.deletion.requests.submit``), then runs
+``apply_deletions_flow``; ``custody purge`` and the ``custody-purge`` deployment run ``purge_flow`` on its own, for
+every request applied with ``--defer-purge`` (or by a deployment) since the last pass. Partitions are purged as
+parallel tasks (Dask when the launcher gives the flow its runner); the pass holds the apply lock throughout.
 """
 
 from __future__ import annotations
@@ -11,20 +15,48 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 
-from flows.progress import text_safe
-from tasks.deletion import apply
+from flows.progress import text_safe, track_futures
+from tasks.deletion import apply, batch, requests
+from tasks.deletion.locks import store_lock
 from tasks.storage import Store
 
-process_pending = task(text_safe(apply.process_pending), name="apply-deletions", cache_policy=NONE, retries=1)
+apply_pending = task(text_safe(apply.apply_pending), name="apply-deletions", cache_policy=NONE, retries=1)
+purge_target = task(text_safe(batch.purge_target), name="purge-partition", cache_policy=NONE, retries=1)
+
+
+@flow(name="purge-deleted-bytes")
+def purge_flow() -> dict[str, Any]:
+    """Purge the bytes of every applied request not purged yet, one task per affected partition."""
+    store = Store.from_settings()
+    with store_lock(store):
+        docs = requests.pending(store)
+        if not docs:
+            return {"requests": []}
+        plan = batch.plan(store, docs)
+        reports = track_futures([purge_target.submit(store, plan.blocks, t, plan.files.get(t[:2], []))
+                                 for t in plan.targets], "purge partitions")
+        done = batch.finish(store, plan, reports)
+    purge = done[0]["applied"]["purge"]
+    create_table_artifact(key="deletions-purged", table=[
+        {"request": d["request_id"], "purged_at": d["applied"]["purge"]["purged_at"]} for d in done],
+        description=f"Bytes purged in one pass: {purge['targets_rewritten']} partition(s) rewritten")
+    return {"requests": [d["request_id"] for d in done], **{k: purge[k] for k in (
+        "purged_at", "targets_rewritten", "rows_removed", "raw_rows_removed", "quarantine_rows_removed")}}
 
 
 @flow(name="apply-deletions")
-def apply_deletions_flow(request_id: str | None = None) -> list[dict[str, Any]]:
-    """Apply every open deletion request (or just ``request_id``) exactly once."""
-    done = process_pending(Store.from_settings(), request_id)
+def apply_deletions_flow(request_id: str | None = None, purge: bool = True) -> list[dict[str, Any]]:
+    """Apply every open deletion request (or just ``request_id``) exactly once; then, unless ``purge`` is off,
+    purge the bytes of every applied request."""
+    store = Store.from_settings()
+    done = apply_pending(store, request_id)
+    if purge and done:
+        purge_flow()
+        done = [requests.load(store, d["request_id"]) for d in done]
     rows = [{"request": d["request_id"], "selector": d["selector"]["kind"],
              "records": len(d["resolved"]["record_ids"]), "duplicates": d["resolved"]["counts"]["duplicates"],
-             **d["applied"]} for d in done]
+             "partitions": len(d["applied"]["purge"]["targets"]), "purge": d["applied"]["purge"]["state"]}
+            for d in done]
     if rows:
         create_table_artifact(key="deletions-applied", table=rows, description="Deletion requests applied")
     return done

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from flows.delete import apply_deletions_flow
+from flows.delete import apply_deletions_flow, purge_flow
 from flows.deployments import emit_deletion_requested
 from flows.drill import canaries_flow, drill_flow
 from flows.ingest import ingest_flow
@@ -117,21 +117,26 @@ def file_deletion(selector: Selector, reason: str | None) -> dict[str, Any]:
     return filed
 
 
-def apply_filed(filed: dict[str, Any], apply: bool | None) -> dict[str, Any]:
+def apply_filed(filed: dict[str, Any], apply: bool | None, purge: bool = True) -> dict[str, Any]:
     """Apply a request :func:`file_deletion` filed, here and now when ``apply`` says so; by default (None) only
-    when no configured Prefect server's deployment will."""
+    when no configured Prefect server's deployment will. Without ``purge`` its bytes wait for the next pass."""
     if not (apply if apply is not None else not get_settings().prefect_server_configured):
         return filed
-    done = run_apply(filed["request_id"])
+    done = run_apply(filed["request_id"], purge)
     if not done:
         return filed
     return {**filed, "status": done[0]["status"], "resolved": done[0]["resolved"]["counts"],
             "applied": done[0]["applied"]}
 
 
-def run_apply(request_id: str | None = None) -> list[dict[str, Any]]:
+def run_apply(request_id: str | None = None, purge: bool = True) -> list[dict[str, Any]]:
     ensure_prefect_api()
-    return apply_deletions_flow(request_id)
+    return apply_deletions_flow(request_id, purge)
+
+
+def run_purge() -> dict[str, Any]:
+    ensure_prefect_api()
+    return purge_flow.with_options(task_runner=dask_task_runner(get_settings()))()
 
 
 def run_unlearn(request_id: str, cfg: UnlearnOptions) -> dict[str, Any]:

@@ -135,7 +135,11 @@ def show_pipeline(r: Result) -> None:
 
 
 def show_deletion(r: Result) -> None:
-    out.print(f"status: {r['status']} {r.get('resolved', '')} {r.get('applied', '')}")
+    purge = r.get("applied", {}).get("purge", {})
+    counts = {k: v for k, v in r.get("applied", {}).items() if k != "purge"}
+    when = purge.get("purged_at") or purge.get("due_by")
+    out.print(escape(f"status: {r['status']} {r.get('resolved', '')} {counts}; bytes: {purge.get('state', '-')} "
+                     f"({len(purge.get('targets', []))} partition(s)) {when}"), highlight=False)
 
 
 def show_unlearn(r: Result) -> None:

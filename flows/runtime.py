@@ -67,6 +67,7 @@ def configure_environment(settings: Settings | None = None) -> None:
         os.environ.setdefault(name, value)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("RAYON_NUM_THREADS", "1")  # rensa's pool: Dask already runs one task per core
     log_file(settings).parent.mkdir(parents=True, exist_ok=True)
     if "prefect.context" in sys.modules:
         from prefect.context import refresh_global_settings_context

@@ -19,7 +19,7 @@ from typing import Any
 from tasks import layout
 from tasks import model_registry as registry
 from tasks.deletion import requests, vault
-from tasks.deletion.verify import latest_verification
+from tasks.deletion.verify import latest_verification, update_certificate
 from tasks.plots import figure_png
 from tasks.storage import Store
 
@@ -126,6 +126,15 @@ def evidence_lines(m: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _purged(applied: dict[str, Any]) -> str:
+    """When the bytes went (a batched purge may come after the certificate, which it then updates)."""
+    purge = applied.get("purge", {})
+    if purge.get("state") == "pending":
+        return f"Unreadable since the request was applied; its bytes are due to be purged by {purge['due_by']}."
+    return (f"Purged physically{' at ' + purge['purged_at'] if purge.get('purged_at') else ''}: "
+            f"{applied.get('rows_removed', 0)} Parquet rows, {applied.get('raw_rows_removed', 0)} raw rows.")
+
+
 def markdown(cert: dict[str, Any], plot: str | None) -> str:
     """The certificate as a reader sees it: the verdict, what was deleted, and per model the attempts with their
     decisions, the evidence and the numbers against the oracle and the source (``plot``: the figure's file name)."""
@@ -135,9 +144,8 @@ def markdown(cert: dict[str, Any], plot: str | None) -> str:
              f"({cert['selector']['values']} value(s)), reason: {cert['reason'] or 'not given'}.", "",
              "## Deleted", "",
              f"{d['records']} records ({d['selected']} selected, {d['duplicates']} exact or near duplicates of their "
-             f"text), {len(d['content_hashes'])} distinct texts; record-id digest `{d['ids_digest']}`. Purged "
-             f"physically: {cert['applied'].get('rows_removed', 0)} Parquet rows, "
-             f"{cert['applied'].get('raw_rows_removed', 0)} raw rows. The forget vault was "
+             f"text), {len(d['content_hashes'])} distinct texts; record-id digest `{d['ids_digest']}`. "
+             f"{_purged(cert['applied'])} The forget vault was "
              f"{'destroyed' if cert['vault_destroyed'] else 'never needed'}.", "",
              "## Models", ""]
     if not cert["models"]:
@@ -233,3 +241,14 @@ def certify(store: Store, doc: dict[str, Any], results: list[dict[str, Any]]) ->
     return requests.set_status(store, doc, requests.CERTIFIED, certificate={
         "json": store.uri(key(CERT_JSON)), "markdown": store.uri(key(CERT_MD)), "verdict": cert["verdict"]["summary"],
         "models": [{k: m.get(k) for k in SUMMARY_FIELDS} for m in cert["models"]]})
+
+
+def record_purge(store: Store, request_id: str, applied: dict[str, Any]) -> bool:
+    """A purge pass that finished after certification: the certificate (JSON and markdown) says when the bytes
+    went; False when the request is not certified yet (its certificate will say it when written)."""
+    key = partial(layout.deletion_report, request_id)
+    if not update_certificate(store, request_id, applied=applied):
+        return False
+    plot = SCORES_PNG if store.exists(key(SCORES_PNG)) else None
+    store.write_bytes(key(CERT_MD), markdown(store.read_json(key(CERT_JSON)), plot).encode())
+    return True

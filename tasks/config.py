@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     max_compression_ratio: int = Field(default=100, gt=0, description="inflated : compressed, past ratio_min_bytes")
     ratio_min_bytes: int = Field(default=16 << 20, ge=0, description="inflated size below which any ratio is fine")
     max_files_per_source: int = Field(default=100_000, gt=0, description="files past it are quarantined")
+    purge_deadline_hours: float = Field(default=24.0, gt=0, description="hours within which an applied deletion's "
+                                        "bytes must be physically purged (the batched `custody purge`)")
 
     @field_validator("storage_options", mode="before")
     @classmethod

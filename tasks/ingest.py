@@ -26,16 +26,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from tasks import layout
 from tasks.datasheet import Datasheet
-from tasks.dedup import MinhashConfig, cluster_records, signatures
-from tasks.dedup.clusters import CLUSTER_SCHEMA
+from tasks.dedup import MinhashConfig, clusters, signatures
 from tasks.dedup.copies import write_copy_index
+from tasks.dedup.sharded import cluster_partitions
 from tasks.deletion.blocklist import BlockList, Withdrawal, standing_blocks
+from tasks.deletion.locator import write_locator
 from tasks.errors import ShardError
 from tasks.readers import RAW_PREVIEW, RawRow, ReadLimits, read_rows
 from tasks.rows import Rejected, RowKeys, raw_row_keys, record_keys, to_record
@@ -48,7 +47,6 @@ if TYPE_CHECKING:
     from tasks.config import Settings
 
 log = logging.getLogger(__name__)
-CONFLICT_SCHEMA = pa.schema([("source_uri", pa.string()), ("record_id", pa.string()), ("reason", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -69,12 +67,8 @@ class IngestConfig:
     def __str__(self) -> str:
         lim = self.limits
         return (f"ingest_max{self.max_record_bytes}_d{lim.max_depth}_f{lim.max_field_bytes}"
-                f"_z{lim.max_decompressed_bytes}x{lim.max_compression_ratio}m{lim.ratio_min_bytes}_{self.minhash}")
-
-
-def signature_schema(num_perm: int) -> pa.Schema:
-    return pa.schema([("record_id", pa.string()), ("content_hash", pa.string()), ("source_uri", pa.string()),
-                      ("delivered_at", pa.timestamp("us", tz="UTC")), ("minhash", pa.list_(pa.uint32(), num_perm))])
+                f"_z{lim.max_decompressed_bytes}x{lim.max_compression_ratio}m{lim.ratio_min_bytes}_{self.minhash}"
+                f"_{clusters.SIGNATURE_FORMAT}")
 
 
 def _quarantine_row(source: str, uri: str, reason: str, detail: str | None, raw: str | None,
@@ -100,25 +94,24 @@ def parse_file(store: Store, source: str, key: str, sheet: Datasheet, sheet_hash
     blocks = standing_blocks(store).sparing(published)
     try:
         rows = list(read_rows(store.read_bytes(key), key, cfg.max_record_bytes, sheet.format, cfg.limits))
-        records, bad, withdrawn = _parse_rows(rows, sheet, cfg, uri, blocks)
+        records, bad, withdrawn, keys = _parse_rows(rows, sheet, cfg, uri, blocks)
         if withdrawn:  # rare: parse again what stays, at the locations it keeps in the rewritten file
             rows, withdrawn = withdraw_raw(store, key, sheet, cfg.max_record_bytes, published, cfg.limits)
-            records, bad, _ = _parse_rows(rows, sheet, cfg, uri, BlockList())
+            records, bad, _, keys = _parse_rows(rows, sheet, cfg, uri, BlockList())
     except ShardError as exc:  # the whole file is unreadable: quarantine it, keep the batch going
         reason, _, detail = str(exc).partition(": ")
-        rows, records, bad, withdrawn = [], [], [], {}
+        rows, records, bad, withdrawn, keys = [], [], [], {}, {}
         bad.append(_quarantine_row(source, uri, reason, detail, None))
     fingerprint["size"] = store.size(key)  # a withdrawal rewrote the file: the next run must see it as parsed
     for rec in records:
         rec["ingested_at"], rec["delivered_at"], rec["datasheet_hash"] = now, delivered, sheet_hash
     table = pa.Table.from_pylist(records, schema=record_schema())
-    sigs = signatures(table.column("text").to_pylist(), cfg.minhash)
+    sigs = signatures(table.column("text"), cfg.minhash)
     store.write_parquet(layout.staging(source, fid), table, record_schema())
-    sig_table = table.select(["record_id", "content_hash", "source_uri", "delivered_at"]).append_column(
-        "minhash", pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel(), pa.uint32()), cfg.minhash.num_perm))
-    store.write_parquet(layout.signatures(source, fid), sig_table,
-                        signature_schema(cfg.minhash.num_perm))
+    store.write_parquet(layout.dedup_part(layout.SIGNATURES, source, fid),
+                        clusters.signature_table(table, sigs, cfg.minhash), clusters.signature_schema(cfg.minhash))
     write_copy_index(store, source, fid, table)
+    write_locator(store, source, fid, keys.values())
     _write_quarantine(store, layout.quarantine(source, "ingest", fid), bad)
     reasons = Counter(r["reasons"][0] for r in bad)
     stats = {"source": source, "file": key, "rows_in": len(rows) + len(withdrawn), "parsed": len(records),
@@ -140,13 +133,15 @@ def source_files(store: Store, source: str, cfg: IngestConfig) -> list[str]:
 
 
 def _parse_rows(rows: list[RawRow], sheet: Datasheet, cfg: IngestConfig, uri: str,
-                blocks: BlockList) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Withdrawal]]:
-    """Records, quarantine rows, and the rows ``blocks`` withdraws by location (the caller drops those); each
-    row's keys come from its record when it has one, so nothing is normalized or hashed twice."""
+                blocks: BlockList) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Withdrawal],
+                                            dict[str, RowKeys]]:
+    """Records, quarantine rows, the rows ``blocks`` withdraws by location (the caller drops those), and every
+    row's keys (for the locator); each row's keys come from its record when it has one, so nothing is normalized
+    or hashed twice."""
     records: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
     keys = {raw.location: _accept(raw, sheet, cfg, uri, records, bad) for raw in rows}
-    return records, bad, blocks.withdrawn(keys) if blocks else {}
+    return records, bad, blocks.withdrawn(keys) if blocks else {}, keys
 
 
 def _accept(raw: RawRow, sheet: Datasheet, cfg: IngestConfig, uri: str,
@@ -175,30 +170,9 @@ def _write_quarantine(store: Store, key: str, rows: list[dict[str, Any]]) -> Non
 
 
 def cluster_store(store: Store, cfg: IngestConfig) -> dict[str, Any]:
-    """Step 2: id conflicts, exact duplicates and near-dup clusters over every signature in the store."""
-    sigs = store.read_parquets(layout.SIGNATURES, schema=signature_schema(cfg.minhash.num_perm))
-    # earliest delivered copy first: a property of raw/, so the same raw files give the same clusters whatever
-    # the order (or the number of runs) in which they were parsed
-    sigs = sigs.sort_by([("delivered_at", "ascending"), ("source_uri", "ascending")])
-    ids = sigs.column("record_id").to_pylist()
-    hashes = sigs.column("content_hash").to_pylist()
-    first: dict[str, int] = {}
-    conflicts: list[dict[str, str]] = []
-    keep = np.ones(len(ids), dtype=bool)
-    for i, rid in enumerate(ids):
-        j = first.setdefault(rid, i)
-        if j != i:  # the same record id again: a re-delivery if the text matches, a conflict if not
-            keep[i] = False
-            reason = "repeated_record" if hashes[j] == hashes[i] else "duplicate_id"
-            conflicts.append({"source_uri": sigs.column("source_uri")[i].as_py(), "record_id": rid, "reason": reason})
-    kept = sigs.filter(pa.array(keep))
-    matrix = kept.column("minhash").combine_chunks().flatten().to_numpy().reshape(-1, cfg.minhash.num_perm) \
-        if kept.num_rows else np.empty((0, cfg.minhash.num_perm), dtype=np.uint32)
-    clusters, stats = cluster_records(kept.column("record_id").to_pylist(), kept.column("content_hash").to_pylist(),
-                                      np.arange(kept.num_rows), matrix, cfg.minhash)
-    store.write_parquet(layout.CLUSTERS, clusters, CLUSTER_SCHEMA)
-    store.write_parquet(layout.ID_CONFLICTS, pa.Table.from_pylist(conflicts, schema=CONFLICT_SCHEMA), CONFLICT_SCHEMA)
-    summary = {**stats.to_dict(), "id_conflicts": len(conflicts), "config": str(cfg.minhash)}
+    """Step 2: id conflicts, exact duplicates and near-dup clusters over every signature in the store, written per
+    partition (``tasks.dedup.sharded``: memory follows the rows, not their signatures)."""
+    summary = {**cluster_partitions(store, cfg.minhash), "config": str(cfg.minhash)}
     store.write_json(layout.DEDUP_STATS, summary)
     return summary
 
@@ -218,10 +192,7 @@ def publish_partition(store: Store, source: str, fid: str) -> dict[str, Any]:
     staged = staging.to_pylist()
     keys = {rec["source_uri"]: record_keys(rec) for rec in staged} if blocks else {}
     withdrawn = blocks.withdrawn(keys)
-    clusters = store.read_parquet(layout.CLUSTERS)
-    conflicts = store.read_parquet(layout.ID_CONFLICTS)
-    mine = clusters.filter(pc.is_in(clusters.column("record_id"), value_set=staging.column("record_id")))
-    my_conflicts = conflicts.filter(pc.is_in(conflicts.column("source_uri"), value_set=staging.column("source_uri")))
+    mine, my_conflicts = clusters.partition_dedup(store, source, fid)
     digest = hashlib.sha256(json.dumps([parsed["fingerprint"], mine.to_pylist(), my_conflicts.to_pylist(),
                                         sorted(withdrawn.items())], default=str).encode()).hexdigest()
     marker = layout.ingest_marker("publish", source, fid)

@@ -24,9 +24,10 @@ MODELS = "models"
 LEDGER = "ledger"
 REPORTS = "reports"
 LINEAGE = "lineage"
+LOCATOR = "locator"
 DONE = "_done"
 PREFIXES = (RAW, STAGING, RECORDS, QUARANTINE, DEDUP, VALIDATION, ATTRIBUTES, DATASETS, MODELS, LEDGER, REPORTS,
-            LINEAGE, DONE)
+            LINEAGE, LOCATOR, DONE)
 # prefixes whose Parquet rows carry record ids or content hashes: a purge rewrites them
 PURGED_PREFIXES = (RECORDS, STAGING, QUARANTINE, VALIDATION, ATTRIBUTES, DEDUP, REPORTS)  # reports: flagged snippets
 
@@ -116,6 +117,27 @@ def partition_key(part: Partition) -> str:
     return records(part.source, part.file_id)
 
 
+def locator(source: str, file_id: str) -> str:
+    """The deletion locator of a partition (``tasks.deletion.locator``): which keys its rows have."""
+    return f"{_source_dir(LOCATOR, source)}/{file_id}{PARQUET}"
+
+
+def partition_named(key: str) -> tuple[str, str] | None:
+    """``(source, stem)`` of a file named by its partition, under any prefix: the stem is the file id with the
+    prefix's decoration (``part-``, ``ingest-``, a validation quarantine's policy) as ``partition_stems`` lists it;
+    None for a whole-store file (no ``source=`` folder, or a scorer's ``all`` table)."""
+    if "/source=" not in key or posixpath.basename(key) == f"all{PARQUET}":
+        return None
+    stem = _stem(key, PARQUET)
+    return source_of(key), stem.rpartition(".")[0] if stem.startswith("validate-") else stem
+
+
+def partition_stems(file_id: str) -> set[str]:
+    """Every stem a partition's files have (see ``partition_named``)."""
+    part = RECORD_PART_PREFIX + file_id
+    return {file_id, part, f"ingest-{file_id}", f"dedup-{file_id}", f"validate-{part}"}
+
+
 # -- quarantine/ : rejected rows with reasons, one file per stage and partition -------------------------------------
 def quarantine_dir(source: str | None = None) -> str:
     return _source_dir(QUARANTINE, source) if source else QUARANTINE
@@ -135,15 +157,13 @@ def is_validation_quarantine_of(key: str, part: Partition) -> bool:
     return source_of(key) == part.source and posixpath.basename(key).startswith(f"validate-{part.name}.")
 
 
-# -- dedup/ ----------------------------------------------------------------------------------------------------------
-SIGNATURES = f"{DEDUP}/signatures"
-CLUSTERS = f"{DEDUP}/clusters.parquet"
-ID_CONFLICTS = f"{DEDUP}/id_conflicts.parquet"
-DEDUP_STATS = f"{DEDUP}/stats.json"
+# -- dedup/ : a folder per kind, with one file per staging partition, named as staging --------------------------------
+SIGNATURES, CLUSTERS, ID_CONFLICTS, DEDUP_STATS = "signatures", "clusters", "id_conflicts", f"{DEDUP}/stats.json"
 
 
-def signatures(source: str, file_id: str) -> str:
-    return f"{_source_dir(SIGNATURES, source)}/{file_id}{PARQUET}"
+def dedup_part(kind: str, source: str | None = None, file_id: str | None = None) -> str:
+    """A staging partition's file of ``kind`` (SIGNATURES, CLUSTERS, ID_CONFLICTS); their folder without ``source``."""
+    return f"{_source_dir(f'{DEDUP}/{kind}', source)}/{file_id}{PARQUET}" if source else f"{DEDUP}/{kind}"
 
 
 COPIES = f"{DEDUP}/copies"

@@ -110,13 +110,16 @@ def read_all(store: Store, columns: list[str] | None = None) -> pa.Table:
     return pa.concat_tables(tables, promote_options="default")
 
 
-def lookup(store: Store, record_ids: list[str], columns: list[str]) -> pa.Table:
-    """The usable records among ``record_ids`` (a report's handful), read partition by partition so memory stays
-    bounded by one partition. Before any validation every live record is usable, as it is for scoring."""
+def lookup(store: Store, record_ids: list[str], columns: list[str],
+           parts: list[layout.Partition] | None = None) -> pa.Table:
+    """The usable records among ``record_ids`` (a report's handful), read partition by partition (of ``parts``
+    when the caller knows which hold them) so memory stays bounded by one partition. Before any validation every
+    live record is usable, as it is for scoring."""
     policy, gone = current_policy(store), tombstoned_ids(store)
     wanted = pa.array(record_ids, pa.string())
+    parts = [p for p in (partitions(store) if parts is None else parts) if store.exists(layout.partition_key(p))]
     tables = [t.filter(pc.is_in(t.column("record_id"), value_set=wanted))
-              for t in (_read(store, p, columns, policy, gone, True, False) for p in partitions(store))]
+              for t in (_read(store, p, columns, policy, gone, True, False) for p in parts)]
     tables = [t for t in tables if t.num_rows]
     if not tables:
         return pa.table({c: pa.array([], pa.string()) for c in dict.fromkeys(["record_id", *columns])})

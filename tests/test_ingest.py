@@ -14,7 +14,7 @@ from tasks.deletion.apply import process_pending
 from tasks.deletion.fingerprints import read_fingerprints
 from tasks.deletion.resolve import resolve
 from tasks.ids import record_id
-from tasks.sources import list_raw_files
+from tasks.sources import file_id, list_raw_files
 from tests.helpers import datasheet, files_containing, ingest_without_engine, jsonl, write_source
 
 GOOD = {"id": "1", "text": "A perfectly fine review of a film.", "label": "fresh", "owner": "alice"}
@@ -176,8 +176,11 @@ def test_a_quarantined_row_of_the_owner_leaves_raw_and_quarantine(store) -> None
     assert store.read_parquets("quarantine").column("reasons").to_pylist() == [["wrong_type"], ["malformed_json"]]
     done = _delete_owner(store)
     assert done["applied"]["quarantine_rows_removed"] == 1 and done["applied"]["raw_rows_removed"] == 1
-    assert done["applied"]["raw_rows_unreadable"] == 1  # the torn line: nobody can tell whose it is
-    assert done["applied"]["quarantine_rows_unmatchable"] == 1 and done["applied"]["fingerprints"] == 1
+    # the torn line in b.jsonl: nobody can tell whose it is, and the locator does not send the purge there
+    assert done["applied"]["raw_rows_unreadable"] == 0 and done["applied"]["quarantine_rows_unmatchable"] == 0
+    assert done["applied"]["purge"]["targets"] == [["people", file_id("people", "raw/people/a.jsonl"),
+                                                    "raw/people/a.jsonl"]]
+    assert done["applied"]["fingerprints"] == 1
     assert files_containing(store, [ANN[0]]) == []
     assert store.read_parquets("quarantine").column("reasons").to_pylist() == [["malformed_json"]]
 

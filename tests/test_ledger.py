@@ -14,7 +14,7 @@ from tasks.deletion import locks, requests
 from tasks.deletion.apply import process_pending
 from tasks.deletion.blocklist import request_blocks
 from tasks.deletion.purge import purge_raw
-from tasks.deletion.resolve import resolve
+from tasks.deletion.resolve import StagedKeys, resolve
 from tasks.deletion.tombstones import tombstoned_ids, write_tombstones
 from tasks.deletion.vault import destroy_vault
 from tasks.errors import CustodyError
@@ -95,7 +95,7 @@ def test_text_deletion_keeps_only_hashes_in_the_ledger(populated: Store) -> None
 def test_crash_mid_apply_is_finished_by_rerunning_without_double_work(populated: Store) -> None:
     store = populated
     doc = resolve(store, requests.submit(store, "owner", ["carol"]))
-    write_tombstones(store, doc)
+    write_tombstones(store, doc, StagedKeys(store).hashes_of(set(doc["resolved"]["record_ids"])))
     raw = purge_raw(store, request_blocks(doc))
     assert raw["raw_rows_removed"] == 2  # ... and here the process died: status is still "resolved"
     assert requests.load(store, doc["request_id"])["status"] == "resolved"

@@ -1,22 +1,30 @@
-"""Exact and near-duplicate clusters over the whole store, from content hashes and MinHash signatures.
+"""Exact and near-duplicate clusters from content hashes and MinHash signatures.
 
-Exact duplicates share a ``content_hash``; the earliest-delivered copy (by rank) is kept. Near duplicates are found by
-LSH banding over the kept copies' signatures; candidate pairs are verified by estimated Jaccard and joined
-into clusters with connected components. The output is membership — cluster id, the kept record, each
-member's estimated similarity to it — so that a deletion can follow a text to all of its copies.
+Exact duplicates share a ``content_hash``; the earliest-delivered copy is kept. Near duplicates are found by LSH
+banding over the kept copies' signatures, one band at a time (datatrove's bucket stage): rows with equal band keys
+are candidate pairs, verified by estimated Jaccard and joined into clusters with connected components; a cluster
+keeps its earliest member. The output is membership — cluster id, the kept record, each member's estimated
+similarity to it — so that a deletion can follow a text to all of its copies.
+
+A store is clustered partition by partition (``tasks.dedup.sharded``); its membership and id conflicts are written
+per staging partition, and read back here: one partition's (``partition_dedup``) or any (``read_clusters``).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from tasks import layout
 from tasks.dedup.minhash import MinhashConfig, estimate_jaccard
+from tasks.storage import Store
 
 CLUSTER_SCHEMA = pa.schema([
     pa.field("record_id", pa.string(), nullable=False),
@@ -25,7 +33,11 @@ CLUSTER_SCHEMA = pa.schema([
     pa.field("similarity", pa.float32(), nullable=False),
     pa.field("kind", pa.string(), nullable=False),  # kept | exact | near
 ])
+CONFLICT_SCHEMA = pa.schema([("source_uri", pa.string()), ("record_id", pa.string()), ("reason", pa.string())])
+ROW_COLUMNS = ["record_id", "content_hash", "source_uri", "delivered_at"]
+SIGNATURE_FORMAT = "sig2"  # the signature files' columns (2: band keys), in the parse fingerprint: older are re-parsed
 _ALL_PAIRS_MAX_BUCKET = 16  # larger buckets (boilerplate) are chained instead of all-pairs: O(k) not O(k^2)
+_PAIR_CHUNK = 1 << 16  # candidate pairs compared at once: 64k x 128 permutations x 2 signatures x 4 B = 64 MiB
 
 
 @dataclass
@@ -45,33 +57,152 @@ def cluster_id_of(kept_record_id: str) -> str:
     return "ndc-" + hashlib.sha256(kept_record_id.encode()).hexdigest()[:16]
 
 
-def _band_pairs(sigs: np.ndarray, cfg: MinhashConfig) -> np.ndarray:
-    """Candidate pairs (i, j), i < j, of rows sharing at least one LSH band."""
+def band_column(band: int) -> str:
+    return f"band_{band}"
+
+
+def signature_schema(cfg: MinhashConfig) -> pa.Schema:
+    """A signature file: the row's keys, its signature, and its LSH band keys (one column per band, so that the
+    bucket stage reads one band of the store at a time; Parquet cannot read part of a list column)."""
+    return pa.schema([("record_id", pa.string()), ("content_hash", pa.string()), ("source_uri", pa.string()),
+                      ("delivered_at", pa.timestamp("us", tz="UTC")), ("minhash", pa.list_(pa.uint32(), cfg.num_perm)),
+                      *[(band_column(b), pa.uint64()) for b in range(cfg.banding[0])]])
+
+
+def signature_table(rows: pa.Table, sigs: np.ndarray, cfg: MinhashConfig) -> pa.Table:
+    """``rows`` (the ``ROW_COLUMNS`` of staged records) with their signatures ``(n, num_perm)`` and band keys."""
+    table = rows.select(ROW_COLUMNS).append_column(
+        "minhash", pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel(), pa.uint32()), cfg.num_perm))
+    for band, keys in enumerate(band_keys(sigs, cfg).T):
+        table = table.append_column(band_column(band), pa.array(keys, pa.uint64()))
+    return table
+
+
+def band_keys(sigs: np.ndarray, cfg: MinhashConfig) -> np.ndarray:
+    """LSH band keys, shape ``(n, bands)`` uint64: the band's values times fixed odd multipliers, summed mod 2^64."""
     bands, rows = cfg.banding
     mult = np.random.RandomState(7).randint(1, 2**62, size=rows, dtype=np.int64).astype(np.uint64) | np.uint64(1)
-    found: list[np.ndarray] = []
+    out = np.empty((len(sigs), bands), dtype=np.uint64)
     for band in range(bands):
-        block = sigs[:, band * rows:(band + 1) * rows].astype(np.uint64)
-        keys = (block * mult).sum(axis=1)  # wraps mod 2^64: a 64-bit bucket key per row
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-        sizes = np.diff(np.r_[starts, len(keys)])
-        for start, size in zip(starts[sizes > 1], sizes[sizes > 1], strict=True):
-            members = np.sort(order[start:start + size])
-            if size <= _ALL_PAIRS_MAX_BUCKET:
-                ii, jj = np.triu_indices(size, k=1)
-                found.append(np.stack([members[ii], members[jj]], axis=1))
-            else:
-                found.append(np.stack([members[:-1], members[1:]], axis=1))
-    if not found:
-        return np.empty((0, 2), dtype=np.int64)
-    return np.unique(np.concatenate(found), axis=0)
+        out[:, band] = (sigs[:, band * rows:(band + 1) * rows].astype(np.uint64) * mult).sum(axis=1)
+    return out
+
+
+def _bucket_pairs(keys: np.ndarray) -> np.ndarray:
+    """Pairs of rows with equal ``keys`` (one band), each as ``i * n + j`` with ``i < j``: every pair of a bucket
+    of at most ``_ALL_PAIRS_MAX_BUCKET`` rows, consecutive members of a larger one (a chain: the same component)."""
+    n = len(keys)
+    order = np.argsort(keys, kind="stable")  # ties keep row order: a bucket's members ascend
+    same = keys[order[1:]] == keys[order[:-1]]
+    starts = np.flatnonzero(np.r_[True, ~same])
+    sizes = np.diff(np.r_[starts, n])
+    chained = np.repeat(sizes > _ALL_PAIRS_MAX_BUCKET, sizes)[1:] & same
+    found = [order[:-1][chained] * n + order[1:][chained]]
+    for size in range(2, _ALL_PAIRS_MAX_BUCKET + 1):
+        members = order[starts[sizes == size][:, None] + np.arange(size)]  # (buckets of this size, size)
+        ii, jj = np.triu_indices(size, k=1)
+        found.append((members[:, ii] * n + members[:, jj]).ravel())
+    return np.concatenate(found)
+
+
+def candidate_pairs(bands: Iterator[np.ndarray]) -> np.ndarray:
+    """Pairs ``(i, j)``, ``i < j``, sorted, of rows sharing a key in at least one band; ``bands`` yields each band's
+    keys of the same rows, so one band is held at a time."""
+    codes, n = np.empty(0, np.int64), 0
+    for keys in bands:
+        codes, n = np.union1d(codes, _bucket_pairs(keys)), len(keys)
+    return np.stack([codes // n, codes % n], axis=1) if n else np.empty((0, 2), np.int64)
+
+
+def _band_pairs(sigs: np.ndarray, cfg: MinhashConfig) -> np.ndarray:
+    """Candidate pairs (i, j), i < j, of rows sharing at least one LSH band."""
+    return candidate_pairs(iter(band_keys(sigs, cfg).T))
+
+
+def first_equal(*keys: np.ndarray) -> np.ndarray:
+    """For each row, the first row with the same ``keys`` (equal integer arrays, most significant first)."""
+    n = len(keys[0])
+    if not n:
+        return np.empty(0, np.int64)
+    order = np.lexsort((np.arange(n), *keys[::-1]))
+    differ = np.zeros(n, bool)
+    differ[0] = True
+    for key in keys:
+        ranked = key[order]
+        differ[1:] |= ranked[1:] != ranked[:-1]
+    first = np.empty(n, np.int64)
+    first[order] = order[np.maximum.accumulate(np.where(differ, np.arange(n), 0))]
+    return first
+
+
+def _pair_jaccard(sigs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard of the rows of ``sigs`` in each pair, in chunks (bounded temporaries)."""
+    return np.concatenate([np.empty(0), *(estimate_jaccard(sigs[c[:, 0]], sigs[c[:, 1]])
+                                          for c in np.split(pairs, range(_PAIR_CHUNK, len(pairs), _PAIR_CHUNK)))])
+
+
+@dataclass
+class Membership:
+    """Rows in a cluster of two or more (indices in delivery order), each with its cluster's kept row."""
+
+    rows: np.ndarray
+    kept: np.ndarray
+    kind: np.ndarray  # kept | exact | near
+    similarity: np.ndarray  # float32, estimated Jaccard to the kept row
+
+
+def membership(exact_rep: np.ndarray, pairs_of: Callable[[np.ndarray], np.ndarray],
+               fetch: Callable[[np.ndarray], np.ndarray], cfg: MinhashConfig) -> tuple[Membership, ClusterStats]:
+    """Clusters of ``n`` rows in delivery order (row 0 came first).
+
+    Args:
+        exact_rep: ``(n,)`` for each row, the first row with its content hash (equal hashes, equal signatures).
+        pairs_of: the candidate pairs of the given representative rows (``exact_rep[i] == i``), as indices into them.
+        fetch: the signatures of the given rows (ascending), ``(k, num_perm)``.
+        cfg: verification threshold.
+    """
+    n = len(exact_rep)
+    reps = np.flatnonzero(exact_rep == np.arange(n))
+    stats = ClusterStats(records=n, exact_duplicates=n - len(reps))
+    pairs = pairs_of(reps)
+    stats.candidate_pairs = len(pairs)
+    nodes = np.unique(pairs)  # representatives in a candidate pair, in delivery order
+    sigs = fetch(reps[nodes])
+    pairs = np.searchsorted(nodes, pairs)
+    if len(pairs) and cfg.verify:
+        pairs = pairs[_pair_jaccard(sigs, pairs) >= cfg.verify_threshold]
+    stats.verified_pairs = len(pairs)
+    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(len(nodes), len(nodes)))
+    label = connected_components(graph, directed=False)[1] if len(nodes) else np.empty(0, np.int32)
+    size, kept_node = np.bincount(label), np.unique(label, return_index=True)[1]  # a component keeps its first
+    stats.near_dup_clusters, stats.near_dup_records = int(np.sum(size > 1)), int(np.sum(size[size > 1]))
+    node_of = np.full(n, -1, np.int64)
+    node_of[reps[nodes]] = np.arange(len(nodes))
+    node = node_of[exact_rep]  # each row's representative's node, -1 when in no candidate pair
+    near = node >= 0
+    near[near] = size[label[node[near]]] > 1
+    rows = np.flatnonzero(near | (np.bincount(exact_rep, minlength=n)[exact_rep] > 1))
+    kept, similarity = exact_rep[rows], np.ones(len(rows), np.float32)
+    in_near = near[rows]
+    ends = np.stack([node[rows[in_near]], kept_node[label[node[rows[in_near]]]]], axis=1)
+    kept[in_near] = reps[nodes[ends[:, 1]]]
+    similarity[in_near] = _pair_jaccard(sigs, ends)
+    kind = np.where(rows == kept, "kept", np.where(exact_rep[rows] != rows, "exact", "near"))
+    return Membership(rows, kept, kind, similarity), stats
+
+
+def membership_table(ids: pa.Array, kept_ids: pa.Array, members: Membership) -> pa.Table:
+    """Cluster rows, given the record ids of ``members.rows`` and of their kept rows."""
+    unique = pc.unique(kept_ids)
+    cluster_ids = pa.array([cluster_id_of(k) for k in unique.to_pylist()], pa.string())
+    return pa.table({"record_id": ids, "cluster_id": cluster_ids.take(pc.index_in(kept_ids, value_set=unique)),
+                     "kept_record_id": kept_ids, "similarity": members.similarity, "kind": members.kind},
+                    schema=CLUSTER_SCHEMA)
 
 
 def cluster_records(record_ids: list[str], content_hashes: list[str], rank: np.ndarray, sigs: np.ndarray,
                     cfg: MinhashConfig) -> tuple[pa.Table, ClusterStats]:
-    """Cluster records into exact and near-duplicate groups.
+    """Cluster records held in memory into exact and near-duplicate groups (a store: ``tasks.dedup.sharded``).
 
     Args:
         record_ids: one id per row.
@@ -83,49 +214,31 @@ def cluster_records(record_ids: list[str], content_hashes: list[str], rank: np.n
     Returns:
         Membership rows for every record in a cluster of two or more (singletons are omitted), and stats.
     """
-    n = len(record_ids)
-    stats = ClusterStats(records=n)
-    if n == 0:
-        return CLUSTER_SCHEMA.empty_table(), stats
-    order = np.lexsort((np.asarray(record_ids), rank))
-    hashes = np.asarray(content_hashes)[order]
-    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-    rep_of = order[first][inverse]  # for each row in `order`, the earliest row with the same hash
-    rep_rows = np.sort(order[first])
-    exact_rep = np.empty(n, dtype=np.int64)
-    exact_rep[order] = rep_of
-    stats.exact_duplicates = int(n - len(rep_rows))
-
-    pairs = _band_pairs(sigs[rep_rows], cfg)
-    stats.candidate_pairs = len(pairs)
-    if len(pairs) and cfg.verify:
-        est = estimate_jaccard(sigs[rep_rows[pairs[:, 0]]], sigs[rep_rows[pairs[:, 1]]])
-        pairs = pairs[est >= cfg.verify_threshold]
-    stats.verified_pairs = len(pairs)
-    m = len(rep_rows)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(m, m)) if len(pairs) else None
-    _, labels = connected_components(graph, directed=False) if graph is not None else (m, np.arange(m))
-
-    # the kept row of each component is its earliest member by rank (last write wins, so assign reversed)
-    by_rank = np.lexsort((np.asarray(record_ids)[rep_rows], rank[rep_rows]))[::-1]
-    kept_of_label = np.empty(labels.max() + 1, dtype=np.int64)
-    kept_of_label[labels[by_rank]] = rep_rows[by_rank]
-    label_of_row = np.full(n, -1, dtype=np.int64)
-    label_of_row[rep_rows] = labels
-    row_label = label_of_row[exact_rep]
-    comp_size = np.bincount(labels)
-    exact_size = np.bincount(exact_rep, minlength=n)
-    rows = np.flatnonzero((comp_size[row_label] > 1) | (exact_size[exact_rep] > 1))
-    kept = kept_of_label[row_label[rows]]
-    kind = np.where(rows == kept, "kept", np.where(exact_rep[rows] != rows, "exact", "near"))
     ids = np.asarray(record_ids, dtype=object)
-    out = {
-        "record_id": ids[rows],
-        "cluster_id": [cluster_id_of(r) for r in ids[kept]],
-        "kept_record_id": ids[kept],
-        "similarity": estimate_jaccard(sigs[rows], sigs[kept]).astype(np.float32),
-        "kind": kind,
-    }
-    stats.near_dup_clusters = int(np.sum(comp_size > 1))
-    stats.near_dup_records = int(np.sum(comp_size[comp_size > 1]))
-    return pa.table(out, schema=CLUSTER_SCHEMA), stats
+    order = np.lexsort((ids.astype(str), rank)) if len(ids) else np.empty(0, np.int64)
+    exact_rep = first_equal(np.unique(np.asarray(content_hashes, dtype=object)[order].astype(str),
+                                       return_inverse=True)[1]) if len(ids) else order
+    members, stats = membership(exact_rep, lambda reps: _band_pairs(sigs[order[reps]], cfg),
+                                lambda rows: sigs[order[rows]], cfg)
+    return membership_table(pa.array(ids[order[members.rows]], pa.string()),
+                            pa.array(ids[order[members.kept]], pa.string()), members), stats
+
+
+def partition_dedup(store: Store, source: str, file_id: str) -> tuple[pa.Table, pa.Table]:
+    """The cluster rows and the id conflicts of one staging partition's rows (what publishing it needs)."""
+    keys = [layout.dedup_part(kind, source, file_id) for kind in (layout.CLUSTERS, layout.ID_CONFLICTS)]
+    clusters, conflicts = (store.read_parquet(k) if store.exists(k) else s.empty_table()
+                           for k, s in zip(keys, (CLUSTER_SCHEMA, CONFLICT_SCHEMA), strict=True))
+    return clusters, conflicts
+
+
+def read_clusters(store: Store, columns: list[str] | None = None, **values: set[str]) -> pa.Table:
+    """Cluster rows of the whole store (``CLUSTER_SCHEMA``), or those whose ``column=`` is one of the given values
+    (``record_id={...}``, ``cluster_id={...}``; filtered file by file, so memory follows the answer)."""
+    tables = []
+    for key in store.list(layout.dedup_part(layout.CLUSTERS), layout.PARQUET):
+        table = store.read_parquet(key, columns)
+        for column, wanted in values.items():
+            table = table.filter(pc.is_in(table[column], value_set=pa.array(sorted(wanted), pa.string())))
+        tables.append(table)
+    return pa.concat_tables(tables) if tables else CLUSTER_SCHEMA.empty_table().select(columns or CLUSTER_SCHEMA.names)

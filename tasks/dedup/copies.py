@@ -148,17 +148,19 @@ def partition_index(store: Store, source: str, fid: str, cfg: CopyConfig = DEFAU
     return index_table(staged, cfg)
 
 
-def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> set[str]:
-    """Record ids of staged rows, in any source and under any owner, that are near copies of any of ``texts``.
+def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> list[set[str]]:
+    """For each of ``texts``, the record ids of staged rows, in any source and under any owner, that are near
+    copies of it (a deletion resolving many requests at once needs to know which request each copy follows).
 
     One pass over the staging partitions: each partition's index gives the candidates, and only the
     candidates' texts are read back from staging and verified.
     """
-    texts = [t for t in texts if t and match_form(t)]  # a text of punctuation alone has no shingle to follow
-    if not texts:
-        return set()
-    query_keys, query_sets = band_keys(texts, cfg), shingle_sets(texts, cfg)
-    found: set[str] = set()
+    found: list[set[str]] = [set() for _ in texts]
+    searched = [i for i, t in enumerate(texts) if t and match_form(t)]  # punctuation alone has no shingle
+    if not searched:
+        return found
+    queries = [texts[i] for i in searched]
+    query_keys, query_sets = band_keys(queries, cfg), shingle_sets(queries, cfg)
     for key in store.list(layout.staging_dir(), layout.PARQUET):
         source, fid = layout.staged_partition(key)
         index = partition_index(store, source, fid, cfg)
@@ -178,5 +180,6 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> se
         local = np.array([(i, q) for i, rid in enumerate(row_ids) for q in queries_of[rid]], dtype=np.int64)
         hits = verified(local.reshape(-1, 2), shingle_sets(rows.column("text").to_pylist(), cfg), query_sets,
                         cfg.threshold)
-        found.update(row_ids[i] for i in hits[:, 0])
+        for i, q in hits:
+            found[searched[q]].add(row_ids[i])
     return found

@@ -14,7 +14,8 @@ from tasks.storage import Store
 def request_rows(store: Store) -> list[dict[str, Any]]:
     """One summary row per request, oldest first."""
     return [{"request": d["request_id"], "created": d["created_at"][:19], "by": d["selector"]["kind"],
-             "status": d["status"], "records": len(d.get("resolved", {}).get("record_ids", []))}
+             "status": d["status"], "records": len(d.get("resolved", {}).get("record_ids", [])),
+             "bytes": d.get("applied", {}).get("purge", {}).get("state", "-")}
             for d in list_requests(store)]
 
 

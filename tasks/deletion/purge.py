@@ -51,18 +51,25 @@ def _hit_mask(table: pa.Table, ids: set[str], hashes: set[str]) -> pa.ChunkedArr
     return mask
 
 
-def purge_parquet(store: Store, ids: set[str], hashes: set[str]) -> dict[str, int]:
-    """Rewrite every Parquet file under the purged prefixes without the deleted rows."""
+def parquet_files(store: Store) -> list[str]:
+    """Every Parquet file under the purged prefixes (a listing: nothing is read)."""
+    return [key for prefix in layout.PURGED_PREFIXES for key in store.list(prefix, layout.PARQUET)]
+
+
+def purge_parquet(store: Store, ids: set[str], hashes: set[str], keys: list[str] | None = None) -> dict[str, int]:
+    """Rewrite Parquet files (``keys``, default every one under the purged prefixes) without the deleted rows. Only
+    the id and hash columns are read to look; a file is read whole and rewritten only when it holds one."""
     rewritten = removed = 0
-    for prefix in layout.PURGED_PREFIXES:
-        for key in store.list(prefix, layout.PARQUET):
+    for key in parquet_files(store) if keys is None else keys:
+        with store.open(key) as fh:
+            columns = [c for c in ("record_id", "content_hash") if c in pq.read_schema(fh).names]
+        mask = _hit_mask(store.read_parquet(key, columns), ids, hashes) if columns else None
+        hits = int(pc.sum(mask).as_py() or 0) if mask is not None else 0
+        if hits:
             table = store.read_parquet(key)
-            mask = _hit_mask(table, ids, hashes)
-            hits = int(pc.sum(mask).as_py() or 0) if mask is not None else 0
-            if hits:
-                store.write_parquet(key, table.filter(pc.invert(mask)), table.schema)
-                rewritten += 1
-                removed += hits
+            store.write_parquet(key, table.filter(pc.invert(mask)), table.schema)
+            rewritten += 1
+            removed += hits
     return {"partitions_rewritten": rewritten, "rows_removed": removed}
 
 
@@ -180,25 +187,29 @@ def _find_quarantine(store: Store, sheets: dict[str, Datasheet], blocks: BlockLi
 
 
 def find_rows(store: Store, blocks: BlockList, sources: list[str] | None = None) -> Found:
-    """The raw rows (of ``sources``, default all) and quarantine rows that ``blocks`` withdraws, with their texts."""
+    """The raw rows (of ``sources``, default all) and quarantine rows that ``blocks`` withdraws, with their texts:
+    the whole store's (``find_in`` looks only where a deletion's locator points)."""
     sheets = _sheets(store, sorted(sources) if sources is not None else list_sources(store))
-    found = Found()
+    return find_in(store, blocks, {source: list_raw_files(store, source) for source in sheets},
+                   store.list(layout.quarantine_dir(), layout.PARQUET))
+
+
+def find_in(store: Store, blocks: BlockList, raw: dict[str, list[str]], quarantine: list[str]) -> Found:
+    """The rows ``blocks`` withdraws from some raw files (by source) and quarantine files, with their texts."""
+    sheets, found = _sheets(store, sorted(raw)), Found()
     if blocks:
-        for source, sheet in sheets.items():
-            for key in list_raw_files(store, source):
-                _find_raw(store, key, sheet, blocks, found)
-        _find_quarantine(store, sheets, blocks, found, store.list(layout.quarantine_dir(), layout.PARQUET))
+        for source, keys in raw.items():
+            for key in keys:
+                if source in sheets and store.exists(key):
+                    _find_raw(store, key, sheets[source], blocks, found)
+        _find_quarantine(store, _sheets(store, sorted({layout.source_of(k) for k in quarantine})), blocks, found,
+                         [k for k in quarantine if store.exists(k)])
     return found
 
 
 def purge_files(store: Store, blocks: BlockList, source: str, raw: list[str], quarantine: list[str]) -> dict[str, int]:
     """Remove the rows ``blocks`` withdraws from some ``raw`` and ``quarantine`` files of one source."""
-    sheets, found = _sheets(store, [source]), Found()
-    for key in raw:
-        if source in sheets and store.exists(key):
-            _find_raw(store, key, sheets[source], blocks, found)
-    _find_quarantine(store, sheets, blocks, found, [k for k in quarantine if store.exists(k)])
-    return purge_found(store, found)
+    return purge_found(store, find_in(store, blocks, {source: raw}, quarantine))
 
 
 def purge_found(store: Store, found: Found) -> dict[str, int]:

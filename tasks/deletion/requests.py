@@ -20,6 +20,7 @@ from tasks.storage import Store
 
 RECEIVED, RESOLVED, APPLIED, UNLEARNED, CERTIFIED = "received", "resolved", "applied", "unlearned", "certified"
 OPEN = (RECEIVED, RESOLVED)  # not yet applied: the apply step's work
+PENDING, DONE = "pending", "done"  # an applied request's purge: bytes still there, or gone
 SelectorKind = Literal["owner", "record_id", "source", "text"]
 
 
@@ -80,8 +81,26 @@ def set_status(store: Store, doc: dict[str, Any], status: str, **fields: Any) ->
     return doc
 
 
+def save(store: Store, doc: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """Persist fields of a request without a new status (a purge pass records when the bytes went)."""
+    doc = {**doc, **fields}
+    store.write_json(layout.request(doc["request_id"]), doc)
+    return doc
+
+
 def unfinished(store: Store, min_age_seconds: float = 0.0) -> list[dict[str, Any]]:
     """Requests filed at least ``min_age_seconds`` ago and not yet certified, oldest first (the sweep's work)."""
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=min_age_seconds)
     return [d for d in list_requests(store)
             if d["status"] != CERTIFIED and dt.datetime.fromisoformat(d["created_at"]) <= cutoff]
+
+
+def pending(store: Store) -> list[dict[str, Any]]:
+    """Applied requests whose bytes are not purged yet, oldest first (the next purge pass's work)."""
+    return [d for d in list_requests(store) if d.get("applied", {}).get("purge", {}).get("state") == PENDING]
+
+
+def overdue(store: Store, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Pending purges past their deadline."""
+    now = now or dt.datetime.now(dt.UTC)
+    return [d for d in pending(store) if dt.datetime.fromisoformat(d["applied"]["purge"]["due_by"]) < now]

@@ -1,26 +1,36 @@
-"""Resolution: a request's selector to the record ids it deletes, following the text into every copy.
+"""Resolution: requests' selectors to the record ids they delete, following the text into every copy.
 
 A model learns the text, not the row, so the selected records bring along every record with the same content
 hash (exact copies, under any owner or source), every member of their near-duplicate clusters, and every
 lightly edited copy of their text that ``tasks.dedup.copies`` finds (character shingles: the word-shingle
 clusters miss a one-word edit of a short text) — and those bring along theirs, to a fixed point. Staging is
 read, not records, so rows that publishing dropped as duplicates are found too.
+
+Cost follows the requests, not the store: the locator (``tasks.deletion.locator``) names the partitions that hold
+a key, and only their staging key columns are read. Open requests are resolved together, breadth first: each
+round looks up the neighbours of every request's newly found records in one pass (one copy search for all of
+them), so a thousand requests cost a few passes, not a thousand.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks import layout
+from tasks.dedup.clusters import read_clusters
 from tasks.dedup.copies import find_copies
+from tasks.deletion.locator import Locator, PartitionRef
 from tasks.deletion.requests import RESOLVED, set_status
 from tasks.storage import Store
 
 SELECTOR_COLUMN = {"owner": "owner_id", "record_id": "record_id", "source": "source", "text": "content_hash"}
+LOCATOR_KIND = {"owner_id": "owner", "record_id": "record_id", "content_hash": "content_hash"}
+KEY_COLUMNS = ["record_id", "owner_id", "source", "content_hash"]
 
 
 def _rows_with(table: pa.Table, column: str, values: set[str] | list[str]) -> pa.Table:
@@ -33,47 +43,131 @@ def _ids_of(table: pa.Table, column: str = "record_id") -> set[str]:
     return set(table.column(column).to_pylist())
 
 
-def _staged_texts(store: Store, ids: set[str]) -> list[str]:
-    """The texts of the staged rows with these ids (what the copy finder looks for)."""
-    texts: list[str] = []
-    for key in store.list(layout.staging_dir(), layout.PARQUET):
-        staged = store.read_parquet(key, ["record_id", "text"])
-        texts += _rows_with(staged, "record_id", ids).column("text").to_pylist()
-    return texts
+def _pairs(table: pa.Table, key: str, value: str) -> list[tuple[str, str]]:
+    return list(zip(table.column(key).to_pylist(), table.column(value).to_pylist(), strict=True))
 
 
-def _copies(store: Store, rows: pa.Table, clusters: pa.Table | None, ids: set[str],
-            hashes: set[str]) -> tuple[set[str], set[str]]:
-    """Grow ``ids`` and ``hashes`` to a fixed point: copies of copies are copies. Each id's text is looked for
-    once, when it joins."""
-    searched: set[str] = set()
+class StagedKeys:
+    """The key columns of the staging partitions a resolution touches, each read once."""
+
+    def __init__(self, store: Store, locator: Locator | None = None) -> None:
+        self.store, self.locator = store, locator or Locator(store)
+        self._tables: dict[PartitionRef, pa.Table] = {}
+
+    def _table(self, parts: set[PartitionRef]) -> pa.Table:
+        for part in parts - self._tables.keys():
+            self._tables[part] = self.store.read_parquet(layout.staging(*part), KEY_COLUMNS)
+        tables = [self._tables[p] for p in sorted(parts)]
+        return pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.string()) for c in KEY_COLUMNS})
+
+    def rows(self, column: str, values: set[str]) -> pa.Table:
+        """Staged rows whose ``column`` is one of ``values``."""
+        if not values:
+            return self._table(set())
+        if column == "source":
+            parts = {p for p in self.locator.partitions if p[0] in values}
+        else:
+            parts = self.locator.find(LOCATOR_KIND[column], values)
+        return _rows_with(self._table(parts), column, values)
+
+    def partitions_of(self, column: str, values: set[str]) -> set[PartitionRef]:
+        """The partitions whose staging holds a row with one of ``values`` (confirmed, not just located)."""
+        located = {p for p in self.locator.partitions if p[0] in values} if column == "source" \
+            else self.locator.find(LOCATOR_KIND[column], values)
+        return {p for p in located if _rows_with(self._table({p}), column, values).num_rows}
+
+    def hashes_of(self, ids: set[str]) -> dict[str, str]:
+        """Each staged id's content hash."""
+        return dict(_pairs(self.rows("record_id", ids), "record_id", "content_hash"))
+
+    def texts(self, ids: set[str]) -> dict[str, str]:
+        """The staged texts of ``ids`` (only their partitions' text columns are read)."""
+        out: dict[str, str] = {}
+        for part in sorted(self.locator.find("record_id", ids)):
+            staged = self.store.read_parquet(layout.staging(*part), ["record_id", "text"])
+            out.update(_pairs(_rows_with(staged, "record_id", ids), "record_id", "text"))
+        return out
+
+
+def _cluster_mates(store: Store, ids: set[str]) -> dict[str, set[str]]:
+    """Each id's near-duplicate cluster members (ids in no cluster are absent)."""
+    if not ids:
+        return {}
+    columns = ["record_id", "cluster_id"]
+    mine = read_clusters(store, columns, record_id=ids)
+    members = read_clusters(store, columns, cluster_id=_ids_of(mine, "cluster_id")) if mine.num_rows else mine
+    by_cluster: dict[str, set[str]] = {}
+    for rid, cid in _pairs(members, "record_id", "cluster_id"):
+        by_cluster.setdefault(cid, set()).add(rid)
+    return {rid: by_cluster[cid] for rid, cid in _pairs(mine, "record_id", "cluster_id")}
+
+
+@dataclass
+class _Growing:
+    """One request's resolution so far: ids and hashes, and which of them have had their neighbours looked up."""
+
+    ids: set[str]
+    hashes: set[str]
+    selected: int
+    expanded_ids: set[str] = field(default_factory=set)
+    expanded_hashes: set[str] = field(default_factory=set)
+
+
+Neighbours = dict[str, set[str]]
+
+
+def _neighbours(store: Store, keys: StagedKeys, ids: set[str], hashes: set[str]) -> tuple[Neighbours, Neighbours]:
+    """One round for every request at once: each id's copies (its cluster and its near copies) and each hash's
+    records."""
+    by_hash: dict[str, set[str]] = {}
+    for rid, h in _pairs(keys.rows("content_hash", hashes), "record_id", "content_hash"):
+        by_hash.setdefault(h, set()).add(rid)
+    by_id = _cluster_mates(store, ids)
+    texts = keys.texts(ids)
+    order = sorted(texts)
+    for rid, found in zip(order, find_copies(store, [texts[r] for r in order]), strict=True):
+        by_id.setdefault(rid, set()).update(found)
+    return by_id, by_hash
+
+
+def _grow(store: Store, keys: StagedKeys, states: list[_Growing]) -> None:
+    """Grow every request's ids and hashes to its fixed point: copies of copies are copies."""
     while True:
-        grown = ids | _ids_of(_rows_with(rows, "content_hash", hashes))
-        if clusters is not None and clusters.num_rows:
-            cluster_ids = _ids_of(_rows_with(clusters, "record_id", grown), "cluster_id")
-            grown |= _ids_of(_rows_with(clusters, "cluster_id", cluster_ids))
-        fresh = grown - searched
-        if fresh:
-            grown |= find_copies(store, _staged_texts(store, fresh))
-            searched |= fresh
-        hashes |= _ids_of(_rows_with(rows, "record_id", grown), "content_hash")
-        if grown == ids and not fresh:
-            return ids, hashes
-        ids = grown
+        ids = set().union(*(s.ids - s.expanded_ids for s in states))
+        hashes = set().union(*(s.hashes - s.expanded_hashes for s in states))
+        if not ids and not hashes:
+            return
+        by_id, by_hash = _neighbours(store, keys, ids, hashes)
+        hash_of = keys.hashes_of(set().union(*by_id.values(), *by_hash.values()))
+        for state in states:
+            fresh_ids, fresh_hashes = state.ids - state.expanded_ids, state.hashes - state.expanded_hashes
+            grown = set().union(*(by_id.get(r, ()) for r in fresh_ids), *(by_hash.get(h, ()) for h in fresh_hashes))
+            state.expanded_ids |= fresh_ids
+            state.expanded_hashes |= fresh_hashes
+            state.ids |= grown
+            state.hashes |= {hash_of[r] for r in grown if hash_of.get(r)}
+
+
+def resolve_all(store: Store, docs: list[dict[str, Any]], keys: StagedKeys | None = None) -> list[dict[str, Any]]:
+    """Resolve received requests together; each is recorded (status ``resolved``) with its ids and hashes."""
+    keys = keys or StagedKeys(store)
+    states = []
+    for doc in docs:
+        kind, values = doc["selector"]["kind"], set(doc["selector"]["values"])
+        selected = keys.rows(SELECTOR_COLUMN[kind], values)
+        ids = _ids_of(selected)
+        states.append(_Growing(ids, _ids_of(selected, "content_hash"), len(ids)))
+    _grow(store, keys, states)
+    out = []
+    for doc, state in zip(docs, states, strict=True):
+        ids = sorted(state.ids)
+        digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+        out.append(set_status(store, doc, RESOLVED, resolved={
+            "record_ids": ids, "content_hashes": sorted(state.hashes),
+            "counts": {"selected": state.selected, "duplicates": len(ids) - state.selected}, "ids_digest": digest}))
+    return out
 
 
 def resolve(store: Store, doc: dict[str, Any]) -> dict[str, Any]:
-    """Find the affected record ids and content hashes and record them (status ``resolved``)."""
-    kind, values = doc["selector"]["kind"], doc["selector"]["values"]
-    rows = store.read_parquets(layout.staging_dir(), ["record_id", "owner_id", "source", "content_hash"])
-    if rows.num_rows == 0:
-        return set_status(store, doc, RESOLVED, resolved={"record_ids": [], "content_hashes": [],
-                                                          "counts": {"selected": 0, "duplicates": 0}})
-    selected = _rows_with(rows, SELECTOR_COLUMN[kind], values)
-    clusters = store.read_parquet(layout.CLUSTERS) if store.exists(layout.CLUSTERS) else None
-    ids, hashes = _copies(store, rows, clusters, _ids_of(selected), _ids_of(selected, "content_hash"))
-    n_selected = len(_ids_of(selected))
-    digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
-    return set_status(store, doc, RESOLVED, resolved={
-        "record_ids": sorted(ids), "content_hashes": sorted(hashes),
-        "counts": {"selected": n_selected, "duplicates": len(ids) - n_selected}, "ids_digest": digest})
+    """Resolve one request."""
+    return resolve_all(store, [doc])[0]

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from tasks import layout
 from tasks.storage import Store
@@ -27,15 +26,13 @@ def tombstoned_ids(store: Store) -> frozenset[str]:
     return frozenset(read_tombstones(store, ["record_id"]).column("record_id").to_pylist())
 
 
-def write_tombstones(store: Store, doc: dict[str, Any]) -> str:
-    """The resolved request's tombstones, once (one file per request, so concurrent requests never contend)."""
+def write_tombstones(store: Store, doc: dict[str, Any], hash_of: dict[str, str]) -> str:
+    """The resolved request's tombstones, once (one file per request, so concurrent requests never contend);
+    ``hash_of`` gives each staged record's content hash (the resolution read them)."""
     key = layout.tombstones(doc["request_id"])
     if store.exists(key):
         return key
     ids = doc["resolved"]["record_ids"]
-    rows = store.read_parquets(layout.staging_dir(), ["record_id", "content_hash"])
-    wanted = rows.filter(pc.is_in(rows.column("record_id"), value_set=pa.array(ids, pa.string())))
-    hash_of = dict(zip(wanted.column("record_id").to_pylist(), wanted.column("content_hash").to_pylist(), strict=True))
     table = pa.table({"record_id": ids, "content_hash": [hash_of.get(r) for r in ids],
                       "request_id": [doc["request_id"]] * len(ids)}, schema=TOMBSTONE_SCHEMA)
     store.write_parquet(key, table, TOMBSTONE_SCHEMA)

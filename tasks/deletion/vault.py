@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks import layout
-from tasks.errors import Fatal
+from tasks.deletion.resolve import StagedKeys
 from tasks.lineage import manifest_keys
-from tasks.passed import read_all
+from tasks.passed import NO_POLICY, current_policy, lookup
 from tasks.storage import Store
 
 
@@ -29,8 +29,9 @@ def _held(store: Store, ids: pa.Array) -> pa.Array:
     return pc.filter(ids, pc.is_in(ids, value_set=held))
 
 
-def write_vault(store: Store, doc: dict[str, Any]) -> int:
-    """Keep the texts of the request's records that a dataset version holds; returns how many.
+def write_vault(store: Store, doc: dict[str, Any], keys: StagedKeys) -> int:
+    """Keep the texts of the request's records that a dataset version holds; returns how many. Only the
+    partitions holding them are read (``keys`` locates them).
 
     Must run before the request's tombstones are written: the read path leaves tombstoned records out.
     """
@@ -38,14 +39,12 @@ def write_vault(store: Store, doc: dict[str, Any]) -> int:
     if store.exists(key):
         return store.read_parquet(key).num_rows
     held = _held(store, pa.array(doc["resolved"]["record_ids"], pa.string()))
-    if len(held) == 0:
+    if len(held) == 0 or current_policy(store) == NO_POLICY:  # nothing validated: no dataset was built from them
         return 0
-    try:
-        texts = read_all(store, ["record_id", "text"])
-    except Fatal:  # nothing validated: no dataset was built from these records
-        return 0
-    texts = texts.filter(pc.is_in(texts.column("record_id"), value_set=held))
-    store.write_parquet(key, texts)
+    parts = [layout.Partition(source, layout.RECORD_PART_PREFIX + fid)
+             for source, fid in sorted(keys.partitions_of("record_id", set(held.to_pylist())))]
+    texts = lookup(store, held.to_pylist(), ["text"], parts)
+    store.write_parquet(key, texts.select(["record_id", "text"]))
     return texts.num_rows
 
 

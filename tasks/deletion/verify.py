@@ -254,10 +254,14 @@ def latest_verification(store: Store, request_id: str) -> dict[str, Any] | None:
 
 def record_in_certificate(store: Store, request_id: str, report: dict[str, Any]) -> bool:
     """Add the verification to an existing certificate (False when the request is not certified yet)."""
+    return update_certificate(store, request_id, verification=certificate_field(report))
+
+
+def update_certificate(store: Store, request_id: str, **fields: Any) -> bool:
+    """Set fields of an existing certificate (a verification, or a purge that finished after certification);
+    False when the request is not certified yet."""
     key = layout.deletion_report(request_id, CERT_FILE)
     if not store.exists(key):
         return False
-    cert = store.read_json(key)
-    cert["verification"] = certificate_field(report)
-    store.write_json(key, cert)
+    store.write_json(key, {**store.read_json(key), **fields})
     return True

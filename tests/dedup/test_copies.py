@@ -79,13 +79,13 @@ def test_find_copies_reads_candidates_across_partitions_and_rebuilds_a_missing_i
     _stage(store, "reviews", "f1", [EDITS["one word swapped"], HALF])
     _stage(store, "tweets", "f2", ["Flu season starts early this year http://bit.ly/x", EDITS["a word inserted"]])
     assert not store.exists(layout.copies("reviews", "f1"))  # staged before the index existed
-    assert find_copies(store, [REVIEW]) == {"f1-0", "f2-1"}
+    assert find_copies(store, [REVIEW]) == [{"f1-0", "f2-1"}]
     index = partition_index(store, "reviews", "f1")
     assert store.exists(layout.copies("reviews", "f1")) and index.column("record_id").to_pylist() == ["f1-0", "f1-1"]
     stale = partition_index(store, "reviews", "f1", CopyConfig(bands=4, rows=2))  # another config: rebuilt
     assert len(stale.column("bands")[0]) == 4
     _stage(store, "tweets", "f3", ["!!!", "..."])
-    assert find_copies(store, ["", "?!"]) == set()  # no shingle, no copy: not every punctuation-only row
+    assert find_copies(store, ["", "?!"]) == [set(), set()]  # no shingle, no copy: not every punctuation-only row
 
 
 def test_fingerprint_matcher_finds_near_copies_from_fingerprints_alone() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from flows.launch import run_ingest
+from tasks.dedup.clusters import read_clusters
 from tasks.sample import land_samples
 from tasks.storage import Store
 from tests.helpers import artifacts, datasheet, ingest_without_engine, jsonl, write_source
@@ -52,7 +53,7 @@ def test_ingest_sample_corpora_from_file_store(prefect_api, store) -> None:
     assert again["sources"] == result["sources"]
     summary = artifacts("ingest-summary")[0]
     assert summary.type == "table" and "rotten_tomatoes" in str(summary.data)
-    clusters = store.read_parquet("dedup/clusters.parquet").to_pylist()
+    clusters = read_clusters(store).to_pylist()
     assert clusters and all(c["kind"] in {"kept", "exact", "near"} for c in clusters)
     assert all(0.0 <= c["similarity"] <= 1.0 for c in clusters)
 

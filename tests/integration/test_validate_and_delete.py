@@ -14,6 +14,7 @@ import pytest
 from flows.launch import run_apply, run_ingest, run_validate
 from tasks import layout
 from tasks.deletion import requests
+from tasks.deletion.tombstones import tombstoned_ids
 from tasks.errors import Fatal
 from tasks.passed import read_all
 from tests.helpers import artifacts, datasheet, files_containing, jsonl, write_source
@@ -35,6 +36,10 @@ ROWS = [
 
 SHEET = datasheet("planted", fields={"text": "text", "owner": "owner", "id": "id", "license": "lic",
                                      "consent": "consent"})
+
+
+def rid_of(store, source_id: str) -> str:
+    return requests.record_id_of("planted", source_id)
 
 
 def _planted(store) -> None:
@@ -100,3 +105,17 @@ def test_request_survives_kill_between_acknowledge_and_apply(prefect_api, store,
     [planted] = [r for r in run_ingest(None)["sources"] if r["source"] == "planted"]  # o1 delivered again
     assert planted["withdrawn_owner"] == 1 and planted["records"] == 5  # nc2 is an exact copy of nc: not a record
     assert files_containing(store, [TEXT.format(WORDS[1])]) == []
+
+    def cli(*args: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "flows.cli", *args, "--json"], env=env, cwd=ROOT,
+                              capture_output=True, text=True, check=True)
+        return json.loads(done.stdout)
+
+    deferred = cli("delete", "--owner", "o2", "--apply", "--defer-purge")  # soft now, bytes at the next pass
+    assert deferred["applied"]["purge"]["state"] == "pending" and deferred["resolved"]["selected"] == 2
+    assert rid_of(store, "nc") in tombstoned_ids(store)  # out of every read at once
+    assert files_containing(store, [TEXT.format(WORDS[2])])
+    purged = cli("purge")  # the batched pass, as the custody-purge deployment runs it (Dask)
+    assert purged["requests"] == [deferred["request_id"]] and purged["raw_rows_removed"] == 2
+    assert files_containing(store, [TEXT.format(WORDS[2])]) == [] and cli("purge")["requests"] == []
+    assert requests.load(store, deferred["request_id"])["applied"]["purge"]["state"] == "done"

@@ -1,0 +1,166 @@
+"""Clustering a store partition by partition, in memory that follows its rows, not their signatures.
+
+Every signature row is its global index: its rank in delivery order. Only integers are held per row — its record id
+and content hash as 96- and 128-bit integers (``tasks.ids`` formats), its position in its signature file — plus one
+LSH band's keys at a time (datatrove's bucket stage, sharded by band). Signatures are read back, file by file, for
+the rows of candidate pairs only. Membership and id conflicts are written per staging partition
+(``layout.CLUSTERS``, ``layout.ID_CONFLICTS``), so publishing a partition reads its own rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tasks import layout
+from tasks.dedup.clusters import (
+    CLUSTER_SCHEMA,
+    CONFLICT_SCHEMA,
+    ROW_COLUMNS,
+    band_column,
+    candidate_pairs,
+    first_equal,
+    membership,
+    membership_table,
+)
+from tasks.dedup.minhash import MinhashConfig
+from tasks.storage import Store
+
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+_HEX_VALUE = np.full(256, 255, np.uint8)
+_HEX_VALUE[_HEX] = np.arange(16, dtype=np.uint8)
+
+
+def _hex_words(strings: pa.ChunkedArray, prefix: bytes, width: int, digits: int) -> np.ndarray:
+    """The first ``digits`` hex digits after ``prefix`` of strings of ``width`` characters, as ``(n, words)``
+    uint64 (16 digits a word), read from the Arrow buffers: no Python object per row."""
+    arr = strings.combine_chunks()
+    n, skip = len(arr), len(prefix)
+    if not n:
+        return np.empty((0, -(-digits // 16)), np.uint64)
+    offsets = np.frombuffer(arr.buffers()[1], np.int32, n + 1, arr.offset * 4)
+    if arr.null_count or np.any(np.diff(offsets) != width):
+        raise ValueError(f"expected {width}-character hex keys ({prefix.decode()}…) in {arr.type}")
+    chars = np.frombuffer(arr.buffers()[2], np.uint8, n * width, offsets[0]).reshape(n, width)
+    nibbles = _HEX_VALUE[chars[:, skip:skip + digits]]
+    if np.any(nibbles == 255) or np.any(chars[:, :skip] != np.frombuffer(prefix, np.uint8)):
+        raise ValueError(f"expected lower-case hex keys after {prefix.decode()!r}")
+    words = [nibbles[:, lo:lo + 16].astype(np.uint64) for lo in range(0, digits, 16)]
+    return np.stack([(w << (4 * np.arange(w.shape[1] - 1, -1, -1, dtype=np.uint64))).sum(axis=1) for w in words], 1)
+
+
+def _hex_strings(words: np.ndarray, prefix: bytes, digits: int) -> pa.StringArray:
+    """``_hex_words`` back to strings."""
+    n, width = len(words), len(prefix) + digits
+    chars = np.empty((n, width), np.uint8)
+    chars[:, :len(prefix)] = np.frombuffer(prefix, np.uint8)
+    for d in range(digits):
+        in_word = min(16, digits - d // 16 * 16)
+        shift = np.uint64(4 * (in_word - 1 - d % 16))
+        chars[:, len(prefix) + d] = _HEX[(words[:, d // 16] >> shift) & np.uint64(15)]
+    offsets = pa.py_buffer((np.arange(n + 1, dtype=np.int32) * width).tobytes())
+    return pa.StringArray.from_buffers(n, offsets, pa.py_buffer(chars.tobytes()))
+
+
+@dataclass
+class StoreRows:
+    """Every signature row of the store, by global index: its rank in delivery order (earliest first)."""
+
+    parts: list[str]  # signature files, in delivery order
+    offsets: np.ndarray  # (parts + 1,) the first global index of each file
+    pos: np.ndarray  # (N,) int32: each row's position in its file
+    rid: np.ndarray  # (N, 2) uint64: the record id, "r" + 24 hex digits (tasks.ids.record_id)
+    chash: np.ndarray  # (N, 2) uint64: the first 32 hex digits of the content hash (128 bits of sha256)
+
+    @classmethod
+    def read(cls, store: Store) -> StoreRows:
+        """One pass over the signature files, reading their key columns. A file's rows share its delivery time and
+        its URI up to the ``#``, so each file is a run of the store's (delivered_at, source_uri) order."""
+        found = []
+        for key in store.list(layout.dedup_part(layout.SIGNATURES), layout.PARQUET):
+            table = store.read_parquet(key, ROW_COLUMNS)
+            order = pc.sort_indices(table, [("delivered_at", "ascending"), ("source_uri", "ascending")])
+            table = table.take(order)
+            if table.num_rows:
+                found.append(((table["delivered_at"][0].as_py(), table["source_uri"][0].as_py()), key,
+                              order.to_numpy().astype(np.int32), _hex_words(table["record_id"], b"r", 25, 24),
+                              _hex_words(table["content_hash"], b"", 64, 32)))
+        found.sort(key=lambda f: f[0])
+        offsets = np.cumsum([0] + [len(f[2]) for f in found])
+        return cls([f[1] for f in found], offsets, *(np.concatenate([f[i] for f in found]) if found else empty
+                                                     for i, empty in ((2, np.empty(0, np.int32)),
+                                                                      (3, np.empty((0, 2), np.uint64)),
+                                                                      (4, np.empty((0, 2), np.uint64)))))
+
+    def by_part(self, rows: np.ndarray) -> Iterator[tuple[int, slice]]:
+        """``(file, slice of rows)`` for ascending global indices ``rows``, for each file holding some."""
+        bounds = np.searchsorted(rows, self.offsets)
+        for part in np.flatnonzero(np.diff(bounds)):
+            yield int(part), slice(int(bounds[part]), int(bounds[part + 1]))
+
+    def column(self, store: Store, part: int, name: str) -> pa.Array:
+        return store.read_parquet(self.parts[part], [name]).column(0).combine_chunks()
+
+    def bands(self, store: Store, rows: np.ndarray, cfg: MinhashConfig) -> Iterator[np.ndarray]:
+        """Each band's keys of ``rows`` (ascending), one band at a time (the bucket stage)."""
+        for band in range(cfg.banding[0]):
+            keys = np.empty(len(rows), np.uint64)
+            for part, sl in self.by_part(rows):
+                keys[sl] = self.column(store, part, band_column(band)).to_numpy()[self.pos[rows[sl]]]
+            yield keys
+
+    def signatures(self, store: Store, rows: np.ndarray, cfg: MinhashConfig) -> np.ndarray:
+        """The signatures of ``rows`` (ascending), ``(len(rows), num_perm)``, read file by file."""
+        out = np.empty((len(rows), cfg.num_perm), np.uint32)
+        for part, sl in self.by_part(rows):
+            sigs = self.column(store, part, "minhash").flatten().to_numpy().reshape(-1, cfg.num_perm)
+            out[sl] = sigs[self.pos[rows[sl]]]
+        return out
+
+    def record_ids(self, rows: np.ndarray) -> pa.StringArray:
+        return _hex_strings(self.rid[rows], b"r", 24)
+
+    def write(self, store: Store, kind: str, rows: np.ndarray, table_of: Callable[[int, slice], pa.Table],
+              schema: pa.Schema) -> set[str]:
+        """``table_of(file, slice)`` of ``rows`` (ascending) into each file's partition of ``kind``; the keys."""
+        written = set()
+        for part, sl in self.by_part(rows):
+            key = layout.dedup_part(kind, *layout.staged_partition(self.parts[part]))
+            store.write_parquet(key, table_of(part, sl), schema)
+            written.add(key)
+        return written
+
+
+def cluster_partitions(store: Store, cfg: MinhashConfig) -> dict[str, int]:
+    """Id conflicts, exact duplicates and near-dup clusters of every signature row in the store, written per staging
+    partition (``layout.CLUSTERS``, ``layout.ID_CONFLICTS``; files of partitions with none are removed).
+
+    A record id seen before in delivery order is a conflict (``repeated_record`` when the text matches,
+    ``duplicate_id`` when not) and takes no part in clustering. The same raw files give the same clusters whatever
+    the order, or the number of runs, in which they were parsed: the earliest delivered copy is kept.
+    """
+    rows = StoreRows.read(store)
+    first = first_equal(rows.rid[:, 0], rows.rid[:, 1])
+    conflicts = np.flatnonzero(first != np.arange(len(first)))
+    repeated = np.all(rows.chash[first[conflicts]] == rows.chash[conflicts], axis=1)
+    kept = np.delete(np.arange(len(first)), conflicts)
+    members, stats = membership(first_equal(rows.chash[kept, 0], rows.chash[kept, 1]),
+                                lambda reps: candidate_pairs(rows.bands(store, kept[reps], cfg)),
+                                lambda some: rows.signatures(store, kept[some], cfg), cfg)
+    clustered = kept[members.rows]
+    table = membership_table(rows.record_ids(clustered), rows.record_ids(kept[members.kept]), members)
+    reason = np.where(repeated, "repeated_record", "duplicate_id")
+    written = rows.write(store, layout.CLUSTERS, clustered, lambda _, sl: table.slice(sl.start, sl.stop - sl.start),
+                         CLUSTER_SCHEMA) | rows.write(
+        store, layout.ID_CONFLICTS, conflicts, lambda part, sl: pa.table({
+            "source_uri": rows.column(store, part, "source_uri").take(rows.pos[conflicts[sl]]),
+            "record_id": rows.record_ids(conflicts[sl]), "reason": reason[sl]}, schema=CONFLICT_SCHEMA),
+        CONFLICT_SCHEMA)
+    for kind in (layout.CLUSTERS, layout.ID_CONFLICTS):
+        for key in set(store.list(layout.dedup_part(kind), layout.PARQUET)) - written:
+            store.delete(key)
+    return {**stats.to_dict(), "id_conflicts": len(conflicts)}

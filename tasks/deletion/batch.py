@@ -1,0 +1,101 @@
+"""The hard step of a deletion: one batched pass that physically purges every applied request's bytes.
+
+Applying a request (``tasks.deletion.apply``) tombstones it at once and records the partitions its rows sit in.
+A purge pass takes every request still pending, unions their block lists, and rewrites each affected partition
+once — its raw file, staging, records, quarantine, verdicts, attributes, signatures, copy index and locator
+entries — plus the few whole-store tables (clusters, whole-store scores, report snippets), which only the id and
+hash columns are read to check. A thousand requests over the same partitions cost one rewrite of each.
+
+Partitions are independent, so a flow can purge them in parallel (``flows/delete.py`` maps ``purge_target`` over
+Dask); ``purge_pass`` runs them here, in order. A pass is crash-safe and idempotent: every rewrite matches rows by
+content, so a file already purged is left alone, and a request is marked purged — with the time its bytes were
+gone, which its certificate records — only after every target and whole-store table is done. Requests past their
+``due_by`` are listed by ``tasks.deletion.requests.overdue`` (``custody status``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks import layout
+from tasks.certificate import record_purge
+from tasks.deletion.blocklist import BlockList, request_blocks
+from tasks.deletion.locator import drop_entries
+from tasks.deletion.locks import store_lock
+from tasks.deletion.purge import find_in, parquet_files, purge_found, purge_parquet
+from tasks.deletion.requests import DONE, list_requests, pending, save
+from tasks.storage import Store
+
+
+@dataclass
+class Plan:
+    """One pass: the requests it purges, what they withdraw, and the files to look at, by target partition."""
+
+    request_ids: list[str]
+    blocks: BlockList
+    targets: list[tuple[str, str, str]]  # (source, file id, raw key)
+    files: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (source, file id) -> its Parquet files
+    whole: list[str] = field(default_factory=list)  # whole-store Parquet files
+
+
+def plan(store: Store, docs: list[dict[str, Any]]) -> Plan:
+    """The pass over ``docs``: their block lists united, their targets, and every purged-prefix file sorted to its
+    target partition or to the whole-store list (a listing: nothing is read)."""
+    blocks = BlockList()
+    for doc in docs:
+        blocks = blocks.union(request_blocks(doc))
+    targets = sorted({tuple(t) for d in docs for t in d["applied"]["purge"]["targets"]})
+    stems = {(source, stem): (source, fid) for source, fid, _ in targets for stem in layout.partition_stems(fid)}
+    out = Plan([d["request_id"] for d in docs], blocks, targets)
+    for key in parquet_files(store):
+        named = layout.partition_named(key)
+        if named is None:
+            out.whole.append(key)
+        elif named in stems:
+            out.files.setdefault(stems[named], []).append(key)
+    return out
+
+
+def purge_target(store: Store, blocks: BlockList, target: tuple[str, str, str], files: list[str]) -> dict[str, int]:
+    """Purge one partition: the withdrawn raw and quarantine rows (by content), then every Parquet file named by
+    it (by record id and content hash), then its locator entries."""
+    source, fid, raw = target
+    quarantine = [k for k in files if k.startswith(layout.QUARANTINE + "/")]
+    report = purge_found(store, find_in(store, blocks, {source: [raw]}, quarantine))
+    ids, hashes = set(blocks.record_ids), set(blocks.content_hashes)
+    report.update(purge_parquet(store, ids, hashes, [k for k in files if store.exists(k)]))
+    report["locator_entries_removed"] = drop_entries(store, source, fid, {
+        "record_id": ids, "content_hash": hashes, "owner": set(blocks.owners)})
+    return report
+
+
+def finish(store: Store, plan: Plan, reports: list[dict[str, int]]) -> list[dict[str, Any]]:
+    """Purge the whole-store tables, then mark the pass's requests purged (and their certificates, if any)."""
+    reports = [*reports, purge_parquet(store, set(plan.blocks.record_ids), set(plan.blocks.content_hashes),
+                                       plan.whole)]
+    totals: dict[str, int] = {}
+    for report in reports:
+        for key, value in report.items():
+            totals[key] = totals.get(key, 0) + value
+    now = dt.datetime.now(dt.UTC).isoformat()
+    done = []
+    for doc in (d for d in list_requests(store) if d["request_id"] in plan.request_ids):
+        purge = {**doc["applied"]["purge"], "state": DONE, "purged_at": now, "batch_requests": len(plan.request_ids),
+                 "targets_rewritten": len(plan.targets), **totals}
+        doc = save(store, doc, applied={**doc["applied"], **totals, "purge": purge})
+        record_purge(store, doc["request_id"], doc["applied"])
+        done.append(doc)
+    return done
+
+
+def purge_pass(store: Store) -> list[dict[str, Any]]:
+    """Purge every pending request's bytes in one pass, under the apply lock; returns the purged requests."""
+    with store_lock(store):
+        docs = pending(store)
+        if not docs:
+            return []
+        work = plan(store, docs)
+        reports = [purge_target(store, work.blocks, t, work.files.get(t[:2], [])) for t in work.targets]
+        return finish(store, work, reports)

@@ -1,0 +1,171 @@
+"""Clustering over a store, partition by partition: the same clusters as clustering it all in memory, conflicts and
+exact copies found from integer keys, and outputs written per partition."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tasks import layout
+from tasks.dedup import MinhashConfig, cluster_records
+from tasks.dedup.clusters import _bucket_pairs, partition_dedup, read_clusters, signature_schema, signature_table
+from tasks.dedup.sharded import _hex_strings, _hex_words, cluster_partitions
+from tasks.storage import Store
+
+CFG = MinhashConfig()
+FILES = [("alpha", f"f{i}") for i in range(4)] + [("beta", f"f{i}") for i in range(3)]
+# sha256 of the sorted cluster and conflict rows that the whole-store algorithm this replaced (one matrix of every
+# signature, commit 66d0422) gave on synthetic_rows(3000)
+GOLDEN = "3504ce6766194d9ce4f73a1af76d09dc600ef95c73d8c4edaf22db9d0f6a7473"
+
+
+def _hex(rng: np.random.RandomState, digits: int) -> str:
+    return "".join(rng.choice(list("0123456789abcdef"), digits))
+
+
+def synthetic_rows(n: int, seed: int = 0) -> tuple[dict[str, list], np.ndarray]:
+    """Signature rows with planted duplicates: near copies (k positions changed: estimated Jaccard 1 - k/128, some
+    below the threshold), exact copies, records delivered again (same id, same or other text) and boilerplate (a
+    shared band in 40 rows: a bucket chained, not all-paired). Delivery: files in a shuffled order, two files at the
+    same instant, rows of a file in source_uri order (``#L10`` before ``#L2``)."""
+    rng = np.random.RandomState(seed)
+    sigs = rng.randint(0, 2**32, size=(n, CFG.num_perm), dtype=np.uint64).astype(np.uint32)
+    ids = ["r" + _hex(rng, 24) for _ in range(n)]
+    hashes = [_hex(rng, 64) for _ in range(n)]
+    boiler = rng.choice(n, 40, replace=False)
+    sigs[boiler, :8] = sigs[boiler[0], :8]
+    for i in range(n // 10, n):
+        src = int(rng.randint(0, i))
+        u = rng.rand()
+        if u < 0.15:  # near copy
+            k = int(rng.randint(0, 45))
+            sigs[i] = sigs[src]
+            sigs[i, rng.choice(CFG.num_perm, k, replace=False)] = rng.randint(0, 2**32, k, dtype=np.uint64)
+        elif u < 0.20:  # exact copy under another id
+            sigs[i], hashes[i] = sigs[src], hashes[src]
+        elif u < 0.22:  # delivered again: same id, same text
+            sigs[i], hashes[i], ids[i] = sigs[src], hashes[src], ids[src]
+        elif u < 0.23:  # an id reused for another text
+            ids[i] = ids[src]
+    file_of = rng.randint(0, len(FILES), n)
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    delivered = [start + dt.timedelta(seconds=s) for s in (5, 1, 3, 3, 0, 7, 2)]
+    rows = {"record_id": ids, "content_hash": hashes,
+            "source_uri": [f"file:///raw/{FILES[f][0]}/{FILES[f][1]}.jsonl#L{i + 1}" for i, f in enumerate(file_of)],
+            "delivered_at": [delivered[f] for f in file_of], "file": file_of.tolist()}
+    return rows, sigs
+
+
+def write_signatures(store: Store, rows: dict[str, list], sigs: np.ndarray) -> None:
+    """One signature file per (source, file), rows in a shuffled order within it."""
+    table = pa.table({k: v for k, v in rows.items() if k != "file"})
+    file_of = np.asarray(rows["file"])
+    for f, (source, fid) in enumerate(FILES):
+        mine = np.random.RandomState(f).permutation(np.flatnonzero(file_of == f))
+        store.write_parquet(layout.dedup_part(layout.SIGNATURES, source, fid),
+                            signature_table(table.take(mine), sigs[mine], CFG), signature_schema(CFG))
+
+
+def _rank(rows: dict[str, list]) -> np.ndarray:
+    order = sorted(range(len(rows["record_id"])), key=lambda i: (rows["delivered_at"][i], rows["source_uri"][i]))
+    return np.argsort(order)
+
+
+def _digest(clusters: pa.Table, conflicts: pa.Table) -> str:
+    rows = sorted((r["record_id"], r["cluster_id"], r["kept_record_id"], round(r["similarity"], 5), r["kind"])
+                  for r in clusters.to_pylist())
+    return hashlib.sha256(json.dumps([rows, sorted(tuple(r.values()) for r in conflicts.to_pylist())]).encode()
+                          ).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[dict[str, list], np.ndarray]:
+    return synthetic_rows(3000)
+
+
+@pytest.fixture
+def clustered(store: Store, data: tuple[dict[str, list], np.ndarray]) -> tuple[Store, dict]:
+    write_signatures(store, *data)
+    return store, cluster_partitions(store, CFG)
+
+
+def test_the_clusters_are_those_of_the_whole_store_algorithm(clustered, data) -> None:
+    store, stats = clustered
+    conflicts = store.read_parquets(layout.dedup_part(layout.ID_CONFLICTS))
+    assert _digest(read_clusters(store), conflicts) == GOLDEN
+    assert stats["candidate_pairs"] > stats["verified_pairs"] > 0 and stats["exact_duplicates"] > 0
+    rows, sigs = data  # in memory, without the rows whose id came earlier: the same membership
+    rank = _rank(rows)
+    first = {}
+    for i in np.argsort(rank):
+        first.setdefault(rows["record_id"][i], i)
+    keep = np.array(sorted(first.values()))
+    table, _ = cluster_records([rows["record_id"][i] for i in keep], [rows["content_hash"][i] for i in keep],
+                               rank[keep], sigs[keep], CFG)
+    assert _digest(table, conflicts.slice(0, 0)) == _digest(read_clusters(store), conflicts.slice(0, 0))
+
+
+def test_ids_delivered_again_are_conflicts_by_whether_the_text_matches(clustered, data) -> None:
+    store, stats = clustered
+    rows, _ = data
+    conflicts = store.read_parquets(layout.dedup_part(layout.ID_CONFLICTS)).to_pylist()
+    assert len(conflicts) == stats["id_conflicts"] == len(rows["record_id"]) - len(set(rows["record_id"]))
+    rank = _rank(rows)
+    earliest = {}
+    for i in np.argsort(rank):
+        earliest.setdefault(rows["record_id"][i], i)
+    row_of = {uri: i for i, uri in enumerate(rows["source_uri"])}
+    for c in conflicts:
+        i, j = row_of[c["source_uri"]], earliest[c["record_id"]]
+        assert i != j and rows["record_id"][i] == c["record_id"]
+        same = rows["content_hash"][i] == rows["content_hash"][j]
+        assert c["reason"] == ("repeated_record" if same else "duplicate_id")
+    assert {c["reason"] for c in conflicts} == {"repeated_record", "duplicate_id"}
+
+
+def test_each_partition_reads_its_own_rows_and_stale_outputs_go(clustered, data) -> None:
+    store, _ = clustered
+    rows, _ = data
+    everything = read_clusters(store)
+    ids_of = {f: {rows["record_id"][i] for i in np.flatnonzero(np.asarray(rows["file"]) == f)} for f in range(7)}
+    parts = [partition_dedup(store, source, fid) for source, fid in FILES]
+    for f, (mine, conflicts) in enumerate(parts):
+        assert mine.num_rows and set(mine.column("record_id").to_pylist()) <= ids_of[f]
+        assert all(f"/{FILES[f][0]}/{FILES[f][1]}.jsonl#" in u for u in conflicts.column("source_uri").to_pylist())
+    assert sum(m.num_rows for m, _ in parts) == everything.num_rows
+    some = set(everything.column("record_id").to_pylist()[:5])
+    assert set(read_clusters(store, record_id=some).column("record_id").to_pylist()) == some
+    cid = everything.column("cluster_id")[0].as_py()
+    mates = read_clusters(store, ["record_id", "cluster_id"], cluster_id={cid})
+    assert mates.num_rows >= 2 and set(mates.column("cluster_id").to_pylist()) == {cid}
+    store.delete(layout.dedup_part(layout.SIGNATURES, *FILES[0]))  # a partition gone: so are its outputs
+    cluster_partitions(store, CFG)
+    assert partition_dedup(store, *FILES[0])[0].num_rows == 0
+    assert not store.exists(layout.dedup_part(layout.CLUSTERS, *FILES[0]))
+    assert read_clusters(store).num_rows > 0
+
+
+def test_an_empty_store_has_no_clusters(store: Store) -> None:
+    assert cluster_partitions(store, CFG)["records"] == 0
+    assert read_clusters(store).num_rows == 0
+
+
+def test_small_buckets_are_all_paired_and_large_ones_chained() -> None:
+    keys = np.array([5] * 3 + [9] * 17 + [1], dtype=np.uint64)[::-1].copy()  # 1, then 17 nines, then 3 fives
+    n = len(keys)
+    pairs = {(int(c // n), int(c % n)) for c in _bucket_pairs(keys)}
+    assert pairs == {(18, 19), (18, 20), (19, 20)} | {(i, i + 1) for i in range(1, 17)}
+
+
+def test_hex_keys_round_trip_and_anything_else_is_refused() -> None:
+    ids = pa.chunked_array([["r" + "0123456789abcdef01234567", "r" + "f" * 24], ["r" + "a" * 24]])
+    words = _hex_words(ids, b"r", 25, 24)
+    assert words.shape == (3, 2) and _hex_strings(words, b"r", 24).to_pylist() == ids.to_pylist()
+    for bad in (["x" + "0" * 24], ["r" + "0" * 23], ["r" + "G" * 24]):
+        with pytest.raises(ValueError, match="hex"):
+            _hex_words(pa.chunked_array([bad]), b"r", 25, 24)

@@ -1,0 +1,152 @@
+"""The deletion locator and the batched purge: a deletion reads and rewrites only the partitions that hold its rows,
+requests are unreadable at once and purged together, and a pass is crash-safe and idempotent."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from functools import partial
+
+import pytest
+
+from tasks import certificate, layout, passed, provenance
+from tasks.deletion import requests
+from tasks.deletion.apply import apply_pending, process_pending
+from tasks.deletion.batch import finish, plan, purge_pass, purge_target
+from tasks.deletion.locator import Locator, drop_entries
+from tasks.deletion.resolve import StagedKeys, resolve_all
+from tasks.policy import load_policy
+from tasks.sources import file_id
+from tasks.storage import Store
+from tests.helpers import files_containing, ingest_without_engine, jsonl, write_source
+
+FILES = 6
+WORDS = [
+    "river", "lantern", "quiet", "harbor", "velvet", "orbit", "cactus", "meadow", "thunder", "pixel",
+    "saddle", "marble", "ginger", "falcon", "tundra", "violin", "cobalt", "pepper", "glacier", "canyon",
+    "walnut", "ember", "prairie", "comet", "hollow", "lagoon",
+]
+TEXTS = [" ".join(random.Random(n).choices(WORDS, k=14)) for n in range(FILES * 5)]  # no two are near copies
+
+
+def _rows(f: int) -> list[dict]:
+    return [{"id": f"{f}-{i}", "text": TEXTS[f * 5 + i], "label": "fresh", "owner": f"owner{f}-{i % 2}"}
+            for i in range(5)]
+
+
+@pytest.fixture
+def spread(store: Store) -> Store:
+    """Six raw files, each its own partition; validated."""
+    write_source(store, "films", {f"f{f}.jsonl": jsonl(_rows(f)) for f in range(FILES)})
+    ingest_without_engine(store)
+    policy = load_policy("research")
+    stats = [provenance.validate_partition(store, k, policy) for k in store.list("records", ".parquet")]
+    provenance.mark_current(store, policy, stats)
+    return store
+
+
+def _rid(f: int, i: int) -> str:
+    return requests.record_id_of("films", f"{f}-{i}")
+
+
+def _snapshot(store: Store) -> dict[str, bytes]:
+    return {k: store.read_bytes(k) for k in store.list("") if not k.startswith((layout.LEDGER, layout.REPORTS))}
+
+
+def _fid(f: int) -> str:
+    return file_id("films", f"raw/films/f{f}.jsonl")
+
+
+def test_the_locator_names_only_the_partitions_holding_a_key(spread: Store) -> None:
+    locator = Locator(spread)
+    assert locator.find("record_id", {_rid(2, 1)}) == {("films", _fid(2))}
+    assert locator.find("owner", {"owner4-0"}) == {("films", _fid(4))}
+    assert locator.find("record_id", {"no-such-record"}) == set()
+    assert drop_entries(spread, "films", _fid(2), {"record_id": {_rid(2, 1)}}) == 1
+    assert Locator(spread).find("record_id", {_rid(2, 1)}) == set()
+
+
+def test_a_partition_without_a_locator_is_always_a_candidate(spread: Store) -> None:
+    spread.delete(layout.locator("films", _fid(3)))  # a store ingested before the locator existed
+    assert Locator(spread).find("record_id", {_rid(1, 0)}) == {("films", _fid(1)), ("films", _fid(3))}
+    requests.submit(spread, "record_id", [_rid(3, 2)])
+    [done] = process_pending(spread)  # found all the same, by reading that partition
+    assert done["resolved"]["record_ids"] == [_rid(3, 2)] and files_containing(spread, [TEXTS[17]]) == []
+
+
+def test_deleting_one_record_rewrites_only_its_partition(spread: Store) -> None:
+    before = _snapshot(spread)
+    requests.submit(spread, "record_id", [_rid(2, 3)])
+    [done] = process_pending(spread)
+    after = _snapshot(spread)
+    changed = {k for k in before if after.get(k) != before[k]}
+    assert done["applied"]["purge"]["targets"] == [["films", _fid(2), "raw/films/f2.jsonl"]]
+    assert changed and [k for k in changed if _fid(2) not in k] == ["raw/films/f2.jsonl"]  # nothing else
+    assert any(k.startswith("raw/") for k in changed) and any(k.startswith("records/") for k in changed)
+    assert files_containing(spread, [TEXTS[13]]) == []
+
+
+def test_soft_then_hard_in_one_batch(spread: Store) -> None:
+    ids = [requests.submit(spread, "owner", [f"owner{f}-0"])["request_id"] for f in (0, 1, 5)]
+    applied = apply_pending(spread)
+    assert [d["applied"]["purge"]["state"] for d in applied] == [requests.PENDING] * 3
+    gone = {r for d in applied for r in d["resolved"]["record_ids"]}
+    assert len(gone) == 9 and not gone & set(passed.read_all(spread, ["record_id"]).column("record_id").to_pylist())
+    assert files_containing(spread, [TEXTS[0]])  # unreadable, but its bytes are still there: purge pending
+    late = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    assert {d["request_id"] for d in requests.overdue(spread, late)} == set(ids)
+    assert requests.overdue(spread) == []
+    done = purge_pass(spread)
+    assert sorted(d["request_id"] for d in done) == sorted(ids)
+    purge = done[0]["applied"]["purge"]
+    assert purge["state"] == requests.DONE and purge["batch_requests"] == 3 and purge["targets_rewritten"] == 3
+    assert files_containing(spread, [TEXTS[f * 5 + i] for f in (0, 1, 5) for i in (0, 2, 4)]) == []
+    assert files_containing(spread, [TEXTS[1], TEXTS[26]])  # the other owner of the same files stays
+    assert requests.pending(spread) == [] and purge_pass(spread) == []
+
+
+def test_a_pass_that_died_half_way_is_finished_by_the_next(spread: Store) -> None:
+    requests.submit(spread, "owner", ["owner0-1"])
+    requests.submit(spread, "owner", ["owner3-1"])
+    docs = apply_pending(spread)
+    work = plan(spread, docs)
+    first = purge_target(spread, work.blocks, work.targets[0], work.files.get(work.targets[0][:2], []))
+    assert first["raw_rows_removed"] == 2  # ... and the process died before the other target and ``finish``
+    assert len(requests.pending(spread)) == 2
+    done = purge_pass(spread)
+    assert len(done) == 2 and done[0]["applied"]["raw_rows_removed"] == 2  # the first target is not redone
+    assert files_containing(spread, [TEXTS[1], TEXTS[3], TEXTS[16], TEXTS[18]]) == []
+    assert finish(spread, plan(spread, []), []) == []
+
+
+def test_many_requests_resolve_in_one_pass_reading_each_partition_once(spread: Store) -> None:
+    docs = [requests.submit(spread, "record_id", [_rid(f, i)]) for f in range(FILES) for i in range(5)]
+    keys = StagedKeys(spread)
+    reads: list[str] = []
+    original = spread.read_parquet
+
+    def counted(key: str, columns: list[str] | None = None):  # instrumentation, not a fake: the real read runs
+        reads.append(key)
+        return original(key, columns)
+
+    spread.read_parquet = counted  # type: ignore[method-assign]
+    resolved = resolve_all(spread, docs, keys)
+    staging = [k for k in reads if k.startswith(layout.STAGING)]
+    assert all(len(d["resolved"]["record_ids"]) == 1 for d in resolved)
+    # key columns once per partition; texts once per partition per breadth-first round (the copy search)
+    assert sorted(set(staging)) == sorted(spread.list(layout.STAGING, ".parquet"))
+    assert len(staging) <= FILES * 4
+
+
+def test_a_purge_after_certification_updates_the_certificate(spread: Store) -> None:
+    requests.submit(spread, "owner", ["owner2-0"])
+    [doc] = apply_pending(spread)
+    cert = certificate.document(doc, [], vault_destroyed=False)
+    key = partial(layout.deletion_report, doc["request_id"])
+    spread.write_json(key(certificate.CERT_JSON), cert)
+    assert "due to be purged by" in certificate.markdown(cert, None)
+    purge_pass(spread)
+    updated = spread.read_json(key(certificate.CERT_JSON))
+    assert updated["applied"]["purge"]["state"] == requests.DONE and updated["applied"]["raw_rows_removed"] == 3
+    assert f"Purged physically at {updated['applied']['purge']['purged_at']}" in spread.read_bytes(
+        key(certificate.CERT_MD)).decode()
