@@ -22,61 +22,85 @@ from typing import Any
 from tasks import layout
 from tasks.config import get_settings
 from tasks.deletion.batch import purge_pass
-from tasks.deletion.blocklist import request_blocks
+from tasks.deletion.blocklist import BlockList, request_blocks
 from tasks.deletion.fingerprints import write_fingerprints
 from tasks.deletion.locks import store_lock
 from tasks.deletion.purge import find_in
 from tasks.deletion.requests import APPLIED, OPEN, PENDING, RECEIVED, list_requests, load, set_status
 from tasks.deletion.resolve import StagedKeys, resolve_all
 from tasks.deletion.tombstones import write_tombstones
-from tasks.deletion.vault import write_vault
+from tasks.deletion.vault import write_vaults
 from tasks.sources import file_id, list_raw_files, list_sources
 from tasks.storage import Store
 
 Target = tuple[str, str, str]  # (source, file id, raw key): one partition a purge rewrites
 
 
-def _targets(store: Store, keys: StagedKeys, doc: dict[str, Any]) -> list[Target]:
-    """The partitions holding the request's rows by the locator (staged or quarantined: the raw file holds both),
-    and every raw file no ingest has parsed yet (the locator cannot know its rows)."""
-    kind, values = doc["selector"]["kind"], set(doc["selector"]["values"])
-    resolved = doc["resolved"]
-    parts = keys.locator.find("record_id", set(resolved["record_ids"]) | (values if kind == "record_id" else set()))
-    parts |= keys.locator.find("content_hash", set(resolved["content_hashes"]) | (values if kind == "text" else set()))
-    parts |= keys.locator.find("owner", values) if kind == "owner" else set()
-    parts |= {p for p in keys.locator.partitions if kind == "source" and p[0] in values}
-    staged = set(keys.locator.partitions)
+def _located(keys: StagedKeys, docs: list[dict[str, Any]]) -> list[set[tuple[str, str]]]:
+    """Per request, the partitions holding its rows by the locator (staged or quarantined: the raw file holds
+    both); one look-up per kind for all requests."""
+    wanted: dict[str, list[set[str]]] = {"record_id": [], "content_hash": [], "owner": []}
+    for doc in docs:
+        kind, values, resolved = doc["selector"]["kind"], set(doc["selector"]["values"]), doc["resolved"]
+        wanted["record_id"].append(set(resolved["record_ids"]) | (values if kind == "record_id" else set()))
+        wanted["content_hash"].append(set(resolved["content_hashes"]) | (values if kind == "text" else set()))
+        wanted["owner"].append(values if kind == "owner" else set())
+    where = {kind: keys.locator.where(kind, set().union(*sets)) for kind, sets in wanted.items()}
     out = []
-    for source in list_sources(store):
-        for raw in list_raw_files(store, source):
-            fid = file_id(source, raw)
-            if (source, fid) in parts or (source, fid) not in staged:
-                out.append((source, fid, raw))
-    return sorted(out)
+    for i, doc in enumerate(docs):
+        parts = {p for kind, sets in wanted.items() for v in sets[i] for p in where[kind][v]}
+        if doc["selector"]["kind"] == "source":
+            parts |= {p for p in keys.locator.partitions if p[0] in doc["selector"]["values"]}
+        out.append(parts)
+    return out
 
 
-def _quarantine_files(store: Store, targets: list[Target]) -> list[str]:
+def _targets(store: Store, keys: StagedKeys, docs: list[dict[str, Any]]) -> list[list[Target]]:
+    """Per request, its located partitions and every raw file no ingest has parsed yet (the locator cannot know
+    its rows)."""
+    staged = set(keys.locator.partitions)
+    raw = [(source, file_id(source, key), key)
+           for source in list_sources(store) for key in list_raw_files(store, source)]
+    return [sorted(t for t in raw if t[:2] in parts or t[:2] not in staged) for parts in _located(keys, docs)]
+
+
+def _quarantine_files(store: Store, targets: set[Target]) -> list[str]:
     stems = {(source, stem) for source, fid, _ in targets for stem in layout.partition_stems(fid)}
     return [k for k in store.list(layout.quarantine_dir(), layout.PARQUET) if layout.partition_named(k) in stems]
 
 
-def apply_request(store: Store, doc: dict[str, Any], keys: StagedKeys) -> dict[str, Any]:
-    """Take one resolved request to ``applied`` (the caller holds the apply lock): unreadable at once, its purge
-    pending."""
-    vaulted = write_vault(store, doc, keys)
-    write_tombstones(store, doc, keys.hashes_of(set(doc["resolved"]["record_ids"])))
-    targets = _targets(store, keys, doc)
+def apply_batch(store: Store, docs: list[dict[str, Any]], keys: StagedKeys) -> list[dict[str, Any]]:
+    """Take resolved requests to ``applied`` together (the caller holds the apply lock): unreadable at once, their
+    purge pending. Every file is read once for the batch: the vaults' partitions, the target raw files and
+    quarantine, the staged texts."""
+    if not docs:
+        return []
+    vaulted = write_vaults(store, docs, keys)
+    ids = set().union(*(d["resolved"]["record_ids"] for d in docs))
+    hash_of = keys.hashes_of(ids)
+    for doc in docs:
+        write_tombstones(store, doc, hash_of)
+    targets = _targets(store, keys, docs)
+    blocks = BlockList()
+    for doc in docs:
+        blocks = blocks.union(request_blocks(doc))
+    everywhere = set().union(*map(set, targets))
     raw: dict[str, list[str]] = {}
-    for source, _, key in targets:
+    for source, _, key in sorted(everywhere):
         raw.setdefault(source, []).append(key)
-    found = find_in(store, request_blocks(doc), raw, _quarantine_files(store, targets))
-    texts = keys.texts(set(doc["resolved"]["record_ids"]))
-    remembered = write_fingerprints(store, doc["request_id"], [texts[r] for r in sorted(texts)] + found.texts)
-    due = dt.datetime.now(dt.UTC) + dt.timedelta(hours=get_settings().purge_deadline_hours)
-    rows_found = sum(map(len, found.raw.values())) + sum(map(len, found.quarantine.values()))
-    return set_status(store, doc, APPLIED, applied={
-        "vaulted_for_unlearning": vaulted, "fingerprints": remembered, "withdrawn_rows_found": rows_found,
-        "purge": {"state": PENDING, "due_by": due.isoformat(), "targets": [list(t) for t in targets]}})
+    found = find_in(store, blocks, raw, _quarantine_files(store, everywhere))
+    texts = keys.texts(ids)
+    due = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=get_settings().purge_deadline_hours)).isoformat()
+    out = []
+    for doc, mine in zip(docs, targets, strict=True):
+        rid = doc["request_id"]
+        staged = [texts[r] for r in doc["resolved"]["record_ids"] if r in texts]
+        remembered = write_fingerprints(store, rid, staged + found.texts.get(rid, []))
+        out.append(set_status(store, doc, APPLIED, applied={
+            "vaulted_for_unlearning": vaulted[rid], "fingerprints": remembered,
+            "withdrawn_texts_found": len(found.texts.get(rid, [])),
+            "purge": {"state": PENDING, "due_by": due, "targets": [list(t) for t in mine]}}))
+    return out
 
 
 def apply_pending(store: Store, request_id: str | None = None) -> list[dict[str, Any]]:
@@ -85,9 +109,8 @@ def apply_pending(store: Store, request_id: str | None = None) -> list[dict[str,
         docs = [d for d in list_requests(store)
                 if d["status"] in OPEN and (not request_id or d["request_id"] == request_id)]
         keys = StagedKeys(store)
-        received = resolve_all(store, [d for d in docs if d["status"] == RECEIVED], keys)
-        resolved = {d["request_id"]: d for d in received}
-        return [apply_request(store, resolved.get(d["request_id"], d), keys) for d in docs]
+        resolved = {d["request_id"]: d for d in resolve_all(store, [d for d in docs if d["status"] == RECEIVED], keys)}
+        return apply_batch(store, [resolved.get(d["request_id"], d) for d in docs], keys)
 
 
 def process_pending(store: Store, request_id: str | None = None) -> list[dict[str, Any]]:

@@ -108,17 +108,19 @@ class Locator:
                          if meta.row_group(i).num_rows}
         return out
 
-    def find(self, kind: str, values: Iterable[str]) -> set[PartitionRef]:
-        """The partitions that may hold any of ``values`` of ``kind`` (all of them, for one without a locator)."""
+    def where(self, kind: str, values: Iterable[str]) -> dict[str, set[PartitionRef]]:
+        """For each of ``values`` of ``kind``, the partitions that may hold it (every partition without a locator
+        among them): one look-up for many values, each partition's buckets read once."""
         wanted = sorted(set(values))
+        out: dict[str, set[PartitionRef]] = {v: set() for v in wanted}
         if not wanted:
-            return set()
+            return out
         buckets = {bucket_of(kind, v) for v in wanted}
-        found: set[PartitionRef] = set()
         value_set = pa.array(wanted, pa.string())
         for part, groups in self._groups.items():
             if groups is None:
-                found.add(part)
+                for v in wanted:
+                    out[v].add(part)
                 continue
             read = sorted(groups[b] for b in buckets if b in groups)
             if not read:
@@ -126,6 +128,10 @@ class Locator:
             with self.store.open(layout.locator(*part)) as fh:
                 table = pq.ParquetFile(fh).read_row_groups(read, columns=["kind", "key"], use_threads=False)
             hit = pc.and_(pc.equal(table.column("kind"), kind), pc.is_in(table.column("key"), value_set=value_set))
-            if pc.any(hit).as_py():
-                found.add(part)
-        return found
+            for v in table.column("key").filter(hit).to_pylist():
+                out[v].add(part)
+        return out
+
+    def find(self, kind: str, values: Iterable[str]) -> set[PartitionRef]:
+        """The partitions that may hold any of ``values`` of ``kind`` (all of them, for one without a locator)."""
+        return set().union(*self.where(kind, values).values())

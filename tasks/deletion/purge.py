@@ -114,10 +114,15 @@ class Found:
     raw: dict[str, set[str]] = field(default_factory=dict)  # raw key -> locations of withdrawn rows
     formats: dict[str, str | None] = field(default_factory=dict)  # raw key -> the datasheet's format override
     quarantine: dict[str, list[int]] = field(default_factory=dict)  # quarantine key -> indices of withdrawn rows
-    texts: list[str] = field(default_factory=list)
+    texts: dict[str, list[str]] = field(default_factory=dict)  # request id -> the withdrawn rows' texts
+    why: dict[str, str] = field(default_factory=dict)  # withdrawn raw row (uri + location) -> its request
     unreadable_raw_rows: int = 0  # rows the reader could not parse, left: not matchable by owner
     unreadable_raw_files: int = 0  # files that cannot be read at all, left as they are
     unmatchable_quarantine_rows: int = 0  # quarantined unparsed rows (no owner to read) that were left
+
+    def add_text(self, request_id: str, text: str | None) -> None:
+        if text:
+            self.texts.setdefault(request_id, []).append(text)
 
 
 def _sheets(store: Store, sources: list[str]) -> dict[str, Datasheet]:
@@ -146,7 +151,9 @@ def _find_raw(store: Store, key: str, sheet: Datasheet, blocks: BlockList, found
     found.unreadable_raw_rows += sum(1 for raw in rows if raw.value is None and raw.location not in doomed)
     if doomed:
         found.raw[key], found.formats[key] = set(doomed), sheet.format
-        found.texts += [text for loc in doomed if (text := keys[loc].text)]
+        for loc, withdrawal in doomed.items():
+            found.why[store.uri(key) + loc] = withdrawal.request_id
+            found.add_text(withdrawal.request_id, keys[loc].text)
 
 
 def _preview_keys(row: dict[str, Any], sheet: Datasheet | None) -> tuple[RowKeys, bool]:
@@ -171,15 +178,15 @@ def _find_quarantine(store: Store, sheets: dict[str, Datasheet], blocks: BlockLi
                      files: list[str]) -> None:
     """Add the rows of quarantine ``files`` that came from a withdrawn raw row or whose preview is withdrawn to
     ``found``."""
-    doomed_uris = {store.uri(key) + loc for key, locs in found.raw.items() for loc in locs}
     for key in files:
         rows = store.read_parquet(key, ["source", "source_uri", "record_id", "stage", "raw"]).to_pylist()
         hits = []
         for i, row in enumerate(rows):
             keys, readable = _preview_keys(row, sheets.get(row["source"]))
-            if row["source_uri"] in doomed_uris or blocks.match(keys):
+            request = found.why.get(row["source_uri"]) or ((why := blocks.match(keys)) and why.request_id)
+            if request:
                 hits.append(i)
-                found.texts += [keys.text] if keys.text else []
+                found.add_text(request, keys.text)
             elif not readable:
                 found.unmatchable_quarantine_rows += 1
         if hits:

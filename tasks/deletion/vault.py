@@ -20,32 +20,37 @@ from tasks.passed import NO_POLICY, current_policy, lookup
 from tasks.storage import Store
 
 
-def _held(store: Store, ids: pa.Array) -> pa.Array:
-    """Those of ``ids`` that some dataset version's manifest holds."""
+def _held(store: Store) -> pa.Array:
+    """Every record id some dataset version's manifest holds."""
     keys = manifest_keys(store)
     if not keys:
         return pa.array([], pa.string())
-    held = pa.concat_tables([store.read_parquet(k, ["record_id"]) for k in keys]).column("record_id")
-    return pc.filter(ids, pc.is_in(ids, value_set=held))
+    return pa.concat_tables([store.read_parquet(k, ["record_id"]) for k in keys]).column("record_id")
 
 
-def write_vault(store: Store, doc: dict[str, Any], keys: StagedKeys) -> int:
-    """Keep the texts of the request's records that a dataset version holds; returns how many. Only the
-    partitions holding them are read (``keys`` locates them).
+def write_vaults(store: Store, docs: list[dict[str, Any]], keys: StagedKeys) -> dict[str, int]:
+    """Keep, per request, the texts of its records that a dataset version holds; returns how many per request.
+    The manifests are read once, and only the partitions holding those records (``keys`` locates them).
 
-    Must run before the request's tombstones are written: the read path leaves tombstoned records out.
+    Must run before the requests' tombstones are written: the read path leaves tombstoned records out.
     """
-    key = layout.vault(doc["request_id"])
-    if store.exists(key):
-        return store.read_parquet(key).num_rows
-    held = _held(store, pa.array(doc["resolved"]["record_ids"], pa.string()))
-    if len(held) == 0 or current_policy(store) == NO_POLICY:  # nothing validated: no dataset was built from them
-        return 0
+    counts = {d["request_id"]: store.read_parquet(layout.vault(d["request_id"])).num_rows
+              for d in docs if store.exists(layout.vault(d["request_id"]))}
+    todo = [d for d in docs if d["request_id"] not in counts]
+    ids = pa.array(sorted(set().union(*(d["resolved"]["record_ids"] for d in todo))), pa.string())
+    held = set(pc.filter(ids, pc.is_in(ids, value_set=_held(store))).to_pylist()) if todo else set()
+    if not held or current_policy(store) == NO_POLICY:  # nothing validated: no dataset was built from them
+        return {**counts, **{d["request_id"]: 0 for d in todo}}
     parts = [layout.Partition(source, layout.RECORD_PART_PREFIX + fid)
-             for source, fid in sorted(keys.partitions_of("record_id", set(held.to_pylist())))]
-    texts = lookup(store, held.to_pylist(), ["text"], parts)
-    store.write_parquet(key, texts.select(["record_id", "text"]))
-    return texts.num_rows
+             for source, fid in sorted(keys.partitions_of("record_id", held))]
+    texts = lookup(store, sorted(held), ["text"], parts).select(["record_id", "text"])
+    for doc in todo:
+        wanted = pa.array(doc["resolved"]["record_ids"], pa.string())
+        mine = texts.filter(pc.is_in(texts.column("record_id"), value_set=wanted))
+        if mine.num_rows:
+            store.write_parquet(layout.vault(doc["request_id"]), mine)
+        counts[doc["request_id"]] = mine.num_rows
+    return counts
 
 
 def destroy_vault(store: Store, request_id: str) -> bool:
