@@ -9,6 +9,7 @@ parallel tasks (Dask when the launcher gives the flow its runner); the pass hold
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow, task
@@ -27,7 +28,7 @@ purge_target = task(text_safe(batch.purge_target), name="purge-partition", cache
 @flow(name="purge-deleted-bytes")
 def purge_flow() -> dict[str, Any]:
     """Purge the bytes of every applied request not purged yet, one task per affected partition."""
-    store = Store.from_settings()
+    store, started = Store.from_settings(), time.perf_counter()
     with store_lock(store):
         docs = requests.pending(store)
         if not docs:
@@ -35,13 +36,14 @@ def purge_flow() -> dict[str, Any]:
         plan = batch.plan(store, docs)
         reports = track_futures([purge_target.submit(store, plan.blocks, t, plan.files.get(t[:2], []))
                                  for t in plan.targets], "purge partitions")
-        done = batch.finish(store, plan, reports)
+        done = batch.finish(store, plan, reports, started)
     purge = done[0]["applied"]["purge"]
     create_table_artifact(key="deletions-purged", table=[
         {"request": d["request_id"], "purged_at": d["applied"]["purge"]["purged_at"]} for d in done],
         description=f"Bytes purged in one pass: {purge['targets_rewritten']} partition(s) rewritten")
-    return {"requests": [d["request_id"] for d in done], **{k: purge[k] for k in (
-        "purged_at", "targets_rewritten", "rows_removed", "raw_rows_removed", "quarantine_rows_removed")}}
+    counts = ("targets_rewritten", "rows_removed", "raw_rows_removed", "quarantine_rows_removed", "pass_seconds")
+    return {"requests": [d["request_id"] for d in done], "purged_at": purge["purged_at"],
+            **{k: purge.get(k, 0) for k in counts}}
 
 
 @flow(name="apply-deletions")

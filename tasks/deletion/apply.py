@@ -17,6 +17,7 @@ the fingerprints come before the purge because they are made from the texts it r
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 from tasks import layout
@@ -69,7 +70,8 @@ def _quarantine_files(store: Store, targets: set[Target]) -> list[str]:
     return [k for k in store.list(layout.quarantine_dir(), layout.PARQUET) if layout.partition_named(k) in stems]
 
 
-def apply_batch(store: Store, docs: list[dict[str, Any]], keys: StagedKeys) -> list[dict[str, Any]]:
+def apply_batch(store: Store, docs: list[dict[str, Any]], keys: StagedKeys,
+                started: float | None = None) -> list[dict[str, Any]]:
     """Take resolved requests to ``applied`` together (the caller holds the apply lock): unreadable at once, their
     purge pending. Every file is read once for the batch: the vaults' partitions, the target raw files and
     quarantine, the staged texts."""
@@ -99,18 +101,20 @@ def apply_batch(store: Store, docs: list[dict[str, Any]], keys: StagedKeys) -> l
         out.append(set_status(store, doc, APPLIED, applied={
             "vaulted_for_unlearning": vaulted[rid], "fingerprints": remembered,
             "withdrawn_texts_found": len(found.texts.get(rid, [])),
+            "soft_seconds": round(time.perf_counter() - (started or keys.started), 3),
             "purge": {"state": PENDING, "due_by": due, "targets": [list(t) for t in mine]}}))
     return out
 
 
 def apply_pending(store: Store, request_id: str | None = None) -> list[dict[str, Any]]:
     """The soft step for every open request (or one), exactly once each, under the store lock."""
+    started = time.perf_counter()  # the soft step's cost, lock wait included, is recorded in each request
     with store_lock(store):
         docs = [d for d in list_requests(store)
                 if d["status"] in OPEN and (not request_id or d["request_id"] == request_id)]
         keys = StagedKeys(store)
         resolved = {d["request_id"]: d for d in resolve_all(store, [d for d in docs if d["status"] == RECEIVED], keys)}
-        return apply_batch(store, [resolved.get(d["request_id"], d) for d in docs], keys)
+        return apply_batch(store, [resolved.get(d["request_id"], d) for d in docs], keys, started)
 
 
 def process_pending(store: Store, request_id: str | None = None) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ gone, which its certificate records — only after every target and whole-store 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +72,8 @@ def purge_target(store: Store, blocks: BlockList, target: tuple[str, str, str], 
     return report
 
 
-def finish(store: Store, plan: Plan, reports: list[dict[str, int]]) -> list[dict[str, Any]]:
+def finish(store: Store, plan: Plan, reports: list[dict[str, int]], started: float | None = None
+           ) -> list[dict[str, Any]]:
     """Purge the whole-store tables, then mark the pass's requests purged (and their certificates, if any)."""
     reports = [*reports, purge_parquet(store, set(plan.blocks.record_ids), set(plan.blocks.content_hashes),
                                        plan.whole)]
@@ -83,7 +85,8 @@ def finish(store: Store, plan: Plan, reports: list[dict[str, int]]) -> list[dict
     done = []
     for doc in (d for d in list_requests(store) if d["request_id"] in plan.request_ids):
         purge = {**doc["applied"]["purge"], "state": DONE, "purged_at": now, "batch_requests": len(plan.request_ids),
-                 "targets_rewritten": len(plan.targets), **totals}
+                 "targets_rewritten": len(plan.targets), **totals,
+                 "pass_seconds": round(time.perf_counter() - started, 3) if started else None}
         doc = save(store, doc, applied={**doc["applied"], **totals, "purge": purge})
         record_purge(store, doc["request_id"], doc["applied"])
         done.append(doc)
@@ -92,10 +95,11 @@ def finish(store: Store, plan: Plan, reports: list[dict[str, int]]) -> list[dict
 
 def purge_pass(store: Store) -> list[dict[str, Any]]:
     """Purge every pending request's bytes in one pass, under the apply lock; returns the purged requests."""
+    started = time.perf_counter()
     with store_lock(store):
         docs = pending(store)
         if not docs:
             return []
         work = plan(store, docs)
         reports = [purge_target(store, work.blocks, t, work.files.get(t[:2], [])) for t in work.targets]
-        return finish(store, work, reports)
+        return finish(store, work, reports, started)
