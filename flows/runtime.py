@@ -68,6 +68,10 @@ def configure_environment(settings: Settings | None = None) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("RAYON_NUM_THREADS", "1")  # rensa's pool: Dask already runs one task per core
+    # torch's OpenMP threads sleep between parallel regions instead of spinning first (libgomp's default): where
+    # another process holds a core, a spinning thread wastes it. Under load 5-6 on 2 cores, the quick demo's
+    # unlearning took 283 s and 157 CPU s on two spinning threads, 120 s and 50 CPU s on one.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     log_file(settings).parent.mkdir(parents=True, exist_ok=True)
     if "prefect.context" in sys.modules:
         from prefect.context import refresh_global_settings_context
@@ -173,7 +177,38 @@ def dask_task_runner(settings: Settings | None = None, address: str | None = Non
     settings = settings or get_settings()
     if address or settings.dask_address:
         return DaskTaskRunner(address=address or settings.dask_address)
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=_local_cluster_kwargs(settings))
+    return DaskTaskRunner(cluster_class=local_cluster, cluster_kwargs=_local_cluster_kwargs(settings))
+
+
+@contextmanager
+def own_thread_settings() -> Iterator[None]:
+    """This process's thread settings as they were before the block, which starts Dask workers.
+
+    Before spawning each worker, Dask's nanny exports ``distributed.nanny.pre-spawn-environ`` (``OMP_NUM_THREADS=1``
+    and the MKL and OpenBLAS ones: one thread per single-threaded worker) into the environment of the process that
+    starts the cluster, and leaves it there. Torch first used in that process afterwards (training, evaluation and
+    unlearning run in the flow's own process) would then run on one core of two. The workers keep their setting.
+    """
+    import dask
+
+    saved = {name: os.environ.get(name) for name in dask.config.get("distributed.nanny.pre-spawn-environ")}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def local_cluster(**kwargs: Any) -> Any:
+    """A ``distributed.LocalCluster`` (its workers up when this returns) that leaves this process's thread
+    settings as they were (``own_thread_settings``)."""
+    from distributed import LocalCluster
+
+    with own_thread_settings():
+        return LocalCluster(**kwargs)
 
 
 @contextmanager
@@ -185,10 +220,8 @@ def shared_dask(settings: Settings | None = None) -> Iterator[Callable[[], Any]]
     if settings.dask_address:
         yield lambda: dask_task_runner(settings)
         return
-    from distributed import LocalCluster
-
     route_library_logs()
-    cluster = LocalCluster(**_local_cluster_kwargs(settings))
+    cluster = local_cluster(**_local_cluster_kwargs(settings))
     try:
         yield lambda: dask_task_runner(settings, cluster.scheduler_address)
     finally:

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     max_compression_ratio: int = Field(default=100, gt=0, description="inflated : compressed, past ratio_min_bytes")
     ratio_min_bytes: int = Field(default=16 << 20, ge=0, description="inflated size below which any ratio is fine")
     max_files_per_source: int = Field(default=100_000, gt=0, description="files past it are quarantined")
+    torch_threads: int | None = Field(default=None, gt=0, description="torch threads of a scorer's model in a Dask "
+                                      "worker, where it runs alone (unset: every core this process may use)")
     purge_deadline_hours: float = Field(default=24.0, gt=0, description="hours within which an applied deletion's "
                                         "bytes must be physically purged (the batched `custody purge`)")
 
@@ -84,6 +86,12 @@ class Settings(BaseSettings):
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def resolved_torch_threads(self) -> int:
+        """``torch_threads``, else the cores this process may run on."""
+        if self.torch_threads:
+            return self.torch_threads
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
     def public_dict(self) -> dict[str, Any]:
         """Settings as plain JSON-able values, every credential masked at any depth (``tasks/secrets.py``)."""

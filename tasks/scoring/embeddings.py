@@ -9,6 +9,8 @@ their cosine, blockwise so memory stays bounded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
@@ -18,6 +20,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from tasks.batching import length_batches
+from tasks.config import get_settings
 from tasks.scoring import base
 from tasks.scoring.contract import Scored, Scorer, ScorerRun, Whole
 from tasks.tiny import tiny_bert
@@ -84,9 +87,28 @@ def embed(texts: list[str], cfg: EmbeddingConfig, device: str | None = None, pro
     return out
 
 
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` for the block, then as they were."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def embedding_table(records: pa.Table, cfg: EmbeddingConfig) -> pa.Table:
-    """``record_id`` and its ``embedding`` (a fixed-size list of float32) for one partition's records."""
-    vectors = embed(records.column("text").to_pylist(), cfg)
+    """``record_id`` and its ``embedding`` (a fixed-size list of float32) for one partition's records.
+
+    Runs in a Dask worker, which starts with one thread (the nanny's ``OMP_NUM_THREADS=1``: one per worker when
+    every worker is busy); the model runs alone there (``device=True`` scorers run one at a time), so it takes
+    ``CUSTODY_TORCH_THREADS``, by default every core.
+    """
+    with torch_threads(get_settings().resolved_torch_threads()):
+        vectors = embed(records.column("text").to_pylist(), cfg)
     return pa.table({"record_id": records.column("record_id"),
                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()),
                                                                     vectors.shape[1])})
