@@ -26,7 +26,7 @@ from tasks.deletion.batch import purge_pass
 from tasks.deletion.blocklist import BlockList, request_blocks
 from tasks.deletion.fingerprints import write_fingerprints
 from tasks.deletion.locks import store_lock
-from tasks.deletion.purge import find_in
+from tasks.deletion.purge import Found, find_in
 from tasks.deletion.requests import APPLIED, OPEN, PENDING, RECEIVED, list_requests, load, set_status
 from tasks.deletion.resolve import StagedKeys, resolve_all
 from tasks.deletion.tombstones import write_tombstones
@@ -70,11 +70,25 @@ def _quarantine_files(store: Store, targets: set[Target]) -> list[str]:
     return [k for k in store.list(layout.quarantine_dir(), layout.PARQUET) if layout.partition_named(k) in stems]
 
 
+def _unstaged_rows(store: Store, blocks: BlockList, targets: set[Target], staged: set[tuple[str, str]]) -> Found:
+    """The withdrawn rows staging does not hold, for their texts' fingerprints: in the targets' quarantine, and in
+    the raw files no ingest has parsed or whose quarantine holds a withdrawn row (read for the whole text, which a
+    quarantine preview cuts). A staged partition's raw file is otherwise left to the purge: its rows' texts are
+    staging's."""
+    quarantine = _quarantine_files(store, targets)
+    hits = {layout.partition_named(k) for k in find_in(store, blocks, {}, quarantine).quarantine}
+    raw: dict[str, list[str]] = {}
+    for source, fid, key in sorted(targets):
+        if (source, fid) not in staged or {(source, stem) for stem in layout.partition_stems(fid)} & hits:
+            raw.setdefault(source, []).append(key)
+    return find_in(store, blocks, raw, quarantine)
+
+
 def apply_batch(store: Store, docs: list[dict[str, Any]], keys: StagedKeys,
                 started: float | None = None) -> list[dict[str, Any]]:
     """Take resolved requests to ``applied`` together (the caller holds the apply lock): unreadable at once, their
-    purge pending. Every file is read once for the batch: the vaults' partitions, the target raw files and
-    quarantine, the staged texts."""
+    purge pending. Every file is read once for the batch: the vaults' partitions, the staged texts, the targets'
+    quarantine and the few raw files ``_unstaged_rows`` needs."""
     if not docs:
         return []
     vaulted = write_vaults(store, docs, keys)
@@ -86,11 +100,7 @@ def apply_batch(store: Store, docs: list[dict[str, Any]], keys: StagedKeys,
     blocks = BlockList()
     for doc in docs:
         blocks = blocks.union(request_blocks(doc))
-    everywhere = set().union(*map(set, targets))
-    raw: dict[str, list[str]] = {}
-    for source, _, key in sorted(everywhere):
-        raw.setdefault(source, []).append(key)
-    found = find_in(store, blocks, raw, _quarantine_files(store, everywhere))
+    found = _unstaged_rows(store, blocks, set().union(*map(set, targets)), set(keys.locator.partitions))
     texts = keys.texts(ids)
     due = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=get_settings().purge_deadline_hours)).isoformat()
     out = []
