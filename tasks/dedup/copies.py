@@ -7,8 +7,9 @@ case, punctuation and spacing differences gone), and two texts are copies when t
 ``CopyConfig.threshold``.
 
 Candidates come from MinHash LSH so that a query is never compared with every stored text: at ingest each staged
-row's signature is cut into bands and the band keys are written per staging partition (``layout.copies``); a query
-computes its own keys and reads the index partition by partition (memory bounded by a partition, not the store).
+row's signature is cut into bands and the band keys are written per staging partition (``layout.copies``), sorted
+into 256 buckets; a query computes its own keys and reads only their buckets, partition by partition (memory and
+reads bounded by a partition's buckets, not the store).
 Candidates are verified exactly on the shingle sets: the index decides what is compared, never what is a copy.
 The parameters are the ones ``bench/near_copies.py`` chose (its numbers are in bench/README.md).
 """
@@ -21,11 +22,13 @@ from functools import cached_property
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from tasks import layout
 from tasks.dedup.minhash import MinhashConfig, signatures_of_hashes
 from tasks.fingerprints import SHINGLE_CHARS, distinct_sets, jaccard, match_form, ngram_hashes
 from tasks.storage import Store
+from tasks.tables import bucket_groups, bucketed_bytes, read_buckets
 
 _CONFIG_KEY = b"copy_config"
 
@@ -73,9 +76,15 @@ DEFAULT = CopyConfig()
 
 
 def index_schema(cfg: CopyConfig) -> pa.Schema:
-    """The copy index of one partition; the config is kept in the file, so a stale index is rebuilt, not misread."""
-    return pa.schema([("record_id", pa.string()), ("content_hash", pa.string()), ("bands", pa.list_(pa.uint64()))],
-                     metadata={_CONFIG_KEY: str(cfg).encode()})
+    """The copy index of one partition: one row per band key, sorted, in row groups by the key's top byte (keys are
+    hashes, so the 256 buckets are even) — a query reads only its keys' buckets. The config and this format are
+    kept in the file, so a stale index is rebuilt, not misread."""
+    return pa.schema([("bucket", pa.uint16()), ("key", pa.uint64()), ("record_id", pa.string())],
+                     metadata={_CONFIG_KEY: f"{cfg}/bucketed".encode()})
+
+
+def _bucket(keys: np.ndarray) -> np.ndarray:
+    return (keys >> np.uint64(56)).astype(np.uint16)
 
 
 def shingle_sets(texts: list[str], cfg: CopyConfig = DEFAULT) -> list[np.ndarray]:
@@ -122,38 +131,47 @@ def verified(pairs: np.ndarray, stored_sets: list[np.ndarray], query_sets: list[
 
 
 def index_table(staged: pa.Table, cfg: CopyConfig = DEFAULT) -> pa.Table:
-    """The copy index of staged rows (``record_id``, ``content_hash``, ``text``): no text, only band keys."""
-    keys = band_keys(staged.column("text").to_pylist(), cfg)
-    bands = pa.ListArray.from_arrays(pa.array(np.arange(0, keys.size + 1, cfg.bands, dtype=np.int32)),
-                                     pa.array(keys.ravel(), pa.uint64()))
-    return pa.table({"record_id": staged.column("record_id"), "content_hash": staged.column("content_hash"),
-                     "bands": bands}, schema=index_schema(cfg))
+    """The copy index of staged rows (``record_id``, ``text``): no text, only band keys and whose they are."""
+    keys = band_keys(staged.column("text").to_pylist(), cfg).ravel()
+    order = np.argsort(keys, kind="stable")  # by key, hence by bucket (its top byte)
+    rows = (np.arange(keys.size) // cfg.bands)[order]
+    owners = staged.column("record_id").take(pa.array(rows, pa.int64()))
+    return pa.table({"bucket": _bucket(keys[order]), "key": keys[order], "record_id": owners},
+                    schema=index_schema(cfg))
 
 
 def write_copy_index(store: Store, source: str, fid: str, staged: pa.Table, cfg: CopyConfig = DEFAULT) -> str:
     """Write a staging partition's copy index (ingest's parse step calls this beside the MinHash signatures)."""
-    return store.write_parquet(layout.copies(source, fid), index_table(staged, cfg), index_schema(cfg))
+    return store.write_bytes(layout.copies(source, fid), bucketed_bytes(index_table(staged, cfg)))
 
 
-def partition_index(store: Store, source: str, fid: str, cfg: CopyConfig = DEFAULT) -> pa.Table:
-    """A partition's copy index; built from staging (and written) when missing or made with another config,
-    so stores ingested before the index existed, or under other parameters, are still searched."""
+def partition_index(store: Store, source: str, fid: str, cfg: CopyConfig = DEFAULT,
+                    buckets: set[int] | None = None) -> pa.Table:
+    """A partition's copy index (the rows of ``buckets`` only, when given); built from staging (and written) when
+    missing or made with another config or format, so stores ingested before it are still searched."""
     key = layout.copies(source, fid)
     if store.exists(key):
-        table = store.read_parquet(key)
-        if (table.schema.metadata or {}).get(_CONFIG_KEY) == str(cfg).encode():
-            return table
-    staged = store.read_parquet(layout.staging(source, fid), ["record_id", "content_hash", "text"])
+        with store.open(key) as fh:
+            current = (pq.read_schema(fh).metadata or {}).get(_CONFIG_KEY) == index_schema(cfg).metadata[_CONFIG_KEY]
+            if current and buckets is None:
+                return pq.read_table(fh, use_threads=False)
+            if current:
+                return read_buckets(fh, bucket_groups(fh), buckets, index_schema(cfg).names) or \
+                    index_schema(cfg).empty_table()
+    staged = store.read_parquet(layout.staging(source, fid), ["record_id", "text"])
     write_copy_index(store, source, fid, staged, cfg)
-    return index_table(staged, cfg)
+    table = index_table(staged, cfg)
+    wanted = pa.array(sorted(buckets or ()), pa.uint16())
+    return table if buckets is None else table.filter(pc.is_in(table.column("bucket"), value_set=wanted))
 
 
 def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> list[set[str]]:
     """For each of ``texts``, the record ids of staged rows, in any source and under any owner, that are near
     copies of it (a deletion resolving many requests at once needs to know which request each copy follows).
 
-    One pass over the staging partitions: each partition's index gives the candidates, and only the
-    candidates' texts are read back from staging and verified.
+    One pass over the staging partitions: the row groups of the queries' key buckets in each partition's index
+    give the candidates (1/256 of the index per key), and only the candidates' texts are read back from staging
+    and verified.
     """
     found: list[set[str]] = [set() for _ in texts]
     searched = [i for i, t in enumerate(texts) if t and match_form(t)]  # punctuation alone has no shingle
@@ -161,19 +179,19 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> li
         return found
     queries = [texts[i] for i in searched]
     query_keys, query_sets = band_keys(queries, cfg), shingle_sets(queries, cfg)
+    queries_with: dict[int, list[int]] = {}
+    for q, row in enumerate(query_keys):
+        for k in set(row.tolist()):
+            queries_with.setdefault(k, []).append(q)
+    buckets, key_set = set(_bucket(query_keys.ravel()).tolist()), pa.array(sorted(queries_with), pa.uint64())
     for key in store.list(layout.staging_dir(), layout.PARQUET):
-        source, fid = layout.staged_partition(key)
-        index = partition_index(store, source, fid, cfg)
+        index = partition_index(store, *layout.staged_partition(key), cfg, buckets)
+        index = index.filter(pc.is_in(index.column("key"), value_set=key_set))
         if not index.num_rows:
             continue
-        stored = index.column("bands").combine_chunks().flatten().to_numpy().reshape(index.num_rows, cfg.bands)
-        pairs = candidate_pairs(query_keys, stored)
-        if not len(pairs):
-            continue
-        ids = index.column("record_id").to_numpy(zero_copy_only=False)
-        queries_of: dict[str, list[int]] = {}
-        for s, q in pairs:
-            queries_of.setdefault(ids[s], []).append(int(q))
+        queries_of: dict[str, set[int]] = {}
+        for k, rid in zip(index.column("key").to_pylist(), index.column("record_id").to_pylist(), strict=True):
+            queries_of.setdefault(rid, set()).update(queries_with[k])
         rows = store.read_parquet(key, ["record_id", "text"])
         rows = rows.filter(pc.is_in(rows.column("record_id"), value_set=pa.array(sorted(queries_of), pa.string())))
         row_ids = rows.column("record_id").to_pylist()

@@ -15,18 +15,17 @@ is always a candidate, so old stores are searched as before, only slower.
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Iterable, Mapping
 from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tasks import layout
 from tasks.rows import RowKeys
 from tasks.storage import Store
+from tasks.tables import bucket_groups, bucketed_bytes, read_buckets
 
 BUCKETS = 256
 KINDS = ("record_id", "content_hash", "owner")
@@ -47,22 +46,9 @@ def locator_table(keys: Iterable[RowKeys]) -> pa.Table:
     return pa.table(dict(zip(LOCATOR_SCHEMA.names, columns, strict=True)), schema=LOCATOR_SCHEMA)
 
 
-def _bytes(table: pa.Table) -> bytes:
-    """One row group per bucket, so a look-up reads only the buckets it needs."""
-    sink = io.BytesIO()
-    with pq.ParquetWriter(sink, LOCATOR_SCHEMA, compression="zstd") as writer:
-        buckets = table.column("bucket").to_numpy()
-        if not len(buckets):
-            writer.write_table(table)
-        starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]]) if len(buckets) else []
-        for start, stop in zip(starts, [*starts[1:], len(buckets)][:len(starts)], strict=True):
-            writer.write_table(table.slice(start, stop - start))
-    return sink.getvalue()
-
-
 def write_locator(store: Store, source: str, fid: str, keys: Iterable[RowKeys]) -> str:
     """The partition's locator from the keys of every row its raw file holds (ingest's parse step)."""
-    return store.write_bytes(layout.locator(source, fid), _bytes(locator_table(keys)))
+    return store.write_bytes(layout.locator(source, fid), bucketed_bytes(locator_table(keys)))
 
 
 def drop_entries(store: Store, source: str, fid: str, withdrawn: Mapping[str, set[str]]) -> int:
@@ -79,7 +65,7 @@ def drop_entries(store: Store, source: str, fid: str, withdrawn: Mapping[str, se
             hit = pc.or_(hit, mine)
     removed = int(pc.sum(hit).as_py() or 0)
     if removed:
-        store.write_bytes(key, _bytes(table.filter(pc.invert(hit))))
+        store.write_bytes(key, bucketed_bytes(table.filter(pc.invert(hit))))
     return removed
 
 
@@ -103,9 +89,7 @@ class Locator:
                 out[part] = None
                 continue
             with self.store.open(key) as fh:
-                meta = pq.ParquetFile(fh).metadata
-            out[part] = {meta.row_group(i).column(0).statistics.min: i for i in range(meta.num_row_groups)
-                         if meta.row_group(i).num_rows}
+                out[part] = bucket_groups(fh)
         return out
 
     def where(self, kind: str, values: Iterable[str]) -> dict[str, set[PartitionRef]]:
@@ -122,11 +106,10 @@ class Locator:
                 for v in wanted:
                     out[v].add(part)
                 continue
-            read = sorted(groups[b] for b in buckets if b in groups)
-            if not read:
-                continue
             with self.store.open(layout.locator(*part)) as fh:
-                table = pq.ParquetFile(fh).read_row_groups(read, columns=["kind", "key"], use_threads=False)
+                table = read_buckets(fh, groups, buckets, ["kind", "key"])
+            if table is None:
+                continue
             hit = pc.and_(pc.equal(table.column("kind"), kind), pc.is_in(table.column("key"), value_set=value_set))
             for v in table.column("key").filter(hit).to_pylist():
                 out[v].add(part)
