@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.progress import text_safe, track_futures
 from tasks.deletion import apply, batch, requests
@@ -52,8 +53,8 @@ def apply_deletions_flow(request_id: str | None = None, purge: bool = True) -> l
     purge the bytes of every applied request."""
     store = Store.from_settings()
     done = apply_pending(store, request_id)
-    if purge and done:
-        purge_flow()
+    if purge and done:  # two partitions at a time: memory stays bounded by partitions, not by the batch
+        purge_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))()
         done = [requests.load(store, d["request_id"]) for d in done]
     rows = [{"request": d["request_id"], "selector": d["selector"]["kind"],
              "records": len(d["resolved"]["record_ids"]), "duplicates": d["resolved"]["counts"]["duplicates"],
