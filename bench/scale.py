@@ -229,7 +229,10 @@ def targets(sizes: dict[str, dict[str, dict[str, Any]]], exps: dict[str, float |
     def judged(v: float | None, ok: bool) -> dict[str, Any]:
         return {"value": v, "met": ok if v is not None else None}
 
-    soft, one, batch = value("delete_one_record", "soft_s"), value("delete_one_record"), value("delete_1000_requests")
+    # unreadable: from the request's acknowledgement to tombstoned (its own history), the temporary Prefect server's
+    # start included; the CLI's whole wall time also holds the interpreter starting and the report
+    soft = value("delete_one_record", "unreadable_after_s")
+    one, batch = value("delete_one_record"), value("delete_1000_requests")
     rss = {s: judged(value(s, "peak_rss_mb"), (value(s, "peak_rss_mb") or 0) < RSS_MAX_MB) for s in STEPS
            if s != "dedup"}
     return {"size": n, "at_target_size": n == TARGET_SIZE,
