@@ -136,7 +136,8 @@ def pii_columns(texts: pa.ChunkedArray, policy: Policy) -> dict[str, pa.Array]:
     passes over a row the scanner would find PII in, so the columns equal a scan of every row, at a fraction of it.
     """
     n = len(texts)
-    rows = pc.indices_nonzero(candidates(texts))
+    flags = candidates(texts)  # indices_nonzero of a chunked array without chunks crashes the process (pyarrow 25)
+    rows = pc.indices_nonzero(flags.combine_chunks() if isinstance(flags, pa.ChunkedArray) else flags)
     counts = {kind: [0] * n for kind in PII_KINDS}
     found: list[list[str]] = [[]] * n  # the shared empty list is never mutated; hits get their own
     redacted: list[str | None] = [None] * n

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tasks.pii import PII_KINDS, candidates, redact, scan
 from tasks.policy import Policy, load_policy
-from tasks.provenance import run_suite, validate_table
+from tasks.provenance import pii_columns, run_suite, validate_table
 from tasks.schema import record_schema
 from tests.test_provenance import _rec
 
@@ -94,3 +94,14 @@ def test_verdicts_equal_the_reference_on_adversarial_records() -> None:
                                                                    strict=True) if not e["passed"]]
         kinds = {k for e in expected for k in e["pii_found"]}
         assert kinds == set(PII_KINDS) and 0 < sum(e["passed"] for e in expected) < len(expected)
+
+
+def test_a_partition_without_rows_validates_to_nothing() -> None:
+    """A chunked column without chunks (a partition whose rows were all purged or tombstoned) once crashed the whole
+    process in the prefilter (pyarrow's indices_nonzero): it must validate to an empty verdict table."""
+    texts = pa.chunked_array([], pa.string())
+    assert texts.num_chunks == 0
+    columns = pii_columns(texts, load_policy("commercial"))
+    assert {len(v) for v in columns.values()} == {0}
+    verdicts, quarantine, _ = validate_table(record_schema().empty_table(), load_policy("commercial"))
+    assert verdicts.num_rows == 0 and quarantine == []
