@@ -23,7 +23,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from tasks import layout
-from tasks.dedup.minhash import MinhashConfig, estimate_jaccard
+from tasks.dedup.minhash import MinhashConfig, band_keys, estimate_jaccard
 from tasks.storage import Store
 
 CLUSTER_SCHEMA = pa.schema([
@@ -76,16 +76,6 @@ def signature_table(rows: pa.Table, sigs: np.ndarray, cfg: MinhashConfig) -> pa.
     for band, keys in enumerate(band_keys(sigs, cfg).T):
         table = table.append_column(band_column(band), pa.array(keys, pa.uint64()))
     return table
-
-
-def band_keys(sigs: np.ndarray, cfg: MinhashConfig) -> np.ndarray:
-    """LSH band keys, shape ``(n, bands)`` uint64: the band's values times fixed odd multipliers, summed mod 2^64."""
-    bands, rows = cfg.banding
-    mult = np.random.RandomState(7).randint(1, 2**62, size=rows, dtype=np.int64).astype(np.uint64) | np.uint64(1)
-    out = np.empty((len(sigs), bands), dtype=np.uint64)
-    for band in range(bands):
-        out[:, band] = (sigs[:, band * rows:(band + 1) * rows].astype(np.uint64) * mult).sum(axis=1)
-    return out
 
 
 def _bucket_pairs(keys: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from tasks import layout
 from tasks.dedup.minhash import MinhashConfig, signatures_of_hashes
+from tasks.dedup.minhash import band_keys as lsh_band_keys
 from tasks.fingerprints import SHINGLE_CHARS, distinct_sets, jaccard, match_form, ngram_hashes
 from tasks.storage import Store
 from tasks.tables import bucket_groups, bucketed_bytes, read_buckets
@@ -102,9 +103,7 @@ def band_keys_of_hashes(hashes: np.ndarray, owner: np.ndarray, n_sets: int, cfg:
     the texts' own hashes, or the salted ones a deletion fingerprint keeps."""
     folded = (hashes ^ (hashes >> np.uint64(32))).astype(np.uint32)
     sigs = signatures_of_hashes(folded, np.bincount(owner, minlength=n_sets), cfg.minhash)
-    mult = np.random.RandomState(7).randint(1, 2**62, size=cfg.rows, dtype=np.int64).astype(np.uint64) | np.uint64(1)
-    blocks = sigs.reshape(n_sets, cfg.bands, cfg.rows).astype(np.uint64)
-    keys = (blocks * mult).sum(axis=2)  # wraps mod 2^64
+    keys = lsh_band_keys(sigs, cfg.minhash)
     return keys * np.uint64(0x9E3779B97F4A7C15) + np.arange(cfg.bands, dtype=np.uint64)  # a band's keys are its own
 
 

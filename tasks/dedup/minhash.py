@@ -275,3 +275,14 @@ def signatures_of_hashes(hashes: np.ndarray, counts: np.ndarray, cfg: MinhashCon
 def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
     """Fraction of equal signature positions (rows of two equal-shaped arrays)."""
     return np.mean(np.atleast_2d(sig_a) == np.atleast_2d(sig_b), axis=1)
+
+
+def band_keys(sigs: np.ndarray, cfg: MinhashConfig) -> np.ndarray:
+    """LSH band keys of signatures, shape ``(n, bands)`` uint64: each band's values times fixed odd multipliers,
+    summed mod 2^64 (the word-shingle clusters and the character-shingle copy index both band this way)."""
+    bands, rows = cfg.banding
+    mult = np.random.RandomState(7).randint(1, 2**62, size=rows, dtype=np.int64).astype(np.uint64) | np.uint64(1)
+    out = np.empty((len(sigs), bands), dtype=np.uint64)
+    for band in range(bands):
+        out[:, band] = (sigs[:, band * rows:(band + 1) * rows].astype(np.uint64) * mult).sum(axis=1)
+    return out
