@@ -4,12 +4,12 @@ batched pass over the partitions they touch (hard), with a report.
 ``custody delete`` acknowledges a request first (``tasks.deletion.requests.submit``), then runs
 ``apply_deletions_flow``; ``custody purge`` and the ``custody-purge`` deployment run ``purge_flow`` on its own, for
 every request applied with ``--defer-purge`` (or by a deployment) since the last pass. Partitions are purged as
-parallel tasks (Dask when the launcher gives the flow its runner); the pass holds the apply lock throughout.
+parallel tasks (Dask when the launcher gives the flow its runner) inside ``tasks.deletion.batch.purge_pass``, which
+holds the apply lock throughout.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect import flow, task
@@ -19,7 +19,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.progress import text_safe, track_futures
 from tasks.deletion import apply, batch, requests
-from tasks.deletion.locks import store_lock
 from tasks.storage import Store
 
 apply_pending = task(text_safe(apply.apply_pending), name="apply-deletions", cache_policy=NONE, retries=1)
@@ -29,15 +28,11 @@ purge_target = task(text_safe(batch.purge_target), name="purge-partition", cache
 @flow(name="purge-deleted-bytes")
 def purge_flow() -> dict[str, Any]:
     """Purge the bytes of every applied request not purged yet, one task per affected partition."""
-    store, started = Store.from_settings(), time.perf_counter()
-    with store_lock(store):
-        docs = requests.pending(store)
-        if not docs:
-            return {"requests": []}
-        plan = batch.plan(store, docs)
-        reports = track_futures([purge_target.submit(store, plan.blocks, t, plan.files.get(t[:2], []))
-                                 for t in plan.targets], "purge partitions")
-        done = batch.finish(store, plan, reports, started)
+    store = Store.from_settings()
+    done = batch.purge_pass(store, lambda work: track_futures(
+        [purge_target.submit(store, work.blocks, t, files) for t, files in work.jobs()], "purge partitions"))
+    if not done:
+        return {"requests": []}
     purge = done[0]["applied"]["purge"]
     create_table_artifact(key="deletions-purged", table=[
         {"request": d["request_id"], "purged_at": d["applied"]["purge"]["purged_at"]} for d in done],

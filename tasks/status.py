@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 from tasks import layout
-from tasks.deletion.requests import OPEN, list_requests, overdue, pending
+from tasks.deletion.requests import OPEN, list_requests, purge_overdue, purge_pending
 from tasks.deletion.tombstones import tombstoned_ids
 from tasks.lineage import manifest_keys
 from tasks.sources import list_sources
@@ -28,8 +28,8 @@ def _deletions(store: Store) -> dict[str, Any]:
     requests = list_requests(store)
     return {"total": len(requests), "open": [r["request_id"] for r in requests if r["status"] in OPEN],
             "by_status": dict(Counter(r["status"] for r in requests)),
-            "purge_pending": [r["request_id"] for r in pending(store)],
-            "purge_overdue": [r["request_id"] for r in overdue(store)]}
+            "purge_pending": [r["request_id"] for r in requests if purge_pending(r)],
+            "purge_overdue": [r["request_id"] for r in requests if purge_overdue(r)]}
 
 
 def _optional_json(store: Store, key: str) -> Any:

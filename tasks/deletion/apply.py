@@ -22,8 +22,8 @@ from typing import Any
 
 from tasks import layout
 from tasks.config import get_settings
-from tasks.deletion.batch import purge_pass
-from tasks.deletion.blocklist import BlockList, request_blocks
+from tasks.deletion.batch import Target, partitions_by_stem, purge_pass
+from tasks.deletion.blocklist import BlockList, requests_blocks
 from tasks.deletion.fingerprints import write_fingerprints
 from tasks.deletion.locks import store_lock
 from tasks.deletion.purge import Found, find_in
@@ -33,8 +33,6 @@ from tasks.deletion.tombstones import write_tombstones
 from tasks.deletion.vault import write_vaults
 from tasks.sources import file_id, list_raw_files, list_sources
 from tasks.storage import Store
-
-Target = tuple[str, str, str]  # (source, file id, raw key): one partition a purge rewrites
 
 
 def _located(keys: StagedKeys, docs: list[dict[str, Any]]) -> list[set[tuple[str, str]]]:
@@ -65,21 +63,17 @@ def _targets(store: Store, keys: StagedKeys, docs: list[dict[str, Any]]) -> list
     return [sorted(t for t in raw if t[:2] in parts or t[:2] not in staged) for parts in _located(keys, docs)]
 
 
-def _quarantine_files(store: Store, targets: set[Target]) -> list[str]:
-    stems = {(source, stem) for source, fid, _ in targets for stem in layout.partition_stems(fid)}
-    return [k for k in store.list(layout.quarantine_dir(), layout.PARQUET) if layout.partition_named(k) in stems]
-
-
 def _unstaged_rows(store: Store, blocks: BlockList, targets: set[Target], staged: set[tuple[str, str]]) -> Found:
     """The withdrawn rows staging does not hold, for their texts' fingerprints: in the targets' quarantine, and in
     the raw files no ingest has parsed or whose quarantine holds a withdrawn row (read for the whole text, which a
     quarantine preview cuts). A staged partition's raw file is otherwise left to the purge: its rows' texts are
     staging's."""
-    quarantine = _quarantine_files(store, targets)
-    hits = {layout.partition_named(k) for k in find_in(store, blocks, {}, quarantine).quarantine}
+    stems = partitions_by_stem(targets)
+    quarantine = [k for k in store.list(layout.quarantine_dir(), layout.PARQUET) if layout.partition_named(k) in stems]
+    hits = {stems[layout.partition_named(k)] for k in find_in(store, blocks, {}, quarantine).quarantine}
     raw: dict[str, list[str]] = {}
     for source, fid, key in sorted(targets):
-        if (source, fid) not in staged or {(source, stem) for stem in layout.partition_stems(fid)} & hits:
+        if (source, fid) not in staged or (source, fid) in hits:
             raw.setdefault(source, []).append(key)
     return find_in(store, blocks, raw, quarantine)
 
@@ -91,16 +85,15 @@ def apply_batch(store: Store, docs: list[dict[str, Any]], keys: StagedKeys,
     quarantine and the few raw files ``_unstaged_rows`` needs."""
     if not docs:
         return []
+    started = time.perf_counter() if started is None else started
     vaulted = write_vaults(store, docs, keys)
     ids = set().union(*(d["resolved"]["record_ids"] for d in docs))
     hash_of = keys.hashes_of(ids)
     for doc in docs:
         write_tombstones(store, doc, hash_of)
     targets = _targets(store, keys, docs)
-    blocks = BlockList()
-    for doc in docs:
-        blocks = blocks.union(request_blocks(doc))
-    found = _unstaged_rows(store, blocks, set().union(*map(set, targets)), set(keys.locator.partitions))
+    found = _unstaged_rows(store, requests_blocks(docs), set().union(*map(set, targets)),
+                           set(keys.locator.partitions))
     texts = keys.texts(ids)
     due = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=get_settings().purge_deadline_hours)).isoformat()
     out = []
@@ -111,7 +104,7 @@ def apply_batch(store: Store, docs: list[dict[str, Any]], keys: StagedKeys,
         out.append(set_status(store, doc, APPLIED, applied={
             "vaulted_for_unlearning": vaulted[rid], "fingerprints": remembered,
             "withdrawn_texts_found": len(found.texts.get(rid, [])),
-            "soft_seconds": round(time.perf_counter() - (started or keys.started), 3),
+            "soft_seconds": round(time.perf_counter() - started, 3),
             "purge": {"state": PENDING, "due_by": due, "targets": [list(t) for t in mine]}}))
     return out
 

@@ -2,32 +2,35 @@
 
 Applying a request (``tasks.deletion.apply``) tombstones it at once and records the partitions its rows sit in.
 A purge pass takes every request still pending, unions their block lists, and rewrites each affected partition
-once — its raw file, staging, records, quarantine, verdicts, attributes, signatures, copy index and locator
-entries — plus the few whole-store tables (clusters, whole-store scores, report snippets), which only the id and
+once — its raw file, staging, records, quarantine, verdicts, attributes, signatures, copy index, clusters and
+locator entries — plus the few whole-store tables (whole-store scores, report snippets), of which only the id and
 hash columns are read to check. A thousand requests over the same partitions cost one rewrite of each.
 
-Partitions are independent, so a flow can purge them in parallel (``flows/delete.py`` maps ``purge_target`` over
-Dask); ``purge_pass`` runs them here, in order. A pass is crash-safe and idempotent: every rewrite matches rows by
-content, so a file already purged is left alone, and a request is marked purged — with the time its bytes were
-gone, which its certificate records — only after every target and whole-store table is done. Requests past their
-``due_by`` are listed by ``tasks.deletion.requests.overdue`` (``custody status``).
+Partitions are independent, so a flow can purge them in parallel (``flows/delete.py`` gives ``purge_pass`` a
+``run`` that maps ``purge_target`` over Dask); by default ``purge_pass`` runs them here, in order. A pass is
+crash-safe and idempotent: every rewrite matches rows by content, so a file already purged is left alone, and a
+request is marked purged — with the time its bytes were gone, which its certificate records — only after every
+target and whole-store table is done. Requests past their ``due_by`` are listed by
+``tasks.deletion.requests.overdue`` (``custody status``).
 """
-
 from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tasks import layout
 from tasks.certificate import record_purge
-from tasks.deletion.blocklist import BlockList, request_blocks
+from tasks.deletion.blocklist import BlockList, requests_blocks
 from tasks.deletion.locator import drop_entries
 from tasks.deletion.locks import store_lock
 from tasks.deletion.purge import find_in, parquet_files, purge_found, purge_parquet
 from tasks.deletion.requests import DONE, list_requests, pending, save
 from tasks.storage import Store
+
+Target = tuple[str, str, str]  # (source, file id, raw key): one partition a purge rewrites
 
 
 @dataclass
@@ -36,20 +39,27 @@ class Plan:
 
     request_ids: list[str]
     blocks: BlockList
-    targets: list[tuple[str, str, str]]  # (source, file id, raw key)
+    targets: list[Target]
     files: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (source, file id) -> its Parquet files
     whole: list[str] = field(default_factory=list)  # whole-store Parquet files
+
+    def jobs(self) -> list[tuple[Target, list[str]]]:
+        """Each target with its files: ``purge_target``'s work, one call each."""
+        return [(t, self.files.get(t[:2], [])) for t in self.targets]
+
+
+def partitions_by_stem(targets: Iterable[Target]) -> dict[tuple[str, str], tuple[str, str]]:
+    """``(source, stem)`` -> ``(source, file id)`` for every stem a target partition's files have
+    (``layout.partition_named`` gives a key's)."""
+    return {(source, stem): (source, fid) for source, fid, _ in targets for stem in layout.partition_stems(fid)}
 
 
 def plan(store: Store, docs: list[dict[str, Any]]) -> Plan:
     """The pass over ``docs``: their block lists united, their targets, and every purged-prefix file sorted to its
     target partition or to the whole-store list (a listing: nothing is read)."""
-    blocks = BlockList()
-    for doc in docs:
-        blocks = blocks.union(request_blocks(doc))
     targets = sorted({tuple(t) for d in docs for t in d["applied"]["purge"]["targets"]})
-    stems = {(source, stem): (source, fid) for source, fid, _ in targets for stem in layout.partition_stems(fid)}
-    out = Plan([d["request_id"] for d in docs], blocks, targets)
+    stems = partitions_by_stem(targets)
+    out = Plan([d["request_id"] for d in docs], requests_blocks(docs), targets)
     for key in parquet_files(store):
         named = layout.partition_named(key)
         if named is None:
@@ -59,7 +69,7 @@ def plan(store: Store, docs: list[dict[str, Any]]) -> Plan:
     return out
 
 
-def purge_target(store: Store, blocks: BlockList, target: tuple[str, str, str], files: list[str]) -> dict[str, int]:
+def purge_target(store: Store, blocks: BlockList, target: Target, files: list[str]) -> dict[str, int]:
     """Purge one partition: the withdrawn raw and quarantine rows (by content), then every Parquet file named by
     it (by record id and content hash), then its locator entries."""
     source, fid, raw = target
@@ -93,13 +103,14 @@ def finish(store: Store, plan: Plan, reports: list[dict[str, int]], started: flo
     return done
 
 
-def purge_pass(store: Store) -> list[dict[str, Any]]:
-    """Purge every pending request's bytes in one pass, under the apply lock; returns the purged requests."""
+def purge_pass(store: Store, run: Callable[[Plan], list[dict[str, int]]] | None = None) -> list[dict[str, Any]]:
+    """Purge every pending request's bytes in one pass, under the apply lock; returns the purged requests. ``run``
+    does the plan's jobs (a flow maps ``purge_target`` over Dask); by default they run here, in order."""
     started = time.perf_counter()
     with store_lock(store):
         docs = pending(store)
         if not docs:
             return []
         work = plan(store, docs)
-        reports = [purge_target(store, work.blocks, t, work.files.get(t[:2], [])) for t in work.targets]
+        reports = run(work) if run else [purge_target(store, work.blocks, t, files) for t, files in work.jobs()]
         return finish(store, work, reports, started)

@@ -12,7 +12,7 @@ fingerprints) tells the purge which raw and quarantine rows to remove.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -101,11 +101,17 @@ def request_blocks(doc: dict[str, Any]) -> BlockList:
                                      **(mine if kind == "text" else {})})
 
 
+def requests_blocks(docs: Iterable[dict[str, Any]]) -> BlockList:
+    """The union of requests' own block lists (``request_blocks``)."""
+    blocks = BlockList()
+    for doc in docs:
+        blocks = blocks.union(request_blocks(doc))
+    return blocks
+
+
 def standing_blocks(store: Store) -> BlockList:
     """Every request's block list (received ones included), the tombstones and every request's fingerprints."""
-    blocks = BlockList()
-    for doc in list_requests(store):
-        blocks = blocks.union(request_blocks(doc))
+    blocks = requests_blocks(list_requests(store))
     if not blocks:
         return blocks
     stones = read_tombstones(store).to_pylist()

@@ -203,14 +203,14 @@ def find_rows(store: Store, blocks: BlockList, sources: list[str] | None = None)
 
 def find_in(store: Store, blocks: BlockList, raw: dict[str, list[str]], quarantine: list[str]) -> Found:
     """The rows ``blocks`` withdraws from some raw files (by source) and quarantine files, with their texts."""
-    sheets, found = _sheets(store, sorted(raw)), Found()
+    found = Found()
     if blocks:
+        sheets = _sheets(store, sorted(set(raw) | {layout.source_of(k) for k in quarantine}))
         for source, keys in raw.items():
             for key in keys:
                 if source in sheets and store.exists(key):
                     _find_raw(store, key, sheets[source], blocks, found)
-        _find_quarantine(store, _sheets(store, sorted({layout.source_of(k) for k in quarantine})), blocks, found,
-                         [k for k in quarantine if store.exists(k)])
+        _find_quarantine(store, sheets, blocks, found, [k for k in quarantine if store.exists(k)])
     return found
 
 

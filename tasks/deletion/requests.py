@@ -95,12 +95,22 @@ def unfinished(store: Store, min_age_seconds: float = 0.0) -> list[dict[str, Any
             if d["status"] != CERTIFIED and dt.datetime.fromisoformat(d["created_at"]) <= cutoff]
 
 
+def purge_pending(doc: dict[str, Any]) -> bool:
+    """The request is applied and its bytes are not purged yet."""
+    return doc.get("applied", {}).get("purge", {}).get("state") == PENDING
+
+
+def purge_overdue(doc: dict[str, Any], now: dt.datetime | None = None) -> bool:
+    """The request's purge is pending past its deadline."""
+    return purge_pending(doc) and dt.datetime.fromisoformat(doc["applied"]["purge"]["due_by"]) < (
+        now or dt.datetime.now(dt.UTC))
+
+
 def pending(store: Store) -> list[dict[str, Any]]:
     """Applied requests whose bytes are not purged yet, oldest first (the next purge pass's work)."""
-    return [d for d in list_requests(store) if d.get("applied", {}).get("purge", {}).get("state") == PENDING]
+    return [d for d in list_requests(store) if purge_pending(d)]
 
 
 def overdue(store: Store, now: dt.datetime | None = None) -> list[dict[str, Any]]:
     """Pending purges past their deadline."""
-    now = now or dt.datetime.now(dt.UTC)
-    return [d for d in pending(store) if dt.datetime.fromisoformat(d["applied"]["purge"]["due_by"]) < now]
+    return [d for d in list_requests(store) if purge_overdue(d, now)]

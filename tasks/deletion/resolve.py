@@ -15,7 +15,6 @@ them), so a thousand requests cost a few passes, not a thousand.
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +52,6 @@ class StagedKeys:
 
     def __init__(self, store: Store, locator: Locator | None = None) -> None:
         self.store, self.locator = store, locator or Locator(store)
-        self.started = time.perf_counter()
         self._tables: dict[PartitionRef, pa.Table] = {}
 
     def _table(self, parts: set[PartitionRef]) -> pa.Table:
