@@ -29,6 +29,11 @@ CERT_JSON, CERT_MD, SCORES_PNG = "certificate.json", "certificate.md", "per_reco
 SUMMARY_FIELDS = ("source", "action", "final", "final_method", "fell_back", "decision")  # a model's line
 
 
+def judged_step(result: dict[str, Any]) -> dict[str, Any]:
+    """The attempt the evidence judged: the first approximate one, else the last (an exact method needs none)."""
+    return next((s for s in result["steps"] if not s["gate"]["exact"]), result["steps"][-1])
+
+
 def model_entry(result: dict[str, Any]) -> dict[str, Any]:
     """One model's part of the certificate: the attempts with their decisions, the final attempt's evidence
     (per-record rows apart: see ``document``), and the numbers against the oracle and the source."""
@@ -37,7 +42,7 @@ def model_entry(result: dict[str, Any]) -> dict[str, Any]:
     last = result["steps"][-1]
     oracle, source = result["evaluations"]["oracle"], result["evaluations"]["source"]
     cost = last["evaluation"]["cost_seconds"]
-    decisive = next((s for s in result["steps"] if not s["gate"]["exact"]), last)  # what the evidence judged
+    decisive = judged_step(result)
     return {"source": result["source"], "action": "unlearned", "dataset": {"from": result["source_dataset"],
                                                                             "to": result["dataset"]},
             "forget_records": result["forget_records"], "requested_method": result["requested_method"],
@@ -81,7 +86,7 @@ def scores_png(results: list[dict[str, Any]]) -> bytes | None:
         top.set_xticks(range(len(columns)), list(columns), fontsize=8)
         top.set_ylabel("logit confidence (per forget record)")
         top.set_title(f"{r['source']} → {r['final']}", fontsize=9)
-        rows = next((s for s in r["steps"] if not s["gate"]["exact"]), r["steps"][-1])["evidence"]["per_record"]
+        rows = judged_step(r)["evidence"]["per_record"]
         for x, key in enumerate(("source_score", "candidate_score")):
             scores = [row[key] for row in rows]
             bottom.scatter(x + np.random.default_rng(x).uniform(-0.15, 0.15, len(scores)), scores, s=10, alpha=0.7)
@@ -210,8 +215,7 @@ def document(doc: dict[str, Any], results: list[dict[str, Any]], vault_destroyed
 def evidence_keys(results: list[dict[str, Any]]) -> dict[str, Any]:
     """``positive_control``, ``noise_floor`` and ``per_record`` (rows by record-id digest) of each unlearned model's
     judged attempt, by source version."""
-    judged = {r["source"]: next((s for s in r["steps"] if not s["gate"]["exact"]), r["steps"][-1])["evidence"]
-              for r in results if r["action"] == "unlearned"}
+    judged = {r["source"]: judged_step(r)["evidence"] for r in results if r["action"] == "unlearned"}
     return {key: {source: e[key] for source, e in judged.items()}
             for key in ("positive_control", "noise_floor", "per_record")}
 

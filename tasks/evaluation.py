@@ -43,13 +43,14 @@ def logit_confidence(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def membership_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
-    """ROC AUC of telling members from non-members by score (higher = more likely a member)."""
-    from sklearn.metrics import roc_auc_score
-
+    """ROC AUC of telling members from non-members by score (higher = more likely a member): P(member score >
+    non-member score), ties counting half (Mann–Whitney), by sorting once (the evidence bootstraps it 1,000 times)."""
     if len(member_scores) == 0 or len(nonmember_scores) == 0:
         return float("nan")
-    y = np.r_[np.ones(len(member_scores)), np.zeros(len(nonmember_scores))]
-    return float(roc_auc_score(y, np.r_[member_scores, nonmember_scores]))
+    ranked = np.sort(nonmember_scores)
+    below = np.searchsorted(ranked, member_scores, "left")
+    ties = np.searchsorted(ranked, member_scores, "right") - below
+    return float(np.mean((below + 0.5 * ties) / len(nonmember_scores)))
 
 
 def tpr_at_fpr(member_scores: np.ndarray, nonmember_scores: np.ndarray, fpr: float = 0.01) -> float:

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from tasks.evaluation import membership_auc
+
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 FPRS = (0.01, 0.001)
 EPS = 1e-6
@@ -189,7 +191,8 @@ def membership(model: Confidences, oracle: Confidences, cfg: EvidenceConfig) -> 
         boot = (z_forget[f_idx] > threshold).mean(axis=1) if f_idx is not None else np.array([math.nan])
         out[f"tpr_at_{fpr:g}_fpr"] = {"tpr": tpr, "ci95": _percentiles(boot),
                                       "population_fpr": float(np.mean(z_population > threshold))}
-    out["auc"] = {"auc": _auc(z_forget, z_population), "ci95": _boot_auc(z_forget, z_population, rng, cfg.bootstrap)}
+    out["auc"] = {"auc": membership_auc(z_forget, z_population),
+                  "ci95": _boot_auc(z_forget, z_population, rng, cfg.bootstrap)}
     return out
 
 
@@ -212,20 +215,10 @@ def _percentiles(values: np.ndarray) -> list[float]:
     return [float(np.nanpercentile(values, 2.5)), float(np.nanpercentile(values, 97.5))]
 
 
-def _auc(members: np.ndarray, others: np.ndarray) -> float:
-    """P(member score > non-member score), ties half (Mann–Whitney)."""
-    if not len(members) or not len(others):
-        return math.nan
-    ranked = np.sort(others)
-    below = np.searchsorted(ranked, members, "left")
-    ties = np.searchsorted(ranked, members, "right") - below
-    return float(np.mean((below + 0.5 * ties) / len(others)))
-
-
 def _boot_auc(members: np.ndarray, others: np.ndarray, rng: np.random.Generator, n: int) -> list[float]:
     if not len(members) or not len(others):
         return [math.nan, math.nan]
-    aucs = [_auc(members[rng.integers(0, len(members), len(members))], others[rng.integers(0, len(others),
+    aucs = [membership_auc(members[rng.integers(0, len(members), len(members))], others[rng.integers(0, len(others),
                                                                                            len(others))])
             for _ in range(n)]
     return _percentiles(np.array(aucs))
