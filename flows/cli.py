@@ -108,10 +108,12 @@ def run(policy: Annotated[str, typer.Option(help="policy YAML, or a built-in nam
 @command
 def demo(quick: Annotated[bool, typer.Option("--quick", help="a smaller sample (1,200 rows a corpus)")] = False,
          drill: Annotated[bool, typer.Option("--drill", help="end with the canary drill (one unlearning)")] = False,
+         lm: Annotated[bool, typer.Option("--lm", help="a language model (SmolLM2 + LoRA) on four accounts' "
+                                                       "tweets instead of the sentiment classifier")] = False,
          as_json: JsonOpt = False) -> None:
     """The main job: land the bundled corpora, run the whole chain with embedded defaults (audit canaries in the
     training set), then delete one owner the model learned from and unlearn it through to the certificate."""
-    result = launcher().run_demo(quick, lambda step: err.print(f"[bold]demo[/bold]: {step}"), drill)
+    result = launcher().run_demo(quick, lambda step: err.print(f"[bold]demo[/bold]: {step}"), drill, lm)
     emit(result, as_json, render.show_demo)
 
 
@@ -161,7 +163,7 @@ def server(host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.
 
 @command
 def unlearn(request_id: Annotated[str, typer.Argument(help="deletion request id (see custody deletions)")],
-            method: Annotated[str, typer.Option(help="auto | sisa | retrain | neggrad-plus | scrub")] = "auto",
+            method: Annotated[str, typer.Option(help="auto | sisa | retrain | neggrad-plus | npo | scrub")] = "auto",
             oracle_seeds: Annotated[int, typer.Option(help="2: a second oracle seed measures the noise floor")] = 1,
             as_json: JsonOpt = False) -> None:
     """Unlearn a deletion request from every model that learned it, judge it against a retrained oracle,
@@ -174,7 +176,7 @@ def unlearn(request_id: Annotated[str, typer.Argument(help="deletion request id 
 
 
 @command
-def drill(method: Annotated[str, typer.Option(help="auto | sisa | retrain | neggrad-plus | scrub")] = "auto",
+def drill(method: Annotated[str, typer.Option(help="auto | sisa | retrain | neggrad-plus | npo | scrub")] = "auto",
           as_json: JsonOpt = False) -> None:
     """Audit unlearning on the audit canaries: delete the current generation through the whole chain (request,
     purge, unlearn, certificate, verify-deletion), then plant the next one. Select with --canaries N first."""
@@ -225,6 +227,7 @@ def select(name: Annotated[str, typer.Option(help="dataset name")],
            exclude: Annotated[list[str] | None, typer.Option(help="SCORER:THRESHOLD, e.g. poisoning:0.6")] = None,
            source: Annotated[list[str] | None, typer.Option(help="only these sources")] = None,
            label: Annotated[list[str] | None, typer.Option(help="only these labels")] = None,
+           owner: Annotated[list[str] | None, typer.Option(help="only these owners' records")] = None,
            shards: Annotated[int, typer.Option(help="shards for sharded (SISA) training")] = 4,
            canaries: Annotated[int, typer.Option(help="audit canaries in the train split (custody drill)")] = 0,
            seed: int = 0, as_json: JsonOpt = False) -> None:
@@ -234,7 +237,8 @@ def select(name: Annotated[str, typer.Option(help="dataset name")],
 
     cfg = SelectionConfig(name=name, strategy=strategy, budget=budget, target=target, balance=balance,
                           exclude=tuple(exclude or ()), seed=seed, sources=tuple(source) if source else None,
-                          labels=tuple(label) if label else None, shards=shards, canaries=canaries)
+                          labels=tuple(label) if label else None, owners=tuple(owner) if owner else None,
+                          shards=shards, canaries=canaries)
     emit({"ok": True, **launch.run_select(cfg)}, as_json, render.show_select)
 
 
@@ -247,13 +251,14 @@ def datasets(as_json: JsonOpt = False) -> None:
 
 @command
 def train(dataset: Annotated[str, typer.Option(help="NAME@VERSION (see custody datasets)")],
-          model: Annotated[str, typer.Option(help="minilm (real weights) or tiny (for tests)")] = "minilm",
+          model: Annotated[str, typer.Option(help="classifiers: minilm (real weights) or tiny (for tests); causal "
+                                                  "language models: smollm2 (real weights) or tiny-lm")] = "minilm",
           lora_rank: Annotated[int, typer.Option(help="LoRA rank")] = 8,
           full: Annotated[bool, typer.Option("--full", help="full fine-tuning instead of LoRA")] = False,
           shards: Annotated[int, typer.Option(help="SISA shards (1 or the dataset's shard count)")] = 1,
           epochs: int = 2, lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-3,
           seed: int = 0, as_json: JsonOpt = False) -> None:
-    """Fine-tune a classifier on a dataset version; tracked in MLflow and registered."""
+    """Fine-tune a classifier or a causal language model on a dataset version; tracked in MLflow and registered."""
     launch = launcher()
     from tasks.training import TrainConfig
 

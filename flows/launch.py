@@ -28,6 +28,7 @@ from tasks.dedup import MinhashConfig
 from tasks.deletion import requests
 from tasks.deletion.selector import DELETION_EVENT, Selector
 from tasks.deletion.verify import verify_deletion
+from tasks.errors import Fatal
 from tasks.ingest import IngestConfig
 from tasks.names import check_names
 from tasks.policy import load_policy
@@ -158,11 +159,14 @@ def run_drill(method: str = "auto", retain_sample: int = 1000, mink_sample: int 
     return drill_flow(method, retain_sample, mink_sample)
 
 
-def run_demo(quick: bool, on_step: Callable[[str], None], drill: bool = False) -> dict[str, Any]:
+def run_demo(quick: bool, on_step: Callable[[str], None], drill: bool = False, lm: bool = False) -> dict[str, Any]:
     """The demo: land the corpora, run the chain (audit canaries in the training set), delete one owner the model
-    learned from and unlearn it through to the certificate, then (``drill``) the canary drill. ``on_step``
-    hears what starts next (the terminal shows it)."""
-    plan = demo.demo_plan(quick, drill)
+    learned from and unlearn it through to the certificate, then (``drill``) the canary drill. With ``lm`` the
+    model is a causal language model on a few accounts' tweets (``tasks.demo.LM_*``). ``on_step`` hears what
+    starts next (the terminal shows it)."""
+    if lm and (quick or drill):
+        raise Fatal("--lm runs its own size and carries no canaries: use it without --quick and --drill")
+    plan = demo.demo_plan(quick, drill, lm)
     on_step(f"landing the bundled corpora ({plan.sample_limit or 'all'} rows each)")
     steps: dict[str, Any] = {"sample": run_sample(plan.sample_limit)}
     on_step("running the chain: ingest, validate, score, select, train, evaluate")

@@ -129,6 +129,11 @@ def show_pipeline(r: Result) -> None:
     out.print(f"dataset [bold]{r['select']['ref']}[/bold]: {r['select']['counts']} "
               f"(excluded {r['select']['excluded']} flagged records)")
     m, e = r["train"]["metrics"], r["evaluate"]
+    if "test_perplexity" in m:  # a language model
+        out.print(f"model [bold]{r['train']['ref']}[/bold]: test perplexity {m['test_perplexity']:.2f}; membership "
+                  f"baseline AUC {e['mia_loss_auc']:.3f} (loss), {e['mia_min_k_auc']:.3f} (Min-K%), "
+                  f"{e['mia_min_k_plus_plus_auc']:.3f} (Min-K%++), verbatim ROUGE-L {e['verbatim_rouge_l']:.3f}")
+        return
     out.print(f"model [bold]{r['train']['ref']}[/bold]: test accuracy {m['test_accuracy']:.3f}, "
               f"F1 {m['test_f1']:.3f}; "
               f"membership baseline AUC {e['mia_loss_auc']:.3f} (loss), {e['mia_mink_auc']:.3f} (Min-K%)")

@@ -1,6 +1,6 @@
 """Unlearning flow: a deletion request through unlearning, evaluation against the oracle, and certification.
 
-``custody unlearn REQUEST_ID [--method auto|sisa|retrain|neggrad-plus|scrub]``; the deployment triggered by
+``custody unlearn REQUEST_ID [--method auto|sisa|retrain|neggrad-plus|npo|scrub]``; the deployment triggered by
 the event ``custody.deletion.requested`` runs the same flow with the request id from the event payload. The
 sweep deployment finishes any request still open on a short schedule, so no request depends on one event being
 delivered (Prefect drops an event that arrives before its automation is loaded) or on one run surviving.

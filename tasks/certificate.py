@@ -25,6 +25,8 @@ from tasks.storage import Store
 
 SHOWN = ("test_accuracy", "test_f1", "retain_accuracy", "forget_accuracy", "forget_loss", "mia_loss_auc",
          "mia_loss_tpr_at_1fpr", "mia_mink_auc", "mia_mink_tpr_at_1fpr")
+SHOWN_LM = ("test_perplexity", "retain_perplexity", "forget_perplexity", "verbatim_rouge_l", "mia_loss_auc",
+            "mia_min_k_auc", "mia_min_k_tpr_at_1fpr", "mia_min_k_plus_plus_auc", "mia_zlib_auc", "mia_reference_auc")
 CERT_JSON, CERT_MD, SCORES_PNG = "certificate.json", "certificate.md", "per_record_scores.png"  # per request
 SUMMARY_FIELDS = ("source", "action", "final", "final_method", "fell_back", "decision")  # a model's line
 
@@ -53,7 +55,7 @@ def model_entry(result: dict[str, Any]) -> dict[str, Any]:
             "evidence": {"judged": decisive["method"],
                          **{k: v for k, v in decisive["evidence"].items() if k != "per_record"}},
             "metrics": {k: {"unlearned": last["evaluation"].get(k), "oracle": oracle.get(k),
-                            "source": source.get(k)} for k in SHOWN},
+                            "source": source.get(k)} for k in (SHOWN_LM if "test_perplexity" in oracle else SHOWN)},
             "cost": {"seconds": cost, "oracle_seconds": oracle["cost_seconds"],
                      "fraction_of_oracle": cost / oracle["cost_seconds"] if oracle["cost_seconds"] else None,
                      "examples_processed": last["evaluation"]["examples_processed"],

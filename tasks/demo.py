@@ -1,4 +1,4 @@
-"""The demo's choices: how big a run ``custody demo [--quick]`` is, how many audit canaries its model carries,
+"""The demo's choices: how big a run ``custody demo [--quick | --lm]`` is, how many audit canaries its model carries,
 whether it ends with the canary drill, and which owner withdraws consent.
 
 Kept apart from the flows that run it (``flows/launch.py``) so the choices can be read, tested and reused (the
@@ -23,6 +23,14 @@ QUICK_UNLEARN: dict[str, Any] = {"retain_sample": 300, "mink_sample": 100}
 # retrain at this forget-set size: 2 min 15 s on the quick demo under load (the owner's unlearning: 1 min 47 s)
 CANARIES, QUICK_CANARIES = 16, 8
 WITHDRAWAL_REASON = "demo: {owner} withdrew consent"
+# `custody demo --lm`: SmolLM2-135M with LoRA learns to continue the Health News tweets of four accounts (one of
+# which then withdraws); 2,000 rows a corpus land, the four accounts hold ~540 of them, 160 go into training.
+# No scorer runs: a random selection needs none
+LM_SAMPLE = 2000
+LM_ACCOUNTS = ["bbchealth", "cnnhealth", "nprhealth", "reuters_health"]
+LM_PIPELINE: dict[str, Any] = {"model": "smollm2", "dataset": "healthtweets", "strategy": "random", "budget": 160,
+                               "epochs": 3, "scorers": [], "owners": LM_ACCOUNTS, "membership_sample": 100}
+LM_UNLEARN: dict[str, Any] = {"retain_sample": 200, "mink_sample": 200}
 
 
 @dataclass(frozen=True)
@@ -38,9 +46,11 @@ class DemoPlan:
     drill: bool = False
 
 
-def demo_plan(quick: bool, drill: bool = False) -> DemoPlan:
-    """The full demo (every row, every scorer) or the quick one (see ``QUICK_*``), with the canary drill at the
-    end when ``drill``."""
+def demo_plan(quick: bool, drill: bool = False, lm: bool = False) -> DemoPlan:
+    """The full demo (every row, every scorer), the quick one (see ``QUICK_*``) or the language-model one
+    (``LM_*``; no canaries, so no drill), with the canary drill at the end when ``drill``."""
+    if lm:
+        return DemoPlan(LM_SAMPLE, dict(LM_PIPELINE), dict(LM_UNLEARN), canaries=0, drill=False)
     if quick:
         return DemoPlan(QUICK_SAMPLE, dict(QUICK_PIPELINE), dict(QUICK_UNLEARN), canaries=QUICK_CANARIES, drill=drill)
     return DemoPlan(drill=drill)

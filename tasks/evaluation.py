@@ -11,6 +11,8 @@ Membership inference compares the forget set (members of the original model) wit
   probability per text rather than one per token: it scores a text by the mean of its k% lowest
   true-label log-probabilities over random word-dropout neighbours of the text, so a record the model
   memorised stays likely even when perturbed.
+
+A causal language model is measured MUSE-style by ``tasks.lm_evaluation`` behind the same ``assess``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tasks.training import (
     subsample,
     version_doc,
 )
+from tasks.training.loop import record_losses
 
 
 def logit_confidence(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -94,7 +97,12 @@ def assess(models: list[Any], tokenizer: Any, cfg: TrainConfig, device: str, for
     ``population_confidence`` on the test split, the non-members).
 
     The Min-K%-style attack costs nine forward passes per text, so it sees at most ``mink_sample`` test records.
+    A language model is assessed by ``tasks.lm_evaluation.assess_lm``.
     """
+    if cfg.is_lm:
+        from tasks.lm_evaluation import assess_lm
+
+        return assess_lm(models, tokenizer, cfg, device, forget, retain, test, mink_sample)
     probs = {name: predict_proba(models, tokenizer, s.texts, cfg, device) if s.ids else np.zeros((0, 2))
              for name, s in (("forget", forget), ("retain", retain), ("test", test))}
     out: dict[str, Any] = {**metrics(probs["test"], test.y, "test"), **metrics(probs["retain"], retain.y, "retain"),
@@ -115,10 +123,18 @@ def assess(models: list[Any], tokenizer: Any, cfg: TrainConfig, device: str, for
 
 def shard_confidences(models: dict[int, Any], tokenizer: Any, cfg: TrainConfig, device: str,
                       splits: dict[str, Split]) -> dict[str, list[list[float]]]:
-    """Each shard model's logit confidences on each split, one row per shard in shard order: a shard model trained
+    """Each shard model's confidences on each split, one row per shard in shard order: a shard model trained
     only on its own shard's records, so for a record the other shards' models are OUT references."""
-    return {name: [logit_confidence(predict_proba([models[s]], tokenizer, split.texts, cfg, device), split.y).tolist()
-                   for s in sorted(models)] for name, split in splits.items()}
+    return {name: [confidence([models[s]], tokenizer, split, cfg, device).tolist() for s in sorted(models)]
+            for name, split in splits.items()}
+
+
+def confidence(models: list[Any], tokenizer: Any, split: Split, cfg: TrainConfig, device: str) -> np.ndarray:
+    """The per-record statistic the evidence compares: a classifier's logit confidence, a language model's mean token
+    log-likelihood."""
+    if cfg.is_lm:
+        return -record_losses(models, tokenizer, split, cfg, device)
+    return logit_confidence(predict_proba(models, tokenizer, split.texts, cfg, device), split.y)
 
 
 def evaluate_version(store: Store, ref: str, sample: int = 200) -> dict[str, Any]:

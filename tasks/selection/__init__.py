@@ -57,6 +57,7 @@ class SelectionConfig:
     seed: int = 0
     sources: tuple[str, ...] | None = None
     labels: tuple[str, ...] | None = None
+    owners: tuple[str, ...] | None = None  # only these owners' records (a language model on a few accounts)
     shards: int = 4
     fractions: tuple[float, float, float] = field(default=(0.8, 0.1, 0.1))
     canaries: int = 0  # audit canaries of the current generation added to the train split (tasks/canaries.py)
@@ -158,7 +159,7 @@ def _publish(store: Store, name: str, version: str, manifest: pa.Table, summary:
 
 def select(store: Store, cfg: SelectionConfig) -> dict[str, Any]:
     """Build (or find) the dataset version for ``cfg``; returns its selection summary."""
-    pool = load_pool(store, cfg.sources, cfg.labels, cfg.fractions, cfg.shards)
+    pool = load_pool(store, cfg.sources, cfg.labels, cfg.fractions, cfg.shards, cfg.owners)
     drop, exclusions = exclusion_mask(store, pool, cfg.exclude)
     pool = pool.filter(pa.array(~drop))
     splits = np.array(pool.column("split").to_pylist())
@@ -171,7 +172,7 @@ def select(store: Store, cfg: SelectionConfig) -> dict[str, Any]:
     canaries = canary_rows(store, cfg.canaries, labels, cfg.shards)
     manifest = pa.concat_tables([manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA),
                                  canaries.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)]).sort_by("record_id")
-    config = {k: v for k, v in asdict(cfg).items() if k != "canaries" or v}  # without: the ids of earlier releases
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("canaries", "owners") or v}  # the ids stay as before
     version = _version(manifest.column("record_id").to_pylist(), config)
     summary = {"name": cfg.name, "version": version, "ref": f"{cfg.name}@{version}", "strategy": cfg.strategy,
                "config": config, "attribute_runs": used, "exclusions": exclusions,

@@ -50,17 +50,18 @@ def assign_shard(key: str, shards: int) -> int:
 
 
 def load_pool(store: Store, sources: tuple[str, ...] | None, labels: tuple[str, ...] | None,
-              fractions: tuple[float, float, float], shards: int) -> pa.Table:
+              fractions: tuple[float, float, float], shards: int, owners: tuple[str, ...] | None = None) -> pa.Table:
     """Usable records (``tasks.passed``: current policy, no tombstones), filtered, with ``split`` and ``shard``."""
     pool = passed.read_all(store, POOL_COLUMNS)
     pool = pool.filter(pool.column("near_dup_kept"))
     pool = pool.filter(pc.fill_null(pc.not_equal(pool.column("source"), canaries.SOURCE), True))
     if sources:
         pool = pool.filter(pc.is_in(pool.column("source"), value_set=pa.array(list(sources))))
-    if labels:
-        pool = pool.filter(pc.fill_null(pc.is_in(pool.column("label"), value_set=pa.array(list(labels))), False))
+    for column, wanted in (("label", labels), ("owner_id", owners)):
+        if wanted:
+            pool = pool.filter(pc.fill_null(pc.is_in(pool.column(column), value_set=pa.array(list(wanted))), False))
     if pool.num_rows == 0:
-        raise Fatal("the selection pool is empty: check --source/--label and that records passed validation")
+        raise Fatal("the selection pool is empty: check --source/--label/--owner and that records passed validation")
     pool = pool.sort_by("record_id")
     keys = [split_key(r, c) for r, c in zip(pool.column("record_id").to_pylist(),
                                             pool.column("near_dup_cluster").to_pylist(), strict=True)]

@@ -30,7 +30,8 @@ def comparison(store: Store, manifest: pa.Table, summary: dict[str, Any]) -> tup
 
     cfg = summary["config"]
     pool = load_pool(store, tuple(cfg["sources"]) if cfg["sources"] else None,
-                     tuple(cfg["labels"]) if cfg["labels"] else None, tuple(cfg["fractions"]), cfg["shards"])
+                     tuple(cfg["labels"]) if cfg["labels"] else None, tuple(cfg["fractions"]), cfg["shards"],
+                     tuple(cfg["owners"]) if cfg.get("owners") else None)
     pool_train = pool.filter(pa.array(np.array(pool.column("split").to_pylist()) == "train"))
     chosen = manifest.filter(pa.array((np.array(manifest.column("split").to_pylist()) == "train")  # canaries: not data
                                       & ~np.array(manifest.column("canary").to_pylist(), dtype=bool)))

@@ -32,9 +32,11 @@ def model_card(store: Store, cfg: TrainConfig, selection: dict[str, Any], splits
     n = {name: sum(r not in canaries for r in split.ids) for name, split in splits.items()}
     in_train = len(splits["train"].ids) - n["train"]
     by = {c: Counter(rows.column(c).to_pylist()) for c in CARD_COLUMNS}
-    lines = [f"# Model card: {cfg.registered_model or selection['name'] + '-classifier'}", "",
+    task = "causal language modelling" if cfg.is_lm else "sequence classification"
+    lines = [f"# Model card: {cfg.default_name(selection['name'])}", "",
              f"Trained on dataset **{selection['ref']}** (strategy {selection['strategy']}, policy "
-             f"`{selection['policy_hash']}`), model `{cfg.model}`, LoRA rank {cfg.lora_rank or 'none (full)'}, "
+             f"`{selection['policy_hash']}`) for {task}, model `{cfg.model}`, LoRA rank "
+             f"{cfg.lora_rank or 'none (full)'}, "
              f"{cfg.shards} shard(s), {cfg.epochs} epochs, seed {cfg.seed}.", "",
              "## Training content", "",
              f"Records: train {n['train']}, validation {n['validation']}, test {n['test']}.", ""]
@@ -55,7 +57,7 @@ def model_card(store: Store, cfg: TrainConfig, selection: dict[str, Any], splits
 
 
 def learning_curves_png(history: dict[str, list[float]]) -> bytes:
-    """Per-epoch losses (left) and validation accuracy / F1 (right), one line per series (and shard)."""
+    """Per-epoch losses (left) and validation accuracy / F1 or perplexity (right), one line per series (and shard)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,7 +67,7 @@ def learning_curves_png(history: dict[str, list[float]]) -> bytes:
     for key, values in sorted(history.items()):
         ax = axes[0] if key.endswith("loss") else axes[1]  # losses left; accuracy and F1 right
         ax.plot(range(1, len(values) + 1), values, marker="o", label=key)
-    for ax, title in zip(axes, ("loss", "validation accuracy / F1"), strict=True):
+    for ax, title in zip(axes, ("loss", "validation metrics (accuracy, F1 or perplexity)"), strict=True):
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.legend(fontsize=7)

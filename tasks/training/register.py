@@ -2,8 +2,9 @@
 
 Every run logs its fully resolved config, the dataset version and manifest URI, the code version, counts,
 per-epoch metrics, a learning-curve plot, per-example losses (train and held-out, for the unlearning
-evaluation), the model card and the weights (``save_pretrained``, safetensors), and registers them as a model
-version tagged with its dataset (``tasks.model_registry``), which is what lineage reads. A freshly trained version
+evaluation), the model card and the weights (``save_pretrained``, safetensors; a LoRA language model only its
+adapters, over a base model every process can rebuild), and registers them as a model version tagged with its
+dataset (``tasks.model_registry``), which is what lineage reads. A freshly trained version
 takes the ``serving`` alias; unlearning moves it (``tasks.unlearning``).
 """
 
@@ -23,7 +24,9 @@ from tasks.config import get_settings
 from tasks.storage import Store
 from tasks.training.card import learning_curves_png, model_card
 from tasks.training.data import Split, TrainConfig, config_dict, load_splits
-from tasks.training.loop import metrics, per_example_loss, predict_proba, train_models
+from tasks.training.loop import split_metrics, train_models
+
+TASK_FILE = "task.json"  # in a version's model folder: its task and config, so it is loaded as what it is
 
 
 def code_version() -> str:
@@ -61,9 +64,18 @@ def merged(model: Any) -> Any:
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
-def _save_models(models: dict[int, Any], tokenizer: Any, root: Path) -> None:
+def _save_models(models: dict[int, Any], tokenizer: Any, root: Path, cfg: TrainConfig) -> None:
+    import json
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / TASK_FILE).write_text(json.dumps({"task": cfg.task, "config": config_dict(cfg)}))
     for shard, model in models.items():
-        model.save_pretrained(root / f"shard{shard}", safe_serialization=True)
+        if cfg.is_lm:
+            from tasks.training.lm import save_lm
+
+            save_lm(model, tokenizer, root / f"shard{shard}")
+        else:
+            model.save_pretrained(root / f"shard{shard}", safe_serialization=True)
     tokenizer.save_pretrained(root / "tokenizer")
 
 
@@ -74,23 +86,33 @@ def version_doc(store: Store, ref: str) -> dict[str, Any]:
 
 def load_version(ref: str) -> tuple[dict[int, Any], Any]:
     """A registered version's shard models and tokenizer, from its safetensors artifacts (never a pickle)."""
+    import json
+
     import mlflow
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     root = Path(mlflow.artifacts.download_artifacts(run_id=registry.run_id(ref), artifact_path="model",
                                                     tracking_uri=get_settings().mlflow_tracking_uri))
     device = get_settings().resolved_device()
-    models = {int(p.name.removeprefix("shard")): AutoModelForSequenceClassification.from_pretrained(
-        p, use_safetensors=True).to(device) for p in sorted(root.glob("shard*"))}
+    shards = {int(p.name.removeprefix("shard")): p for p in sorted(root.glob("shard*"))}
+    saved = json.loads((root / TASK_FILE).read_text()) if (root / TASK_FILE).exists() else {"task": "classify"}
+    if saved["task"] == "lm":
+        from tasks.training.lm import load_lm
+
+        cfg = TrainConfig(**saved["config"])
+        loaded = {shard: load_lm(path, cfg, device) for shard, path in shards.items()}
+        return {shard: model for shard, (_, model) in loaded.items()}, next(iter(loaded.values()))[0]
+    models = {shard: AutoModelForSequenceClassification.from_pretrained(p, use_safetensors=True).to(device)
+              for shard, p in shards.items()}
     return models, AutoTokenizer.from_pretrained(root / "tokenizer")
 
 
-def _losses(probs: dict[str, np.ndarray], splits: dict[str, Split]) -> pa.Table:
+def _losses(losses: dict[str, np.ndarray], splits: dict[str, Split]) -> pa.Table:
     """Per-example loss of every record of every evaluated split, with its split and shard."""
-    return pa.table({"record_id": [r for k in probs for r in splits[k].ids],
-                     "split": [k for k in probs for _ in splits[k].ids],
-                     "shard": np.concatenate([splits[k].shard for k in probs]).astype(np.int32),
-                     "loss": np.concatenate([per_example_loss(probs[k], splits[k].y) for k in probs])})
+    return pa.table({"record_id": [r for k in losses for r in splits[k].ids],
+                     "split": [k for k in losses for _ in splits[k].ids],
+                     "shard": np.concatenate([splits[k].shard for k in losses]).astype(np.int32),
+                     "loss": np.concatenate(list(losses.values()))})
 
 
 def register(store: Store, run: Any, cfg: TrainConfig, splits: dict[str, Split], labels: list[str],
@@ -101,18 +123,19 @@ def register(store: Store, run: Any, cfg: TrainConfig, splits: dict[str, Split],
     import pyarrow.parquet as pq
 
     device = get_settings().resolved_device()
-    models = {shard: merged(m) for shard, m in models.items()}
-    name = cfg.registered_model or f"{selection['name']}-classifier"
+    if not cfg.is_lm:  # a language model keeps its adapters: they are what is saved
+        models = {shard: merged(m) for shard, m in models.items()}
+    name = cfg.default_name(selection["name"])
     mlflow.log_params({"labels": ",".join(labels), **{f"n_{k}": len(s.ids) for k, s in splits.items()},
                        "n_canaries": selection.get("canaries", 0)})  # n_train counts them; the card does not
     mlflow.log_dict({"train": config_dict(cfg), "selection": selection}, "config.json")
-    probs = {k: predict_proba(list(models.values()), tokenizer, s.texts, cfg, device)
-             for k, s in splits.items() if s.ids}
-    result = {k: v for split, p in probs.items() for k, v in metrics(p, splits[split].y, split).items()}
+    evaluated = {k: split_metrics(list(models.values()), tokenizer, s, cfg, device, k)
+                 for k, s in splits.items() if s.ids}
+    result = {k: v for m, _ in evaluated.values() for k, v in m.items()}
     result["examples_per_second"] = info["examples_processed"] / max(info["train_seconds"], 1e-9)
     mlflow.log_metrics({**result, "train_seconds": info["train_seconds"],
                         "examples_processed": info["examples_processed"]})
-    losses = _losses(probs, splits)
+    losses = _losses({k: split_losses for k, (_, split_losses) in evaluated.items()}, splits)
     card = model_card(store, cfg, selection, splits, result) + card_notes
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -121,7 +144,7 @@ def register(store: Store, run: Any, cfg: TrainConfig, splits: dict[str, Split],
             (root / "learning_curves.png").write_bytes(learning_curves_png(info["history"]))
         (root / "model_card.md").write_text(card)
         mlflow.log_artifacts(tmp, "evaluation")
-        _save_models(models, tokenizer, root / "model")
+        _save_models(models, tokenizer, root / "model", cfg)
         mlflow.log_artifacts(str(root / "model"), "model")
     all_tags = {**dataset_tags(selection), registry.SHARDS_TAG: str(cfg.shards), **(tags or {})}
     version = registry.create_version(name, run, all_tags, card)

@@ -7,8 +7,10 @@ registered model version whose dataset holds the deleted records. For each live 
    records, by
    - ``sisa``: retrain only the shards that held deleted records (exact; shards follow owners);
    - ``retrain``: train from scratch on the dataset minus the records (exact; this is also the oracle);
-   - ``neggrad_plus``: gradient ascent on the forget set with descent on the retain set;
-   - ``scrub``: teacher–student SCRUB (Kurmanji et al., 2023).
+   - ``neggrad_plus``: gradient ascent on the forget set with descent on the retain set (GradDiff for a language
+     model);
+   - ``npo``: negative preference optimisation (Zhang et al., 2024) with a retain term;
+   - ``scrub``: teacher–student SCRUB (Kurmanji et al., 2023), classifiers only.
    The approximate methods share one loop (``steps``). The derived dataset version (minus the records) is
    written like any other.
 2. **evaluation** (``gate``, with ``tasks.evaluation``): the candidate against the oracle (a registered retrain,

@@ -23,17 +23,19 @@ from tasks.unlearning.gate import GateConfig
 from tasks.unlearning.sets import Sets
 
 AUTO = "auto"
-METHODS = (AUTO, "sisa", "retrain", "neggrad-plus", "scrub")
+METHODS = (AUTO, "sisa", "retrain", "neggrad-plus", "npo", "scrub")
 
 
 @dataclass(frozen=True)
 class UnlearnConfig:
-    """How to unlearn. ``auto`` is SISA for sharded models and NegGrad+ otherwise (both gated)."""
+    """How to unlearn. ``auto`` is SISA for sharded models, else NegGrad+ for a classifier and NPO for a language
+    model (all gated)."""
 
     method: str = AUTO
     max_steps: int = 40
     lr_scale: float = 0.5  # of the training learning rate
-    alpha: float = 0.5  # NegGrad+: weight of the forget-set ascent against the retain-set descent
+    alpha: float = 0.5  # NegGrad+ and NPO: weight of the forget-set term against the retain-set descent
+    beta: float = 0.1  # NPO's inverse temperature (the paper's default)
     retain_sample: int = 1000  # retain records used for evaluation
     mink_sample: int = 500  # test records the Min-K%-style attack sees (nine forward passes each)
     oracle_seeds: int = 1  # 2: also retrain with the next seed, to measure the noise floor (twice the oracle's cost)

@@ -2,11 +2,12 @@
 
 ``judge`` weighs the per-record evidence (``tasks.unlearning.evidence``: the candidate, the source and the oracle —
 and a second oracle seed when one was trained — on the forget records and the test population) and checks utility
-(test accuracy within ``max_accuracy_drop`` of the oracle). Exact methods (SISA, retrain) pass by construction,
-their evidence still reported. An approximate one passes only on a ``pass`` decision: a positive control that
-fired and an equivalence test within the noise floor. An ``inconclusive`` decision (too few records, or nothing
-memorised to detect) follows ``on_inconclusive``: ``exact`` (default) rejects the candidate so the next exact
-method takes over; ``accept`` serves it anyway, and the certificate says it was accepted without evidence.
+against the oracle (``utility_shortfall``: test accuracy for a classifier, test perplexity for a language model,
+which also gets MUSE's PrivLeak). Exact methods (SISA, retrain) pass by construction, their evidence still reported.
+An approximate one passes only on a ``pass`` decision — a positive control that fired and an equivalence test within
+the noise floor — with utility kept. An ``inconclusive`` decision (too few records, or nothing memorised to detect)
+follows ``on_inconclusive``: ``exact`` (default) rejects the candidate so the next exact method takes over;
+``accept`` serves it anyway, and the certificate says it was accepted without evidence.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ ON_INCONCLUSIVE = ("exact", "accept")
 @dataclass(frozen=True)
 class GateConfig:
     """What an approximate candidate must show: the evidence's decision (``evidence``), what an inconclusive one
-    means (``on_inconclusive``), and test accuracy no more than ``max_accuracy_drop`` below the oracle's."""
+    means (``on_inconclusive``), and test accuracy no more than ``max_accuracy_drop`` below the oracle's (a
+    classifier) or test perplexity no more than ``max_perplexity_rise`` (a fraction) above it (a language model)."""
 
     max_accuracy_drop: float = 0.01
+    max_perplexity_rise: float = 0.05
     on_inconclusive: str = "exact"
     evidence: evidence.EvidenceConfig = field(default_factory=evidence.EvidenceConfig)
 
@@ -56,19 +59,29 @@ def record_digest(record_id: str) -> str:
     return hashlib.sha256(record_id.encode()).hexdigest()[:16]
 
 
-def gate(weighed: dict[str, Any], accuracy_drop: float, cfg: GateConfig) -> dict[str, Any]:
-    """Whether the candidate may be served, from the evidence's verdict and its test accuracy drop (oracle minus
-    candidate): ``passed``, the ``decision`` and the reasons in plain words."""
+def utility_shortfall(oracle: dict[str, Any], candidate: dict[str, Any]) -> tuple[str, float]:
+    """How much utility the candidate lost against the oracle, and its name: test accuracy below the oracle's for a
+    classifier, the relative rise of test perplexity above it for a language model."""
+    if "test_perplexity" in oracle:
+        return "test_perplexity_rise", candidate["test_perplexity"] / oracle["test_perplexity"] - 1
+    return "test_accuracy_below_oracle", oracle["test_accuracy"] - candidate["test_accuracy"]
+
+
+def gate(weighed: dict[str, Any], shortfall: float, cfg: GateConfig, lm: bool = False) -> dict[str, Any]:
+    """Whether the candidate may be served, from the evidence's verdict and its utility shortfall against the oracle
+    (``utility_shortfall``; a perplexity rise for a language model, ``lm``): ``passed``, the ``decision`` and the
+    reasons in plain words."""
     verdict = weighed["verdict"]
     decision, reasons = verdict["decision"], list(verdict["reasons"])
     accepted = decision == evidence.PASS or (decision == evidence.INCONCLUSIVE and cfg.on_inconclusive == "accept")
     if decision == evidence.INCONCLUSIVE:
         reasons.append("accepted without statistical evidence (on_inconclusive=accept)" if accepted else
                        "the approximate method is not accepted on this evidence: an exact method takes over")
-    if not verdict["exact"] and not accuracy_drop <= cfg.max_accuracy_drop:  # NaN fails too
+    limit = cfg.max_perplexity_rise if lm else cfg.max_accuracy_drop
+    if not verdict["exact"] and not shortfall <= limit:  # NaN fails too
         accepted = False
-        reasons.append(f"test accuracy {accuracy_drop * 100:.2f} points below the oracle > "
-                       f"{cfg.max_accuracy_drop * 100:.0f}")
+        reasons.append(f"test perplexity {shortfall:.1%} above the oracle's > {limit:.0%}" if lm else
+                       f"test accuracy {shortfall * 100:.2f} points below the oracle > {limit * 100:.0f}")
     return {"passed": accepted, "decision": decision, "exact": verdict["exact"], "reasons": reasons}
 
 
@@ -102,6 +115,18 @@ def add_shard_references(weighed: dict[str, Any], name: str, shards: dict[str, l
         row[f"{name}_shard_score"] = score
 
 
+def privleak(evaluations: dict[str, dict[str, Any]], candidate: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """MUSE's PrivLeak of the candidate and the source relative to the oracle, for each membership attack both
+    measured, in MUSE's orientation (``tasks.lm_metrics.privleak``): near 0 is the oracle's leakage, negative values
+    (to −100) leak the forget set, positive ones over-unlearn it."""
+    from tasks.lm_metrics import privleak as leak
+
+    oracle = evaluations["oracle"]
+    attacks = [k for k in oracle if k.startswith("mia_") and k.endswith("_auc")]
+    return {name: {k.removeprefix("mia_").removesuffix("_auc"): leak(model[k], oracle[k]) for k in attacks
+                   if k in model} for name, model in (("candidate", candidate), ("source", evaluations["source"]))}
+
+
 def judge(store: Store, request_id: str, ref: str, method: str, exact: bool, sets: Sets,
           evaluations: dict[str, dict[str, Any]], cfg: GateConfig, mink_sample: int) -> dict[str, Any]:
     """Assess ``ref`` (made by ``method``), weigh its evidence against ``evaluations`` (``source``, ``oracle`` and
@@ -116,12 +141,14 @@ def judge(store: Store, request_id: str, ref: str, method: str, exact: bool, set
     for name, assessed in (("source", evaluations["source"]), ("candidate", evaluation)):
         if "shard_confidence" in assessed:
             add_shard_references(weighed, name, assessed["shard_confidence"], sets.forget.shard, cfg.evidence)
-    drop = evaluations["oracle"]["test_accuracy"] - evaluation["test_accuracy"]
-    verdict = gate(weighed, drop, cfg)
+    measured, shortfall = utility_shortfall(evaluations["oracle"], evaluation)
+    verdict = gate(weighed, shortfall, cfg, lm=sets.cfg.is_lm)
+    if sets.cfg.is_lm:  # a language model: MUSE's PrivLeak against the oracle, per attack
+        weighed["privleak"] = privleak(evaluations, evaluation)
     logged = {**{f"eval_{k}": v for k, v in evaluation.items() if isinstance(v, float)},
               "gate_effect": weighed["equivalence"]["effect"], "gate_tost_pvalue": weighed["equivalence"]["p_value"],
               "gate_positive_control_effect": weighed["positive_control"]["effect"],
-              "gate_margin": weighed["noise_floor"]["margin"], "test_accuracy_below_oracle": drop}
+              "gate_margin": weighed["noise_floor"]["margin"], measured: shortfall}
     registry.log_metrics(ref, {k: float(v) for k, v in logged.items() if np.isfinite(v)})
     registry.set_tag(ref, registry.GATE_TAG, PASSED if verdict["passed"] else FAILED)
     return {"method": method, "version": ref, "gate": verdict, "evidence": weighed, "evaluation": evaluation}

@@ -5,25 +5,30 @@ from __future__ import annotations
 from tasks.errors import Fatal
 from tasks.unlearning.base import AUTO, Method
 from tasks.unlearning.neggrad_plus import NegGradPlus
+from tasks.unlearning.npo import Npo
 from tasks.unlearning.retrain import Retrain, SeedOracle
 from tasks.unlearning.scrub import Scrub
 from tasks.unlearning.sisa import Sisa
 
-BY_NAME: dict[str, Method] = {m.name: m for m in (Sisa(), Retrain(), NegGradPlus(), Scrub())}
+BY_NAME: dict[str, Method] = {m.name: m for m in (Sisa(), Retrain(), NegGradPlus(), Npo(), Scrub())}
+CLASSIFIER_ONLY = (Scrub.name,)  # SCRUB's teacher-student KL is over class distributions
 ORACLE = Retrain.name  # the exact method every candidate is judged against
 SECOND_ORACLE = SeedOracle()  # the oracle's next seed: the measured noise floor (never a candidate)
 
 
-def resolve_method(method: str, sharded: bool) -> str:
-    """The method ``auto`` stands for (SISA for sharded models, else NegGrad+), or ``method`` if it applies.
+def resolve_method(method: str, sharded: bool, lm: bool = False) -> str:
+    """The method ``auto`` stands for (SISA for sharded models, else NegGrad+ for a classifier and NPO for a
+    language model), or ``method`` if it applies.
 
     Raises:
-        Fatal: a sharded-only method (SISA) for an unsharded model.
+        Fatal: a sharded-only method (SISA) for an unsharded model, or a classifier-only one for a language model.
     """
     if method == AUTO:
-        return Sisa.name if sharded else NegGradPlus.name
+        return Sisa.name if sharded else (Npo.name if lm else NegGradPlus.name)
     if BY_NAME[method].sharded_only and not sharded:
-        raise Fatal("sisa needs a sharded model (train with --shards S); use retrain, neggrad-plus or scrub")
+        raise Fatal("sisa needs a sharded model (train with --shards S); use retrain, neggrad-plus, npo or scrub")
+    if lm and method in CLASSIFIER_ONLY:
+        raise Fatal(f"{method} unlearns classifiers; for a language model use npo, neggrad-plus, sisa or retrain")
     return method
 
 

@@ -1,7 +1,9 @@
 """NegGrad+ (Kurmanji et al., 2023): gradient ascent on the forget set combined with descent on the retain set.
 
 Each step descends on a retain batch and ascends on a forget batch in one combined loss, weighted by ``alpha``;
-the shared loop (``steps.ascend``) stops it when the forget loss reaches the target. Gated against the oracle.
+the shared loop (``steps.ascend``) stops it when the forget loss reaches the target. Gated against the oracle. On a
+causal language model this is what the LLM-unlearning literature (TOFU, MUSE) calls GradDiff: the same combined
+loss over token NLL.
 """
 
 from __future__ import annotations
@@ -18,15 +20,13 @@ class NegGradPlus(Approximate):
 
     def unlearn(self, model: Any, tokenizer: Any, forget: Split, retain: Split, cfg: TrainConfig,
                 ucfg: UnlearnConfig, target: float, device: str) -> tuple[Any, int]:
-        import torch.nn.functional as F
-
         loop = open_loop(model, tokenizer, cfg, ucfg, device)
 
         def max_step(f_batch: Any, f_y: Any) -> int:
             r_batch, r_y = loop.batch(retain)
-            loop.step((1 - ucfg.alpha) * F.cross_entropy(loop.student(**r_batch).logits, r_y)
-                      - ucfg.alpha * F.cross_entropy(loop.student(**f_batch).logits, f_y))
-            return len(f_y) + len(r_y)
+            loop.step((1 - ucfg.alpha) * loop.loss(loop.student, r_batch, r_y)
+                      - ucfg.alpha * loop.loss(loop.student, f_batch, f_y))
+            return len(f_batch["input_ids"]) + len(r_batch["input_ids"])
 
         _, seen = ascend(loop, tokenizer, forget, cfg, ucfg.max_steps, target, device, max_step, self.name)
         return loop.student, seen

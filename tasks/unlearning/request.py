@@ -58,7 +58,7 @@ def unlearn_version(store: Store, request: dict[str, Any], source_ref: str, ucfg
                   "note": "the deleted records were only held out (validation/test), never trained on"}
         store.write_json(key, result)
         return result
-    method = resolve_method(ucfg.method, sets.sharded)
+    method = resolve_method(ucfg.method, sets.sharded, sets.cfg.is_lm)
     candidate = BY_NAME[method].run(store, request, source_ref, sets, ucfg)
     oracle = candidate if method == ORACLE else BY_NAME[ORACLE].run(store, request, source_ref, sets, ucfg,
                                                                     role=registry.ORACLE)

@@ -52,20 +52,23 @@ def _vault_texts(store: Store, request_id: str) -> dict[str, str]:
 
 def _forget_split(store: Store, request_id: str, source_dataset: str, deleted: set[str], labels: list[str],
                   sharded: bool) -> Split:
-    """The deleted records in the source dataset's train split, in manifest order, with their vaulted texts."""
+    """The deleted records in the source dataset's train split, in manifest order, with their vaulted texts (for a
+    classifier only those with one of its ``labels``; a language model, with none, trained on every text)."""
     manifest, _ = load_manifest(store, source_dataset)
     hit = pc.and_(pc.is_in(manifest.column("record_id"), value_set=pa.array(sorted(deleted), pa.string())),
                   pc.equal(manifest.column("split"), "train"))
     rows = manifest.filter(hit)
-    rows = rows.filter(pc.is_in(rows.column("label"), value_set=pa.array(labels, pa.string())))
+    if labels:
+        rows = rows.filter(pc.is_in(rows.column("label"), value_set=pa.array(labels, pa.string())))
     if rows.num_rows == 0:
         return Split([], [], np.zeros(0, np.int64), np.zeros(0, np.int64))
     texts = _vault_texts(store, request_id)
     rows = rows.filter(pc.is_in(rows.column("record_id"), value_set=pa.array(sorted(texts), pa.string())))
     ids = rows.column("record_id").to_pylist()
     shard = np.array(rows.column("shard").to_pylist(), np.int64) if sharded else np.zeros(len(ids), np.int64)
-    return Split(ids, [texts[r] for r in ids], np.array([labels.index(x) for x in rows.column("label").to_pylist()]),
-                 shard)
+    y = np.array([labels.index(x) for x in rows.column("label").to_pylist()] if labels else np.zeros(len(ids)),
+                 np.int64)
+    return Split(ids, [texts[r] for r in ids], y, shard)
 
 
 def judged_sets(store: Store, request: dict[str, Any], source_ref: str, retain_sample: int) -> Sets:

@@ -15,12 +15,12 @@ def weighed(decision: str, exact: bool = False) -> dict:
 
 
 def test_a_passing_decision_with_the_oracles_accuracy_is_served() -> None:
-    verdict = gate(weighed(PASS), accuracy_drop=-0.02, cfg=GateConfig())  # better than the oracle is fine
+    verdict = gate(weighed(PASS), shortfall=-0.02, cfg=GateConfig())  # better than the oracle is fine
     assert verdict == {"passed": True, "decision": PASS, "exact": False, "reasons": ["because pass"]}
 
 
 def test_a_passing_decision_that_lost_accuracy_is_not_served() -> None:
-    verdict = gate(weighed(PASS), accuracy_drop=0.02, cfg=GateConfig(max_accuracy_drop=0.01))
+    verdict = gate(weighed(PASS), shortfall=0.02, cfg=GateConfig(max_accuracy_drop=0.01))
     assert verdict["passed"] is False
     assert verdict["reasons"][-1] == "test accuracy 2.00 points below the oracle > 1"
 

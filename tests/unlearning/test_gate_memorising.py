@@ -84,13 +84,13 @@ def test_a_noop_is_rejected_with_a_positive_control_that_fired(models: dict[str,
     weighed = judged(models, "source")
     assert weighed["positive_control"]["fires"] is True
     assert weighed["verdict"]["decision"] == FAIL
-    assert gate(weighed, accuracy_drop=0.0, cfg=GateConfig())["passed"] is False
+    assert gate(weighed, shortfall=0.0, cfg=GateConfig())["passed"] is False
 
 
 def test_a_second_seed_oracle_is_accepted(models: dict[str, Confidences]) -> None:
     weighed = judged(models, "second_oracle")
     assert weighed["verdict"]["decision"] == PASS, weighed["verdict"]["reasons"]
-    assert gate(weighed, accuracy_drop=0.0, cfg=GateConfig())["passed"] is True
+    assert gate(weighed, shortfall=0.0, cfg=GateConfig())["passed"] is True
 
 
 @pytest.mark.parametrize("candidate", ["source", "second_oracle"])
@@ -98,5 +98,5 @@ def test_two_records_are_inconclusive_and_left_to_the_exact_method(models: dict[
                                                                    candidate: str) -> None:
     weighed = judged(models, candidate, n=2)
     assert weighed["verdict"]["decision"] == INCONCLUSIVE
-    verdict = gate(weighed, accuracy_drop=0.0, cfg=GateConfig())
+    verdict = gate(weighed, shortfall=0.0, cfg=GateConfig())
     assert verdict["passed"] is False and "exact method takes over" in verdict["reasons"][-1]

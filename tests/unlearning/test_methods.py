@@ -19,7 +19,7 @@ def test_every_configurable_method_has_one_implementation() -> None:
 def test_exact_methods_are_sisa_and_retrain_and_only_sisa_needs_shards() -> None:
     assert {n for n, m in BY_NAME.items() if m.exact} == {"sisa", "retrain"}
     assert {n for n, m in BY_NAME.items() if m.sharded_only} == {"sisa"}
-    assert {n for n, m in BY_NAME.items() if isinstance(m, Approximate)} == {"neggrad-plus", "scrub"}
+    assert {n for n, m in BY_NAME.items() if isinstance(m, Approximate)} == {"neggrad-plus", "npo", "scrub"}
     assert not isinstance(BY_NAME[ORACLE], FromSource)  # the oracle starts from scratch
 
 
