@@ -165,13 +165,15 @@ def server(host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.
 def unlearn(request_id: Annotated[str, typer.Argument(help="deletion request id (see custody deletions)")],
             method: Annotated[str, typer.Option(help="auto | sisa | retrain | neggrad-plus | npo | scrub")] = "auto",
             oracle_seeds: Annotated[int, typer.Option(help="2: a second oracle seed measures the noise floor")] = 1,
+            max_steps: Annotated[int, typer.Option(help="optimizer steps an approximate method may take")] = 40,
             as_json: JsonOpt = False) -> None:
     """Unlearn a deletion request from every model that learned it, judge it against a retrained oracle,
     promote or fall back, and write the deletion certificate."""
     launch = launcher()
     from tasks.unlearning import UnlearnConfig
 
-    result = launch.run_unlearn(request_id, UnlearnConfig(method=method, oracle_seeds=oracle_seeds))
+    result = launch.run_unlearn(request_id, UnlearnConfig(method=method, oracle_seeds=oracle_seeds,
+                                                          max_steps=max_steps))
     emit({"ok": True, **result}, as_json, render.show_unlearn)
 
 

@@ -48,6 +48,7 @@ class UnlearnOptions(Protocol):
     retain_sample: int
     mink_sample: int
     oracle_seeds: int
+    max_steps: int
 
 
 def run_sample(limit: int | None) -> dict[str, Any]:
@@ -142,7 +143,7 @@ def run_purge() -> dict[str, Any]:
 
 def run_unlearn(request_id: str, cfg: UnlearnOptions) -> dict[str, Any]:
     ensure_prefect_api()
-    return unlearn_flow(request_id, cfg.method, cfg.retain_sample, cfg.mink_sample, cfg.oracle_seeds)
+    return unlearn_flow(request_id, cfg.method, cfg.retain_sample, cfg.mink_sample, cfg.oracle_seeds, cfg.max_steps)
 
 
 def run_sweep() -> list[dict[str, Any]]:

@@ -40,7 +40,8 @@ def pipeline_flow(policy: str = "research", score_sources: list[str] | None = No
                   labels: list[str] | None = None, select_sources: list[str] | None = None,
                   exclude: list[str] | None = None, model: str = "minilm", epochs: int = 2,
                   shards: int = 1, scorers: list[str] | None = None, membership_sample: int = 200,
-                  canaries: int = 0, owners: list[str] | None = None, lora_rank: int = 8) -> dict[str, Any]:
+                  canaries: int = 0, owners: list[str] | None = None, lora_rank: int = 8,
+                  batch_size: int = 32) -> dict[str, Any]:
     """The chain with the demo's embedded defaults (a sentiment classifier on Rotten Tomatoes; for a language
     model, on the Health News tweets).
 
@@ -69,7 +70,7 @@ def pipeline_flow(policy: str = "research", score_sources: list[str] | None = No
         sources=tuple(select_sources or (("health_news",) if lm else ("rotten_tomatoes",))),
         exclude=tuple(exclude if exclude is not None else ("poisoning:0.8",) if "poisoning" in scorers else ())))
     trained = train_flow(TrainConfig(dataset=selected["ref"], model=model, epochs=epochs, shards=shards,
-                                     lora_rank=lora_rank))
+                                     lora_rank=lora_rank, batch_size=batch_size))
     evaluated = evaluate_flow(trained["ref"], membership_sample)
     summary = {"ingest": ingested, "validate": validated, "score": {"runs": scored}, "select": selected,
                "train": trained, "evaluate": evaluated}

@@ -39,12 +39,14 @@ def certificate_markdown(store: Store, doc: dict[str, Any]) -> str:
 
 @flow(name="unlearn", log_prints=True)
 def unlearn_flow(request_id: str, method: str = "auto", retain_sample: int = 1000,
-                 mink_sample: int = 500, oracle_seeds: int = 1) -> dict[str, Any]:
+                 mink_sample: int = 500, oracle_seeds: int = 1, max_steps: int = 40) -> dict[str, Any]:
     """Apply the request if still open, unlearn every model that learned its records, certify (``oracle_seeds=2``
-    also retrains the oracle with the next seed to measure the noise floor)."""
+    also retrains the oracle with the next seed to measure the noise floor; ``max_steps`` caps an approximate
+    method's optimizer steps)."""
     store = Store.from_settings()
     doc = unlearn_task(store, request_id, UnlearnConfig(method=method, retain_sample=retain_sample,
-                                                        mink_sample=mink_sample, oracle_seeds=oracle_seeds))
+                                                        mink_sample=mink_sample, oracle_seeds=oracle_seeds,
+                                                        max_steps=max_steps))
     after_certificate(store, doc)  # the public summaries of the versions it produced; the old ones superseded
     create_markdown_artifact(key="deletion-certificate", markdown=certificate_markdown(store, doc),
                              description=f"certificate for {request_id}")

@@ -175,10 +175,20 @@ def markdown(cert: dict[str, Any], plot: str | None) -> str:
                     for k, v in m["metrics"].items()),
                   f"| cost (s) | {_fmt(m['cost']['seconds'])} | {_fmt(m['cost']['oracle_seconds'])} | |",
                   f"| examples processed | {m['cost']['examples_processed']} | "
-                  f"{m['cost']['oracle_examples_processed']} | |", ""]
+                  f"{m['cost']['oracle_examples_processed']} | |", "", *_privleak_lines(m["evidence"])]
     if plot:
         lines += [f"![per-record scores]({plot})", ""]
     return "\n".join(lines)
+
+
+def _privleak_lines(evidence: dict[str, Any]) -> list[str]:
+    """A language model's PrivLeak against the oracle (MUSE), per attack, for the judged model and the source."""
+    if "privleak" not in evidence:
+        return []
+    return ["PrivLeak against the oracle (MUSE; 0 = the oracle's leakage, towards −100 = the forget set leaks, "
+            "positive = over-unlearned), by attack: " + "; ".join(
+                f"{who} " + ", ".join(f"{attack} {_fmt(value)}" for attack, value in sorted(by_attack.items()))
+                for who, by_attack in evidence["privleak"].items()) + ".", ""]
 
 
 def verdict(models: list[dict[str, Any]]) -> dict[str, Any]:

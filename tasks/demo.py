@@ -24,13 +24,15 @@ QUICK_UNLEARN: dict[str, Any] = {"retain_sample": 300, "mink_sample": 100}
 CANARIES, QUICK_CANARIES = 16, 8
 WITHDRAWAL_REASON = "demo: {owner} withdrew consent"
 # `custody demo --lm`: SmolLM2-135M with LoRA learns to continue the Health News tweets of four accounts (one of
-# which then withdraws); 2,000 rows a corpus land, the four accounts hold ~540 of them, 160 go into training.
-# No scorer runs: a random selection needs none
-LM_SAMPLE = 2000
+# which then withdraws); 1,200 rows a corpus land, the four accounts hold ~330 of them, 64 go into training. No
+# scorer runs: a random selection needs none. On 2 CPU cores SmolLM2 trains about 1.5 examples a second and scores
+# about 6 texts a second, so the sets are small and the unlearning takes at most 5 steps
+LM_SAMPLE = 1200
 LM_ACCOUNTS = ["bbchealth", "cnnhealth", "nprhealth", "reuters_health"]
-LM_PIPELINE: dict[str, Any] = {"model": "smollm2", "dataset": "healthtweets", "strategy": "random", "budget": 160,
-                               "epochs": 3, "scorers": [], "owners": LM_ACCOUNTS, "membership_sample": 100}
-LM_UNLEARN: dict[str, Any] = {"retain_sample": 200, "mink_sample": 200}
+LM_PIPELINE: dict[str, Any] = {"model": "smollm2", "dataset": "healthtweets", "strategy": "random", "budget": 64,
+                               "epochs": 3, "batch_size": 8, "scorers": [], "owners": LM_ACCOUNTS,
+                               "membership_sample": 40}
+LM_UNLEARN: dict[str, Any] = {"retain_sample": 40, "mink_sample": 60, "max_steps": 5}
 
 
 @dataclass(frozen=True)

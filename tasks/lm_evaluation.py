@@ -52,12 +52,12 @@ def reference_stats(models: list[Any], tokenizer: Any, texts: list[str], cfg: Tr
 
 
 def verbatim(models: list[Any], tokenizer: Any, forget: Split, cfg: TrainConfig, device: str) -> dict[str, Any]:
-    """MUSE's verbatim memorisation on up to ``VERBATIM_RECORDS`` forget records (the first shard's model when there
-    are several: generation from averaged shards is not one model's behaviour)."""
+    """MUSE's verbatim memorisation on up to ``VERBATIM_RECORDS`` forget records (a SISA model generates from its
+    shards' averaged log-probabilities)."""
     from tasks.training import lm
 
     sample = subsample(forget, VERBATIM_RECORDS, cfg.seed)
-    return lm_metrics.verbatim(lm.continuations(models[0], tokenizer, sample.texts, cfg, device))
+    return lm_metrics.verbatim(lm.shard_continuations(models, tokenizer, sample.texts, cfg, device))
 
 
 def assess_lm(models: list[Any], tokenizer: Any, cfg: TrainConfig, device: str, forget: Split, retain: Split,

@@ -156,3 +156,17 @@ def test_an_adapter_goes_onto_the_base_it_was_saved_with(tmp_path: Path) -> None
                                   lm.record_losses([reseeded], tokenizer, TRAIN, LORA, "cpu"))
     with pytest.raises(Fatal, match="tiny-lm"):
         lm.load_lm(tmp_path, replace(LORA, model="smollm2"), "cpu")
+
+
+def test_shard_continuations_of_one_model_match_generate_and_of_two_copies_too() -> None:
+    import copy
+
+    from tasks.training.lm import continuations, shard_continuations
+
+    cfg = TrainConfig(dataset="t@1", model="tiny-lm", lora_rank=0, epochs=40, lr=1e-2, batch_size=4, max_length=32)
+    texts = ["the film was great and the music was lovely too", "a new study on health care and life"]
+    model, tokenizer, _ = lm.fit_lm(texts, cfg, "cpu")
+    single = continuations(model, tokenizer, texts, cfg, "cpu", prefix_tokens=4, new_tokens=6)
+    assert shard_continuations([model], tokenizer, texts, cfg, "cpu", 4, 6) == single
+    # two identical shards average to the same distribution: the manual greedy loop must reproduce generate
+    assert shard_continuations([model, copy.deepcopy(model)], tokenizer, texts, cfg, "cpu", 4, 6) == single

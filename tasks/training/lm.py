@@ -317,6 +317,36 @@ def continuations(model: Any, tokenizer: Any, texts: list[str], cfg: Any, device
     return out
 
 
+def shard_continuations(models: list[Any], tokenizer: Any, texts: list[str], cfg: Any, device: str,
+                        prefix_tokens: int = 8, new_tokens: int = 16) -> list[tuple[list[int], list[int]]]:
+    """``continuations`` of a SISA model: each next token is the argmax of the shards' averaged log-probabilities
+    (the same aggregation as scoring), greedy, without a key-value cache (short continuations, few shards). One
+    model: ``continuations``."""
+    import torch
+
+    if len(models) == 1:
+        return continuations(models[0], tokenizer, texts, cfg, device, prefix_tokens, new_tokens)
+    encoded = encode(tokenizer, texts, cfg.max_length)
+    out: list[tuple[list[int], list[int]]] = [([], []) for _ in texts]
+    todo = [i for i, ids in enumerate(encoded) if len(ids) > prefix_tokens + 1]
+    for model in models:
+        model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(todo), cfg.batch_size):
+            idx = todo[start:start + cfg.batch_size]
+            caps = [min(new_tokens, len(encoded[i]) - prefix_tokens) for i in idx]
+            seq = torch.tensor([encoded[i][:prefix_tokens] for i in idx], device=device)
+            for _ in range(max(caps)):
+                logp = torch.stack([torch.log_softmax(m(input_ids=seq).logits[:, -1].float(), -1) for m in models])
+                seq = torch.cat([seq, logp.mean(0).argmax(-1, keepdim=True)], dim=1)
+            for row, (i, cap) in enumerate(zip(idx, caps, strict=True)):
+                gen = seq[row, prefix_tokens:prefix_tokens + cap].tolist()
+                if tokenizer.eos_token_id in gen:
+                    gen = gen[:gen.index(tokenizer.eos_token_id) + 1]
+                out[i] = (gen, encoded[i][prefix_tokens:prefix_tokens + cap])
+    return out
+
+
 def save_lm(model: Any, tokenizer: Any, root: Path) -> None:
     """Safetensors under ``root``: a LoRA model's adapter only (its base is rebuilt on load), or the whole fine-tuned
     model; the tokenizer in ``root/tokenizer``; and ``lm.json`` naming the base model, its seed and the kind."""

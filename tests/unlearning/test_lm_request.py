@@ -119,6 +119,8 @@ def test_npo_unlearns_an_account_and_the_certificate_carries_language_model_evid
     # NPO pushed the account's posts away: their perplexity rose above the source's
     assert metrics["forget_perplexity"]["unlearned"] > metrics["forget_perplexity"]["source"]
     assert set(plain["evidence"]["privleak"]["candidate"]) >= {"min_k", "min_k_plus_plus", "loss"}
+    markdown = store.read_bytes(layout.deletion_report(request["request_id"], "certificate.md")).decode()
+    assert "PrivLeak against the oracle" in markdown and "| test_perplexity |" in markdown
 
 
 def test_sisa_retrains_only_the_shard_adapter_that_held_the_account(lm: tuple) -> None:

@@ -109,12 +109,13 @@ def test_a_rejected_approximate_candidate_falls_back_to_the_retrain(plain: tuple
     assert len(versions()) == registered  # a certified request is returned as it is
 
 
-def test_a_candidate_within_the_gate_is_served_without_fallback(plain: tuple) -> None:
+@pytest.mark.parametrize("method", ["neggrad-plus", "npo"])
+def test_a_candidate_within_the_gate_is_served_without_fallback(plain: tuple, method: str) -> None:
     store, setup = plain
     request = requests.submit(store, "owner", [OWNER], "consent withdrawn")
-    doc = unlearn_request(store, request["request_id"], UnlearnConfig(method="neggrad-plus", gate=ALWAYS, **FAST))
+    doc = unlearn_request(store, request["request_id"], UnlearnConfig(method=method, gate=ALWAYS, **FAST))
     model = only_unlearned(doc)
-    assert (model["final_method"], model["fell_back"]) == ("neggrad-plus", False)
+    assert (model["final_method"], model["fell_back"]) == (method, False)
     result = store.read_json(layout.model_result(request["request_id"], setup["model"]))
     assert result["promoted"] is True and result["final"] != result["oracle"]
     assert registry.tags(result["oracle"])[registry.ROLE_TAG] == registry.ORACLE
