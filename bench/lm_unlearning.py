@@ -2,7 +2,7 @@
 
 The platform's causal-LM path, called directly (no store, no MLflow), on the Health News tweets
 (``tasks.sample.health_news_frame``, duplicate texts dropped): ``--accounts`` (5 by default), each with ``--train``
-(24) training tweets and ``--heldout`` (12) held-out tweets drawn with ``--seed``. The model is
+(16) training tweets and ``--heldout`` (8) held-out tweets drawn with ``--seed``. The model is
 ``TrainConfig(model="smollm2", lora_rank=8, epochs=3, batch_size=8, lr=2e-3, max_length=64)``; ``--model tiny-lm``
 (full fine-tuning of a 2-layer Llama) is the smoke run.
 
@@ -33,7 +33,7 @@ Writes the JSON (config, sizes, machine, throughput, per-step per-model figures,
 derived from the numbers) after every step, and a 2x2 plot over the steps beside it. Run from the repository root
 (``CUSTODY_HOME`` defaults to ``.custody``, where the SmolLM2 checkpoint is cached)::
 
-    .venv/bin/python bench/lm_unlearning.py                         # SmolLM2, ~30 min on 2 cores -> results/
+    .venv/bin/python bench/lm_unlearning.py --threads 1             # SmolLM2, ~45 min on 2 shared cores -> results/
     .venv/bin/python bench/lm_unlearning.py --model tiny-lm --quick # ~1 min smoke run -> /tmp
 """
 
@@ -428,12 +428,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--model", default="smollm2", choices=["smollm2", "tiny-lm"])
     ap.add_argument("--lora-rank", type=int, default=None, help="default 8 for smollm2, 0 for tiny-lm")
     ap.add_argument("--accounts", nargs="+", default=list(ACCOUNTS))
-    ap.add_argument("--train", type=int, default=24, help="training tweets per account")
-    ap.add_argument("--heldout", type=int, default=12, help="held-out tweets per account")
+    ap.add_argument("--train", type=int, default=16, help="training tweets per account")
+    ap.add_argument("--heldout", type=int, default=8, help="held-out tweets per account")
     ap.add_argument("--deletions", type=int, default=3, help="accounts deleted in turn, the first ones listed")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--max-steps", type=int, default=10, help="UnlearnConfig.max_steps of npo and graddiff")
-    ap.add_argument("--retain-sample", type=int, default=24, help="remaining train tweets assessed as retain")
+    ap.add_argument("--retain-sample", type=int, default=16, help="remaining train tweets assessed as retain")
     ap.add_argument("--sisa-shards", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = the settings' resolved_torch_threads")

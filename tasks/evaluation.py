@@ -23,6 +23,7 @@ import numpy as np
 
 from tasks import model_registry as registry
 from tasks.config import get_settings
+from tasks.membership import membership_auc, tpr_at_fpr
 from tasks.storage import Store
 from tasks.training import (
     Split,
@@ -43,25 +44,6 @@ def logit_confidence(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
     a confident prediction is not flattened at 1."""
     p = np.clip(np.asarray(probs, float)[np.arange(len(y)), np.asarray(y, int)], 1e-6, 1 - 1e-6)
     return np.log(p) - np.log1p(-p)
-
-
-def membership_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
-    """ROC AUC of telling members from non-members by score (higher = more likely a member): P(member score >
-    non-member score), ties counting half (Mann–Whitney), by sorting once (the evidence bootstraps it 1,000 times)."""
-    if len(member_scores) == 0 or len(nonmember_scores) == 0:
-        return float("nan")
-    ranked = np.sort(nonmember_scores)
-    below = np.searchsorted(ranked, member_scores, "left")
-    ties = np.searchsorted(ranked, member_scores, "right") - below
-    return float(np.mean((below + 0.5 * ties) / len(nonmember_scores)))
-
-
-def tpr_at_fpr(member_scores: np.ndarray, nonmember_scores: np.ndarray, fpr: float = 0.01) -> float:
-    """True-positive rate at the threshold that flags ``fpr`` of the non-members (the low-FPR regime)."""
-    if len(member_scores) == 0 or len(nonmember_scores) == 0:
-        return float("nan")
-    threshold = np.quantile(nonmember_scores, 1 - fpr, method="higher")
-    return float(np.mean(member_scores > threshold))
 
 
 def neighbours(text: str, n: int, drop: float, rng: np.random.Generator) -> list[str]:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from tasks import lm_metrics
-from tasks.evaluation import membership_auc, tpr_at_fpr
+from tasks.membership import membership_auc, tpr_at_fpr
 from tasks.training import Split, TrainConfig, subsample
 from tasks.training.loop import lm_metrics as utility
 

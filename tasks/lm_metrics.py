@@ -19,7 +19,7 @@ The membership attacks score one text each, from the log-probability the model g
   model), so texts that are simply easy are not mistaken for members.
 
 ``membership_scores`` orients every attack so that a higher score means more member-like, the convention of
-``tasks.evaluation.membership_auc``. The statistics come from ``tasks.training.lm`` (its ``TokenStats``); anything
+``tasks.membership.membership_auc``. The statistics come from ``tasks.training.lm`` (its ``TokenStats``); anything
 with the same three array attributes will do.
 """
 
@@ -217,7 +217,7 @@ def privleak(auc_model: float, auc_oracle: float) -> float:
     """MUSE's PrivLeak: ``(AUC_model - AUC_retrain) / AUC_retrain * 100``, in MUSE's own AUC orientation, so the
     figure is comparable with the paper's tables.
 
-    Both arguments are this project's AUCs, ``tasks.evaluation.membership_auc`` of forget (as members) against
+    Both arguments are this project's AUCs, ``tasks.membership.membership_auc`` of forget (as members) against
     holdout records, higher score = more member-like: 1 when the forget set is recognisable. MUSE's code instead
     takes *holdout* as the positive class of the same scores (its ``forget_holdout_Min-40%`` key; ``sweep`` in its
     ``privleak`` metric), so its AUC is ``1 - ours`` and a memorising model scores near 0. This function converts,

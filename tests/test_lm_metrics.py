@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from tasks.evaluation import membership_auc
 from tasks.lm_metrics import (
     STD_FLOOR,
     membership_scores,
@@ -23,6 +22,7 @@ from tasks.lm_metrics import (
     verbatim,
     zlib_ratio,
 )
+from tasks.membership import membership_auc
 
 
 @dataclass

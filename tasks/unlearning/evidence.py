@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.evaluation import membership_auc
+from tasks.membership import membership_auc
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 FPRS = (0.01, 0.001)
