@@ -82,3 +82,18 @@ def test_missing_or_corrupt_manifest_is_a_clear_error(prefect_api, store, datase
     store.write_bytes(f"datasets/sent/{dataset['version']}/manifest.parquet", b"garbage")
     with pytest.raises(Fatal, match="missing or corrupt"):
         run_train(_cfg(dataset["ref"]))
+
+
+def test_a_language_model_trains_on_the_same_dataset_through_the_flow_and_says_so(prefect_api, store,
+                                                                                    dataset) -> None:
+    result = run_train(TrainConfig(dataset=dataset["ref"], model="tiny-lm", lora_rank=0, epochs=2, batch_size=16))
+    assert result["ref"] == "sent-lm@1" and result["metrics"]["test_perplexity"] > 1
+    assert "test_accuracy" not in result["metrics"]  # a language model ignores the labels
+    client = MlflowClient(tracking_uri=get_settings().mlflow_tracking_uri)
+    run = client.get_run(result["run_id"])
+    assert run.data.params["task"] == "lm" and run.data.params["model"] == "tiny-lm"
+    card = client.get_model_version("sent-lm", "1").description
+    assert "causal language modelling" in card
+    assert len(client.get_metric_history(result["run_id"], "epoch_val_perplexity")) == 2
+    lineage.build_index(store, get_settings().mlflow_tracking_uri)
+    assert lineage.query(store, model="sent-lm@1")["records"] == dataset["records"]
