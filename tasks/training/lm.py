@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from tasks.batching import length_batches
+from tasks.training.epochs import OnEpoch, run_epochs
 from tasks.training.lm_weights import LM_MODELS, build_lm, load_lm, save_lm, smollm2_dir
 
 __all__ = ["LM_MODELS", "TokenStats", "batch_loss", "build_lm", "continuations", "encode", "fit_lm",
@@ -25,7 +27,6 @@ __all__ = ["LM_MODELS", "TokenStats", "batch_loss", "build_lm", "continuations",
 
 log = logging.getLogger(__name__)
 
-OnEpoch = Callable[[int, Any, Any, float], None]
 
 
 def encode(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
@@ -86,6 +87,10 @@ def _batches(encoded: list[list[int]], batch_size: int, max_length: int) -> list
     return list(length_batches([len(e) for e in encoded], batch_size * max_length, batch_size))
 
 
+def _group_loss(model: Any, tokenizer: Any, ids: list[list[int]], device: str) -> Any:
+    return batch_loss(model, padded(tokenizer, ids, device))
+
+
 def fit_lm(texts: list[str], cfg: Any, device: str, on_epoch: OnEpoch | None = None) -> tuple[Any, Any, int]:
     """Fine-tune ``cfg.model`` on ``texts`` (next-token loss; texts cut at the length fitted to them).
 
@@ -98,29 +103,17 @@ def fit_lm(texts: list[str], cfg: Any, device: str, on_epoch: OnEpoch | None = N
     Returns:
         The model, its tokenizer and the number of examples processed (texts x epochs).
     """
-    import torch
-
     tokenizer, model = build_lm(cfg, device)
     max_length = fitted_max_length(tokenizer, texts, cfg.max_length)
     encoded = encode(tokenizer, texts, max_length)
     groups = _batches(encoded, cfg.batch_size, max_length)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
-    seen = 0
-    for epoch in range(cfg.epochs):
-        model.train()
+
+    def batches() -> list[tuple[list[int], Callable[[], Any]]]:
         rng.shuffle(groups)
-        total, count = 0.0, 0
-        for idx in groups:
-            loss = batch_loss(model, padded(tokenizer, [encoded[i] for i in idx], device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        seen += count
-        if on_epoch:
-            on_epoch(epoch, model, tokenizer, total / max(1, count))
+        return [(idx, partial(_group_loss, model, tokenizer, [encoded[i] for i in idx], device)) for idx in groups]
+
+    seen = run_epochs(model, tokenizer, cfg.lr, cfg.epochs, batches, on_epoch)
     return model, tokenizer, seen
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from tasks.batching import length_batches
 from tasks.errors import Fatal
 from tasks.training.data import Split, TrainConfig, subsample
+from tasks.training.epochs import run_epochs
 
 CURVE_RECORDS = 500  # validation records behind the per-epoch learning curves
 LogMetrics = Callable[[int, dict[str, float]], None]
@@ -78,30 +80,27 @@ def predict_proba(models: list[Any], tokenizer: Any, texts: list[str], cfg: Trai
     return out / len(models)
 
 
+def _batch_loss(model: Any, batch: Any, labels: Any, device: str) -> Any:
+    import torch
+
+    logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+    return torch.nn.functional.cross_entropy(logits, labels.to(device))
+
+
 def fit_one(texts: list[str], y: np.ndarray, cfg: TrainConfig, n_labels: int, device: str,
             on_epoch: Any = None) -> tuple[Any, Any, int]:
     """Train one model; returns it, its tokenizer and the number of examples processed."""
     import torch
 
     tokenizer, model = build_model(cfg, n_labels, device)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
     labels = torch.tensor(y)
-    seen = 0
-    for epoch in range(cfg.epochs):
-        model.train()
-        total, count = 0.0, 0
-        for idx, batch in _batches(tokenizer, texts, cfg, rng):
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            loss = torch.nn.functional.cross_entropy(logits, labels[idx].to(device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        seen += count
-        if on_epoch:
-            on_epoch(epoch, model, tokenizer, total / max(1, count))
+
+    def batches() -> list[tuple[list[int], Callable[[], Any]]]:
+        return [(idx, partial(_batch_loss, model, batch, labels[idx], device))
+                for idx, batch in _batches(tokenizer, texts, cfg, rng)]
+
+    seen = run_epochs(model, tokenizer, cfg.lr, cfg.epochs, batches, on_epoch)
     return model, tokenizer, seen
 
 
