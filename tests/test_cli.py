@@ -289,6 +289,19 @@ def test_the_quick_demo_is_smaller_and_the_full_one_uses_defaults() -> None:
     assert demo.QUICK_PIPELINE["epochs"] == 3
 
 
+def test_the_language_model_demo_trains_smollm2_on_a_few_accounts_without_canaries() -> None:
+    from flows.launch import run_demo
+    from tasks.errors import Fatal
+    from tasks.training import TrainConfig
+
+    plan = demo.demo_plan(False, lm=True)
+    assert plan.pipeline["model"] == "smollm2" and plan.pipeline["owners"] == demo.LM_ACCOUNTS
+    assert TrainConfig(dataset="d@1", model=plan.pipeline["model"]).task == "lm"
+    assert (plan.canaries, plan.drill, plan.pipeline["scorers"]) == (0, False, [])
+    with pytest.raises(Fatal, match="--lm"):
+        run_demo(True, print, lm=True)  # --quick --lm: refused before anything runs
+
+
 def test_the_demo_deletes_an_owner_of_about_one_percent_of_training(store: Store) -> None:
     from tasks.selection import load_manifest
     from tests.helpers import reviews_store
