@@ -169,6 +169,9 @@ def show_verification(r: Result) -> None:
     if r["leftovers"]:  # locations hold brackets ("text[row 3]") that rich would take for markup
         out.print(table_of([{k: escape(str(v)) for k, v in h.items()} for h in r["leftovers"]],
                            "Leftovers (fingerprint index, never text)"))
+    if quoted := r.get("quoted_by_live_records", {}).get("hits"):
+        out.print(f"{quoted} hit(s) are quotes inside other contributors' live records (kept: not copies): "
+                  f"{', '.join(r['quoted_by_live_records']['record_ids'][:10])}")
     verdict = "[green]clean[/green]" if r["clean"] else f"[red]{r['hits']} leftover(s)[/red]"
     out.print(f"{verdict}: {r['scanned']['strings']} strings, {r['scanned']['bytes']} bytes in {r['seconds']} s; "
               f"not scanned: {r['not_scanned'] or 'nothing'}" + ("" if r["complete"] else " (scan incomplete)"))
@@ -206,7 +209,8 @@ def show_demo(r: Result) -> None:
     out.print(f"verdict: {u['certificate'].get('verdict', '')}")
     v = r["verification"]
     out.print(f"verify-deletion: {'[green]clean[/green]' if v['clean'] else '[red]leftovers found[/red]'} "
-              f"({v['scanned']['strings']:,} strings in {v['scanned']['places']} places scanned, {v['hits']} hits)")
+              f"({v['scanned']['strings']:,} strings in {v['scanned']['places']} places scanned, {v['hits']} hits; "
+              f"{v.get('quoted_by_live_records', {}).get('hits', 0)} quotes inside other contributors' live records)")
     show_status(r["status"])
     settings = get_settings()
     out.print(f"\n[bold]Certificate[/bold]: {u['certificate']['markdown']}\n"

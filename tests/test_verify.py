@@ -30,6 +30,7 @@ from tasks.deletion.scan_files import file_strings
 from tasks.deletion.verify import VERIFICATION_FILE, Matcher, latest_verification, verify_deletion
 from tasks.errors import Fatal
 from tasks.fingerprints import char_shingles, salted_hashes
+from tasks.ids import content_hash, normalize_text
 from tasks.storage import Store
 
 DELETED = ["The cinematography is gorgeous but the plot wanders aimlessly for two long hours before it ends",
@@ -51,7 +52,8 @@ def deleted(store: Store, custody_env: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("PREFECT_HOME", str(custody_env / "prefect"))
     doc = requests.submit(store, "owner", ["owner-7"], "withdrawn")
     write_fingerprints(store, doc["request_id"], DELETED)
-    table = pa.table({"record_id": ["r1", "r2"], "text": OTHERS, "source": ["rt", "rt"]})
+    table = pa.table({"record_id": ["r1", "r2"], "text": OTHERS, "source": ["rt", "rt"],
+                      "content_hash": [content_hash(normalize_text(t)) for t in OTHERS]})
     store.write_parquet("records/source=rt/part-a.parquet", table)
     store.write_bytes("raw/rt/a.jsonl.gz", gzip.compress(
         "\n".join(json.dumps({"id": i, "text": t}) for i, t in enumerate(OTHERS)).encode()))
@@ -168,6 +170,35 @@ def test_a_leftover_in_mlflow_params_and_artifacts_is_found(store: Store, delete
     assert ("mlflow_db", f"params.value[example,{run.info.run_id}]") in where, where
     assert any(place == "mlflow_artifacts" and location.endswith("card/model_card.md") for place, location in where)
     assert not any(location.endswith("other.txt") for _, location in where)
+
+
+QUOTING = (f"My favourite review of last year said it best: '{DELETED[0]}'. I disagree with every word of that; "
+           "the plot is tight, the pacing brisk, and the two hours fly by with a score I still hum at work today.")
+
+
+def test_a_quote_is_told_from_a_copy_by_how_much_else_the_string_holds(store: Store) -> None:
+    write_fingerprints(store, "del-quote", DELETED)
+    matcher = Matcher(read_fingerprints(store, "del-quote"), store_salt(store))
+    assert [how for _, _, how in matcher.match(EDITED)] == ["contained"]
+    assert [(i, how) for i, _, how in matcher.match(QUOTING)] == [(0, "quoted")]
+
+
+@pytest.mark.parametrize("also_in_report", [False, True])
+def test_a_live_record_quoting_a_deleted_text_is_reported_apart_and_a_report_quoting_it_is_a_leftover(
+        store: Store, deleted: str, also_in_report: bool) -> None:
+    store.write_parquet("records/source=rt/part-q.parquet", pa.table({
+        "record_id": ["r9"], "text": [QUOTING], "source": ["rt"], "content_hash": [content_hash(QUOTING)]}))
+    store.write_bytes("raw/rt/q.jsonl", json.dumps({"id": 9, "text": QUOTING}).encode() + b"\n")
+    if also_in_report:
+        store.write_json("reports/scoring/run1/quote.json", {"markdown": f"| r9 | {QUOTING} |"})
+    report = verify_deletion(store, get_settings(), deleted)
+    assert report["quoted_by_live_records"] == {"hits": 2, "record_ids": ["r9"]}
+    assert {(q["location"], q["record_id"]) for q in report["quotes"]} == {
+        ("records/source=rt/part-q.parquet", "r9"), ("raw/rt/q.jsonl", "r9")}
+    assert report["clean"] is not also_in_report
+    assert _where(report) == ({("store", "reports/scoring/run1/quote.json")} if also_in_report else set())
+    store.delete("records/source=rt/part-q.parquet")  # the quoting record itself deleted: its raw line is left
+    assert _where(verify_deletion(store, get_settings(), deleted)) >= {("store", "raw/rt/q.jsonl")}
 
 
 def test_the_requests_own_vault_is_an_expected_holder_until_certification(store: Store, deleted: str) -> None:

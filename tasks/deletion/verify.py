@@ -9,6 +9,14 @@ inverted index from shingle hash to text makes one pass per string cost its own 
 deleted texts. Texts of fewer than ``MIN_CONTAINED_SHINGLES`` shingles (about 20 characters) are found only as
 whole strings: inside longer text they would match common phrases.
 
+A contained hit inside a string that is mostly other text (character-shingle Jaccard with the deleted text below
+the copy threshold the resolver deletes by, ``tasks.dedup.copies.CopyConfig.threshold``) is a *quote*. A quote in
+a log, a report or an artifact is a leftover like any other; a quote that is the whole text of a live record (the
+same content hash as a record in ``records/`` that no tombstone covers) is another contributor's own text that
+quotes a deleted phrase, which the resolution kept on purpose (following quotes would let one request delete
+everybody's reviews that cite a common line). Those are reported apart, by record id, and do not make the
+verification unclean; every other copy of them (raw line, staging) is reported with them.
+
 Places (``tasks.deletion.scan_sources``): the store, CUSTODY_HOME/logs and Prefect's local result storage, the
 Prefect database and the MLflow database (read directly, never through a server), MLflow's API when it is a
 server, and MLflow's artifacts. The result goes to ``reports/deletions/<id>/verification.json`` and into the
@@ -30,14 +38,18 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks import layout
 from tasks.config import Settings
+from tasks.dedup.copies import DEFAULT as COPIES
 from tasks.deletion import requests
 from tasks.deletion import scan_sources as sources
 from tasks.deletion.fingerprints import read_fingerprints, store_salt
 from tasks.deletion.scan_files import Skipped
 from tasks.fingerprints import SHINGLE_CHARS, char_shingles, match_form
+from tasks.ids import content_hash, normalize_text
+from tasks.passed import live_records, partitions
 from tasks.storage import Store
 
 log = logging.getLogger(__name__)
@@ -51,8 +63,8 @@ CERT_FILE = "certificate.json"  # tasks.certificate.CERT_JSON (imported there, s
 
 class Matcher:
     """The deleted texts' fingerprints, indexed: ``match(text)`` gives ``(index, score, how)`` per deleted text the
-    string holds (``how``: ``exact`` or ``contained``). Short strings repeat (states, names, keys), so their
-    answers are kept (up to ``CACHED`` of them)."""
+    string holds (``how``: ``exact``, ``contained`` for a near copy, ``quoted`` inside mostly other text). Short
+    strings repeat (states, names, keys), so their answers are kept (up to ``CACHED`` of them)."""
 
     def __init__(self, fingerprints: pa.Table, salt: bytes, threshold: float = THRESHOLD) -> None:
         self.threshold = threshold
@@ -88,15 +100,16 @@ class Matcher:
         if whole is not None:
             hits[whole] = (1.0, "exact")
         if len(form) - SHINGLE_CHARS + 1 >= self.threshold * MIN_CONTAINED_SHINGLES:  # else too short to hold one
-            for i, score in self._contained(np.unique(self.hashes(char_shingles(form)))):
-                hits.setdefault(i, (score, "contained"))
+            for i, score, how in self._contained(np.unique(self.hashes(char_shingles(form)))):
+                hits.setdefault(i, (score, how))
         found = [(i, round(s, 4), how) for i, (s, how) in sorted(hits.items())]
         if len(form) <= CACHED_CHARS and len(self._cache) < CACHED:
             self._cache[form] = found
         return found
 
-    def _contained(self, blob: np.ndarray) -> Iterator[tuple[int, float]]:
-        """Deleted texts whose shingles occur in ``blob`` (sorted distinct hashes) at ``threshold`` or more."""
+    def _contained(self, blob: np.ndarray) -> Iterator[tuple[int, float, str]]:
+        """Deleted texts whose shingles occur in ``blob`` (sorted distinct hashes) at ``threshold`` or more, and
+        whether ``blob`` is a copy of the text or quotes it (Jaccard of the two shingle sets)."""
         left = np.searchsorted(self.index_hashes, blob, "left")
         counts = np.searchsorted(self.index_hashes, blob, "right") - left
         present = counts > 0
@@ -107,7 +120,8 @@ class Matcher:
         shared = np.bincount(self.index_owners[positions], minlength=self.n)
         score = shared / np.maximum(self.sizes, 1)
         for i in np.flatnonzero((score >= self.threshold) & (self.sizes >= MIN_CONTAINED_SHINGLES)):
-            yield int(i), float(score[i])
+            similarity = shared[i] / (self.sizes[i] + blob.size - shared[i])
+            yield int(i), float(score[i]), "contained" if similarity >= COPIES.threshold else "quoted"
 
 
 @dataclass
@@ -154,7 +168,8 @@ def scan_place(place: str, start: Callable[[], Iterator[sources.Found]], matcher
             tally.blobs, tally.bytes = tally.blobs + 1, tally.bytes + found.nbytes
             for index, score, how in matcher.match(found.item.text):
                 tally.hits.append({"place": place, "location": found.location, "detail": found.item.where,
-                                   "fingerprint": index, "score": score, "match": how})
+                                   "fingerprint": index, "score": score, "match": how} | (
+                    {"quoted_by": content_hash(normalize_text(found.item.text))} if how == "quoted" else {}))
     except Absent as exc:
         tally.note = f"absent: {exc}"
     except Exception as exc:  # an unreachable place is reported as such, not as clean
@@ -209,6 +224,28 @@ def expected(hit: dict[str, Any], request_id: str) -> bool:
     return hit["place"] == "store" and hit["location"] == layout.vault(request_id)
 
 
+def live_quoters(store: Store, hashes: set[str]) -> dict[str, str]:
+    """Of these content hashes, those of live records (in ``records/``, not tombstoned): hash -> record id."""
+    if not hashes:
+        return {}
+    wanted, found = pa.array(sorted(hashes), pa.string()), {}
+    for part in partitions(store):
+        rows = live_records(store, part, ["record_id", "content_hash"])
+        rows = rows.filter(pc.is_in(rows.column("content_hash"), value_set=wanted))
+        found.update(zip(rows.column("content_hash").to_pylist(), rows.column("record_id").to_pylist(), strict=True))
+    return found
+
+
+def _split_quotes(store: Store, hits: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(leftovers, quotes)``: quotes are hits inside the text of a live record (named by ``record_id``)."""
+    quoters = live_quoters(store, {h["quoted_by"] for h in hits if "quoted_by" in h})
+    leftovers, quotes = [], []
+    for hit in hits:
+        record = quoters.get(hit.pop("quoted_by", None))
+        (quotes if record else leftovers).append(hit | ({"record_id": record} if record else {}))
+    return leftovers, quotes
+
+
 def verify_deletion(store: Store, settings: Settings, request_id: str,
                     threshold: float = THRESHOLD) -> dict[str, Any]:
     """Scan every place for ``request_id``'s deleted texts; write and return the verification report.
@@ -222,17 +259,19 @@ def verify_deletion(store: Store, settings: Settings, request_id: str,
     started = dt.datetime.now(dt.UTC)
     tallies = [scan_place(name, start, matcher) for name, start in places(store, settings, request_id).items()]
     hits = [h for t in tallies for h in t.hits]
-    leftovers = [h for h in hits if not expected(h, request_id)]
+    leftovers, quotes = _split_quotes(store, [h for h in hits if not expected(h, request_id)])
     deleted = len((doc.get("resolved") or {}).get("record_ids", []))  # nothing deleted: nothing can be left
     report = {"request_id": request_id, "status": doc["status"], "verified_at": started.isoformat(),
               "seconds": round(sum(t.seconds for t in tallies), 3), "fingerprints": matcher.n,
               "threshold": threshold, "clean": not leftovers and (matcher.n > 0 or not deleted),
               "complete": not any(t.incomplete for t in tallies), "hits": len(leftovers),
-              "expected_hits": len(hits) - len(leftovers),
+              "expected_hits": len(hits) - len(leftovers) - len(quotes), "quoted_by_live_records": {
+                  "hits": len(quotes), "record_ids": sorted({h["record_id"] for h in quotes})[:MAX_LISTED_HITS]},
               "scanned": {"places": len(tallies), "locations": sum(t.locations for t in tallies),
                           "strings": sum(t.blobs for t in tallies), "bytes": sum(t.bytes for t in tallies)},
               "not_scanned": dict(sum((t.skipped for t in tallies), Counter())),
-              "places": [t.summary() for t in tallies], "leftovers": leftovers[:MAX_LISTED_HITS]}
+              "places": [t.summary() for t in tallies], "leftovers": leftovers[:MAX_LISTED_HITS],
+              "quotes": quotes[:MAX_LISTED_HITS]}
     if deleted and not matcher.n:
         report["note"] = f"{deleted} records deleted but no fingerprints kept: nothing to look for, not clean"
     store.write_json(layout.deletion_report(request_id, VERIFICATION_FILE), report)
@@ -243,7 +282,7 @@ def verify_deletion(store: Store, settings: Settings, request_id: str,
 def certificate_field(report: dict[str, Any]) -> dict[str, Any]:
     """The certificate's ``verification`` entry: the verdict and its size, never the hits' places."""
     return {k: report[k] for k in ("clean", "complete", "hits", "scanned", "not_scanned", "fingerprints",
-                                   "verified_at")}
+                                   "verified_at", "quoted_by_live_records") if k in report}
 
 
 def latest_verification(store: Store, request_id: str) -> dict[str, Any] | None:
