@@ -77,12 +77,13 @@ _POLY = np.uint64(0x100000001B3)  # FNV-64 prime: an odd multiplier for the roll
 
 
 def _fmix64(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 64-bit finalizer (uint64 wraps): spreads the polynomial's low-entropy bits over all 64."""
-    h = h ^ (h >> np.uint64(33))
-    h = h * np.uint64(0xFF51AFD7ED558CCD)
-    h = h ^ (h >> np.uint64(33))
-    h = h * np.uint64(0xC4CEB9FE1A85EC53)
-    return h ^ (h >> np.uint64(33))
+    """MurmurHash3's 64-bit finalizer (uint64 wraps): spreads the polynomial's low-entropy bits over all 64.
+    In place (no temporaries the size of ``h``): ``h`` is overwritten and returned."""
+    for multiplier in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53):
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(multiplier)
+    h ^= h >> np.uint64(33)
+    return h
 
 
 def ngram_hashes(texts: list[str], n: int = SHINGLE_CHARS) -> tuple[np.ndarray, np.ndarray]:
@@ -100,15 +101,18 @@ def ngram_hashes(texts: list[str], n: int = SHINGLE_CHARS) -> tuple[np.ndarray, 
     forms = [match_form(t) for t in texts]
     lengths = np.fromiter((len(f) for f in forms), dtype=np.int64, count=len(forms))
     pad = "\0" * n  # match forms hold no NUL; each form is followed by n of them so no window spans two texts
-    points = np.frombuffer(("".join(f + pad for f in forms)).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    points = np.frombuffer(pad.join(forms).encode("utf-32-le") + pad.encode("utf-32-le"), dtype=np.uint32)
     every = np.zeros(max(len(points) - n + 1, 0), dtype=np.uint64)  # the hash of the window at every position
-    for k in range(n):
-        every = every * _POLY + points[k:k + len(every)]
+    for k in range(n):  # in place: a 16 MB file of text makes these arrays 128 MB each
+        every *= _POLY
+        every += points[k:k + len(every)]
     windows = np.where(lengths > n, lengths - n + 1, (lengths > 0).astype(np.int64))
     owner = np.repeat(np.arange(len(forms)), windows)
     first_window = np.cumsum(windows) - windows
     text_start = np.cumsum(lengths + n) - (lengths + n)
-    return _fmix64(every[text_start[owner] + np.arange(len(owner)) - first_window[owner]]), owner
+    positions = np.arange(len(owner))
+    positions += (text_start - first_window)[owner]
+    return _fmix64(every[positions]), owner
 
 
 def distinct_sets(hashes: np.ndarray, owner: np.ndarray, n_texts: int) -> list[np.ndarray]:

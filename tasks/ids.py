@@ -16,6 +16,8 @@ _NEWLINES = re.compile(r"\s*\n\s*(\n\s*)+")  # blank-line runs
 
 def normalize_text(text: str) -> str:
     """Unicode NFC, CRLF to LF, runs of spaces/tabs to one space, blank-line runs to one blank line, stripped."""
+    if text.isascii() and text.isprintable():  # most rows: NFC leaves ASCII alone, and its only whitespace is " "
+        return " ".join(text.split())
     text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
     text = _SPACES.sub(" ", text)
     text = _NEWLINES.sub("\n\n", text)

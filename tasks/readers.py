@@ -15,6 +15,7 @@ import csv
 import gzip
 import io
 import json
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
@@ -34,6 +35,7 @@ CHUNK = 1 << 20  # bytes decompressed per step: the most a capped gunzip holds b
 # applies per row after parsing, and the whole text is already bounded by the decompression cap, so the module's
 # limit is lifted (2**31 - 1: the largest value every platform's C long accepts).
 csv.field_size_limit(2**31 - 1)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # JSON's only way to a lone surrogate: \uD800-\uDFFF
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,18 @@ def parse_json(text: str, limits: ReadLimits, max_field_bytes: int) -> Any:
         raise RowError("too_deep", f"nested deeper than {limits.max_depth} levels") from None
     except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
         raise RowError("number_too_large", "an integer has more digits than can be converted") from None
-    check_value(value, limits, max_field_bytes)
+    if not _within_limits_by_length(text, limits, max_field_bytes):
+        check_value(value, limits, max_field_bytes)
     return value
+
+
+def _within_limits_by_length(text: str, limits: ReadLimits, max_field_bytes: int) -> bool:
+    """Whether the JSON source alone shows its value within ``check_value``'s limits, so the walk can be skipped
+    (most rows of a real file; ingest pays the walk per row otherwise): no string of it can be longer than the
+    source (escapes only shrink), no nesting deeper than its count of brackets, and no lone surrogate without a
+    ``\\uD8..``-``\\uDF..`` escape (decoded UTF-8 never holds one)."""
+    return (utf8_size(text) <= max_field_bytes and text.count("{") + text.count("[") <= limits.max_depth
+            and _SURROGATE_ESCAPE.search(text) is None)
 
 
 def _decompress(data: bytes, gz: bool, limits: ReadLimits) -> bytes | bytearray:

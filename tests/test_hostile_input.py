@@ -81,6 +81,35 @@ def test_hostile_jsonl_lines_are_rows_with_reasons(store: Store) -> None:
     assert _reasons(store) == {f"a.jsonl#L{n}": [why] for n, why in enumerate(HOSTILE_LINES.values(), start=2)}
 
 
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers()
+    | st.text(alphabet=st.sampled_from("ab\u00e9[{\\\ud800\udfff"), max_size=8)
+    | st.sampled_from(["\ud83d\ude00", "x" * 1200]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=80)
+
+
+@given(JSON_VALUES, st.booleans())
+@settings(FAST, max_examples=1500)
+def test_skipping_the_walk_for_short_shallow_lines_never_changes_a_verdict(value: Any, ascii_only: bool) -> None:
+    """``parse_json`` skips ``check_value`` when the line alone shows the value within limits: same answer."""
+    from tasks.readers import RowError, check_value, parse_json
+
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    if not ascii_only and any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        return  # a raw surrogate cannot reach the reader: the line would not decode from UTF-8
+    limits = ReadLimits(max_depth=4)
+
+    def verdict(check: Callable[[], Any]) -> str:
+        try:
+            check()
+        except RowError as err:
+            return err.reason
+        return "ok"
+
+    assert verdict(lambda: parse_json(text, limits, 1000)) == verdict(
+        lambda: check_value(json.loads(text), limits, 1000))
+
 def test_bom_and_mixed_line_endings_keep_every_row() -> None:
     data = b"\xef\xbb\xbf" + jsonl([_row(0)]).rstrip() + b"\r\n" + jsonl([_row(1)]).rstrip() + b"\r" + jsonl([_row(2)])
     rows = list(read_rows(data, "a.jsonl", MAX_RECORD))
