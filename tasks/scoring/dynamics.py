@@ -53,7 +53,8 @@ def train_and_measure(run: ScorerRun) -> Scored:
                       "is_target": data.is_target, **{k: v.astype(np.float32) for k, v in signals.items()}})
     run.store.write_bytes(layout.attribute_checkpoints(NAME, run.run_id), save(proxy.checkpoint_tensors(result)))
     accuracy = float((result.logits[-1].argmax(-1) == data.y)[data.is_target].mean()) if data.is_target.any() else None
-    return Scored({"records": len(data.record_ids), "target_records": int(data.is_target.sum()),
+    return Scored({"records": len(data.record_ids), **data.sample_summary(),
+                   "target_records": int(data.is_target.sum()),
                    "target_accuracy": accuracy}, (Whole(table, cfg.source),))
 
 

@@ -80,7 +80,8 @@ def trace(run: ScorerRun) -> Scored:
     influence, self_inf = tracin(weights, lrs, data.x, data.y, data.is_target, run.cfg)
     table = pa.table({"record_id": data.record_ids, "is_target": data.is_target,
                       "tracin_target": influence.astype(np.float32), "self_influence": self_inf.astype(np.float32)})
-    return Scored({"records": len(data.record_ids), "checkpoints": len(weights), "dynamics_run": dyn_rid},
+    return Scored({"records": len(data.record_ids), **data.sample_summary(),
+                   "checkpoints": len(weights), "dynamics_run": dyn_rid},
                   (Whole(table, pcfg.source),))
 
 

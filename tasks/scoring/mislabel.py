@@ -100,7 +100,8 @@ def suspect(run: ScorerRun) -> Scored:
     groups = _groups(data, cfg)
     score = crossfit_label_suspicion(data.x, data.texts, data.y, cfg, groups)
     table = pa.table({"record_id": data.record_ids, "label_suspicion": score.astype(np.float32)})
-    return Scored({"records": len(data.record_ids), "grouped_by": cfg.group_field if groups is not None else None},
+    return Scored({"records": len(data.record_ids), **data.sample_summary(),
+                   "grouped_by": cfg.group_field if groups is not None else None},
                   (Whole(table, cfg.source),))
 
 

@@ -91,7 +91,7 @@ def flag(run: ScorerRun) -> Scored:
                       "spectral": spectral_signature(data.x, data.y).astype(np.float32),
                       "knn_disagreement": knn_disagreement(data.x, data.y, cfg.k, cfg.block).astype(np.float32),
                       "snn_density": snn_density(nearest_neighbours(data.x, cfg.snn_k, cfg.block)).astype(np.float32)})
-    return Scored({"records": len(data.record_ids)}, (Whole(table, cfg.source),))
+    return Scored({"records": len(data.record_ids), **data.sample_summary()}, (Whole(table, cfg.source),))
 
 
 SCORER = Scorer(NAME, PoisoningConfig, inputs=proxy.INPUTS, scope="store", needs=(EMBEDDINGS,),

@@ -64,3 +64,27 @@ def test_a_crashing_partition_is_reported_and_the_others_survive(scored_store) -
     done = quality.run(store, quality.QualityConfig())
     assert "failed" not in done and done["records"] == store.read_parquet(broken).num_rows
     assert store.exists(layout.attribute_run("quality", result["run_id"]))
+
+
+def test_proxy_scorers_work_on_a_stable_capped_sample(scored_store) -> None:
+    """Above ``max_records`` the proxy-based scorers take the same bottom-k sample by record-id hash every run,
+    whatever the partitions' order, read one partition at a time; within it they see every labelled record."""
+    from tasks.scoring import proxy
+    from tasks.scoring.contract import ScorerRun
+
+    store = scored_store
+    embeddings.run(store, embeddings.EmbeddingConfig(model="tiny"))
+    labelled = passed.read_all(store, ["record_id", "label"])
+    full = dynamics.run(store, dynamics.DynamicsConfig(epochs=2))
+    assert full["records"] == full["labelled_records"] == labelled.num_rows and full["sampled"] is False
+    capped = dynamics.run(store, dynamics.DynamicsConfig(epochs=2, max_records=50))
+    assert (capped["records"], capped["labelled_records"], capped["sampled"]) == (50, labelled.num_rows, True)
+    keys = proxy.sample_key(labelled.column("record_id"))
+    expected = sorted(r for _, r in sorted(zip(keys, labelled.column("record_id").to_pylist(), strict=True))[:50])
+    table = store.read_parquet(layout.attribute_whole("dynamics", capped["run_id"], "rotten_tomatoes"))
+    assert sorted(table.column("record_id").to_pylist()) == expected
+    cfg = dynamics.DynamicsConfig(max_records=50)
+    run = ScorerRun(store, cfg, "probe", proxy.INPUTS)
+    reversed_parts = list(reversed(passed.partitions(store, [cfg.source])))
+    sample, count = proxy._labelled_sample(run, cfg, reversed_parts)  # the order must not matter
+    assert sorted(sample.column("record_id").to_pylist()) == expected and count == labelled.num_rows
