@@ -9,7 +9,7 @@ verdicts the other readers need, and reports show only ``snippet`` of a text.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -93,8 +93,9 @@ def read_partition(store: Store, part: layout.Partition, columns: list[str] | No
                  require_verdict)
 
 
-def read_all(store: Store, columns: list[str] | None = None) -> pa.Table:
-    """Every usable record (whole store); an empty table when there are no partitions.
+def read_each(store: Store, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """Every partition's usable records, one partition at a time (a caller that filters keeps memory bounded
+    by what it keeps, not by the store).
 
     Raises:
         Fatal: when nothing has been validated yet.
@@ -103,7 +104,17 @@ def read_all(store: Store, columns: list[str] | None = None) -> pa.Table:
     if policy == NO_POLICY:
         raise NotValidated("no validated records yet: run `custody validate` first")
     gone = tombstoned_ids(store)
-    tables = [_read(store, p, columns, policy, gone, False, False) for p in partitions(store)]
+    for part in partitions(store):
+        yield _read(store, part, columns, policy, gone, False, False)
+
+
+def read_all(store: Store, columns: list[str] | None = None) -> pa.Table:
+    """Every usable record (whole store); an empty table when there are no partitions.
+
+    Raises:
+        Fatal: when nothing has been validated yet.
+    """
+    tables = list(read_each(store, columns))
     tables = [t for t in tables if t.num_rows] or tables[:1]
     if not tables:
         return pa.table({c: pa.array([], pa.string()) for c in (columns or ["record_id"])})

@@ -159,7 +159,8 @@ def _publish(store: Store, name: str, version: str, manifest: pa.Table, summary:
 
 def select(store: Store, cfg: SelectionConfig) -> dict[str, Any]:
     """Build (or find) the dataset version for ``cfg``; returns its selection summary."""
-    pool = load_pool(store, cfg.sources, cfg.labels, cfg.fractions, cfg.shards, cfg.owners)
+    pool = load_pool(store, cfg.sources, cfg.labels, cfg.fractions, cfg.shards, cfg.owners,
+                     with_text=cfg.strategy == "dsir")
     drop, exclusions = exclusion_mask(store, pool, cfg.exclude)
     pool = pool.filter(pa.array(~drop))
     splits = np.array(pool.column("split").to_pylist())

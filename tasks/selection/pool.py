@@ -28,8 +28,7 @@ from tasks.storage import Store
 from tasks.tables import join_on_id
 
 log = logging.getLogger(__name__)
-POOL_COLUMNS = ["record_id", "text", "label", "source", "owner_id", "license", "consent", "near_dup_cluster",
-                "near_dup_kept"]
+POOL_COLUMNS = ["record_id", "label", "source", "owner_id", "license", "consent", "near_dup_cluster", "near_dup_kept"]
 
 
 def split_key(record_id: str, cluster: str | None) -> str:
@@ -49,17 +48,26 @@ def assign_shard(key: str, shards: int) -> int:
     return int(unit_hash(key, "shard") * shards) % shards
 
 
-def load_pool(store: Store, sources: tuple[str, ...] | None, labels: tuple[str, ...] | None,
-              fractions: tuple[float, float, float], shards: int, owners: tuple[str, ...] | None = None) -> pa.Table:
-    """Usable records (``tasks.passed``: current policy, no tombstones), filtered, with ``split`` and ``shard``."""
-    pool = passed.read_all(store, POOL_COLUMNS)
-    pool = pool.filter(pool.column("near_dup_kept"))
-    pool = pool.filter(pc.fill_null(pc.not_equal(pool.column("source"), canaries.SOURCE), True))
-    if sources:
-        pool = pool.filter(pc.is_in(pool.column("source"), value_set=pa.array(list(sources))))
-    for column, wanted in (("label", labels), ("owner_id", owners)):
+def _eligible(part: pa.Table, sources: tuple[str, ...] | None, labels: tuple[str, ...] | None,
+              owners: tuple[str, ...] | None) -> pa.Table:
+    """One partition's pool rows: cluster representatives, no canaries, of the wanted sources, labels, owners."""
+    part = part.filter(pc.fill_null(part.column("near_dup_kept"), False))
+    part = part.filter(pc.fill_null(pc.not_equal(part.column("source"), canaries.SOURCE), True))
+    for column, wanted in (("source", sources), ("label", labels), ("owner_id", owners)):
         if wanted:
-            pool = pool.filter(pc.fill_null(pc.is_in(pool.column(column), value_set=pa.array(list(wanted))), False))
+            part = part.filter(pc.fill_null(pc.is_in(part.column(column), value_set=pa.array(list(wanted))), False))
+    return part
+
+
+def load_pool(store: Store, sources: tuple[str, ...] | None, labels: tuple[str, ...] | None,
+              fractions: tuple[float, float, float], shards: int, owners: tuple[str, ...] | None = None,
+              with_text: bool = False) -> pa.Table:
+    """Usable records (``tasks.passed``: current policy, no tombstones), filtered partition by partition, with
+    ``split`` and ``shard``; their texts only ``with_text`` (the one strategy that reads them: memory)."""
+    columns = [*POOL_COLUMNS, "text"] if with_text else POOL_COLUMNS
+    parts = [_eligible(t, sources, labels, owners) for t in passed.read_each(store, columns)]
+    pool = pa.concat_tables([t for t in parts if t.num_rows] or parts[:1], promote_options="default") if parts \
+        else pa.table({c: pa.array([], pa.string()) for c in columns})
     if pool.num_rows == 0:
         raise Fatal("the selection pool is empty: check --source/--label/--owner and that records passed validation")
     pool = pool.sort_by("record_id")
