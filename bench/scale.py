@@ -28,7 +28,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-from scale_corpus import owner_name, source_id, write_corpus  # bench/ modules, imported as cli_readonly.py does
+from scale_corpus import (  # bench/ modules, imported as cli_readonly.py does
+    RECORDS_PER_OWNER,
+    owner_name,
+    source_id,
+    write_corpus,
+    write_delivery,
+)
 from scale_measure import exponents, machine, measure, prefect_task_times
 
 from tasks import layout
@@ -38,7 +44,8 @@ from tasks.selection import list_datasets
 from tasks.storage import Store
 
 STEPS = ("ingest", "validate", "dedup", "score_quality", "select", "lineage_query", "delete_one_record",
-         "delete_one_owner", "delete_1000_requests")
+         "delete_one_owner", "delete_1000_requests", "ingest_one_file")
+DELIVERY = 1_000  # records of the later delivery ``ingest_one_file`` ingests
 DEFAULT_SIZES, QUICK_SIZES = (1_000_000, 3_000_000, 10_000_000), (20_000, 60_000)
 DATASET = "scale"
 CUSTODY = Path(sys.executable).with_name("custody")
@@ -211,9 +218,22 @@ def delete_1000_requests(size: Size) -> dict[str, Any]:
     return entry
 
 
+def ingest_one_file(size: Size) -> dict[str, Any]:
+    """A later delivery: one new raw file of ``DELIVERY`` records into the full store, then ``custody ingest``
+    (the other files are skipped by their parse markers; clustering and publishing see the whole store)."""
+    owners = max(1, size.n // RECORDS_PER_OWNER)
+    mb = write_delivery(size.store, size.corpus, size.source, size.n, DELIVERY, owners) / 1e6
+    entry = size.cli("ingest_one_file", "ingest")
+    rows = ((entry.pop("output", {}) or {}).get("sources") or [{}])[0]
+    entry.update(delivered_records=DELIVERY, delivered_mb=round(mb, 3), records=rows.get("records"),
+                 prefect=prefect_task_times(size.home / "prefect" / "prefect.db", "ingest"))
+    return entry
+
+
 STEP_FNS = {"ingest": ingest, "validate": validate, "dedup": dedup, "score_quality": score_quality,
             "select": select, "lineage_query": lineage_query, "delete_one_record": delete_one_record,
-            "delete_one_owner": delete_one_owner, "delete_1000_requests": delete_1000_requests}
+            "delete_one_owner": delete_one_owner, "delete_1000_requests": delete_1000_requests,
+            "ingest_one_file": ingest_one_file}
 
 
 def targets(sizes: dict[str, dict[str, dict[str, Any]]], exps: dict[str, float | None]) -> dict[str, Any]:

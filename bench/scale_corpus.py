@@ -181,12 +181,26 @@ def write_corpus(store: Store, corpus: str, source: str, n: int, seed: int = 0) 
     rng, n_owners, files = np.random.default_rng(seed), max(1, n // RECORDS_PER_OWNER), n_files(n)
     written = 0
     for f, chunk in enumerate(np.array_split(np.arange(n), files)):
-        texts = generator.texts(rng, len(chunk))
-        names = np.array([owner_name(corpus, k).encode() for k in range(n_owners)], dtype=object)
-        owners = names[rng.integers(0, n_owners, len(chunk))].tolist()
-        lines = [b'{"id":"%s","owner":"%s","text":"%s"}\n' % (source_id(corpus, i).encode(), o, t)
-                 for i, o, t in zip(chunk.tolist(), owners, texts, strict=True)]
-        data = b"".join(lines)
+        data = _jsonl(generator, rng, corpus, chunk, n_owners)
         write_source(store, source, {f"part-{f:05d}.jsonl": data}, {})
         written += len(data)
     return {"files": files, "bytes": written, "owners": n_owners}
+
+
+def _jsonl(generator: Synthetic | Tweets, rng: np.random.Generator, corpus: str, ids: np.ndarray,
+           n_owners: int) -> bytes:
+    """Records ``ids`` as JSONL lines, each with a random one of ``n_owners`` owners."""
+    texts = generator.texts(rng, len(ids))
+    names = np.array([owner_name(corpus, k).encode() for k in range(n_owners)], dtype=object)
+    owners = names[rng.integers(0, n_owners, len(ids))].tolist()
+    return b"".join(b'{"id":"%s","owner":"%s","text":"%s"}\n' % (source_id(corpus, i).encode(), o, t)
+                    for i, o, t in zip(ids.tolist(), owners, texts, strict=True))
+
+
+def write_delivery(store: Store, corpus: str, source: str, first: int, n: int, n_owners: int, seed: int = 1) -> int:
+    """One more raw file of ``n`` new records (ids ``first`` on) among the corpus's owners: a later delivery.
+    Returns its bytes."""
+    generator = Synthetic(seed) if corpus == "synthetic" else Tweets(seed)
+    data = _jsonl(generator, np.random.default_rng(seed), corpus, np.arange(first, first + n), n_owners)
+    write_source(store, source, {f"delivery-{first:09d}.jsonl": data}, {})
+    return len(data)

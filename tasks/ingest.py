@@ -98,9 +98,10 @@ def parse_file(store: Store, source: str, key: str, sheet: Datasheet, sheet_hash
         if withdrawn:  # rare: parse again what stays, at the locations it keeps in the rewritten file
             rows, withdrawn = withdraw_raw(store, key, sheet, cfg.max_record_bytes, published, cfg.limits)
             records, bad, _, keys = _parse_rows(rows, sheet, cfg, uri, BlockList())
+        lines_valid_for = store.size(key)  # a withdrawal rewrote the file: its lines are those of the new one
     except ShardError as exc:  # the whole file is unreadable: quarantine it, keep the batch going
         reason, _, detail = str(exc).partition(": ")
-        rows, records, bad, withdrawn, keys = [], [], [], {}, {}
+        rows, records, bad, withdrawn, keys, lines_valid_for = [], [], [], {}, {}, None
         bad.append(_quarantine_row(source, uri, reason, detail, None))
     fingerprint["size"] = store.size(key)  # a withdrawal rewrote the file: the next run must see it as parsed
     for rec in records:
@@ -111,7 +112,7 @@ def parse_file(store: Store, source: str, key: str, sheet: Datasheet, sheet_hash
     store.write_parquet(layout.dedup_part(layout.SIGNATURES, source, fid),
                         clusters.signature_table(table, sigs, cfg.minhash), clusters.signature_schema(cfg.minhash))
     write_copy_index(store, source, fid, table)
-    write_locator(store, source, fid, keys.values())
+    write_locator(store, source, fid, keys, lines_valid_for, sum(raw.value is None for raw in rows))
     _write_quarantine(store, layout.quarantine(source, "ingest", fid), bad)
     reasons = Counter(r["reasons"][0] for r in bad)
     stats = {"source": source, "file": key, "rows_in": len(rows) + len(withdrawn), "parsed": len(records),

@@ -17,7 +17,7 @@ import io
 import json
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -201,12 +201,32 @@ def jsonl_lines(payload: bytes | bytearray) -> list[bytes | bytearray]:
     return payload.splitlines(keepends=True)
 
 
+def _jsonl_row(lineno: int, line: bytes | bytearray, max_bytes: int, limits: ReadLimits) -> RawRow | None:
+    """Line ``lineno`` (1-based) as a row; None for a blank line (no row)."""
+    if lineno == 1 and line.startswith(codecs.BOM_UTF8):  # json.loads refuses a BOM; it is no part of the row
+        line = line[len(codecs.BOM_UTF8):]
+    return _jsonl_line(line, f"#L{lineno}", max_bytes, limits) if line.strip() else None
+
+
 def _jsonl_rows(data: bytes | bytearray, max_bytes: int, limits: ReadLimits) -> Iterator[RawRow]:
     for lineno, line in enumerate(jsonl_lines(data), start=1):
-        if lineno == 1 and line.startswith(codecs.BOM_UTF8):  # json.loads refuses a BOM; it is no part of the row
-            line = line[len(codecs.BOM_UTF8):]
-        if line.strip():
-            yield _jsonl_line(line, f"#L{lineno}", max_bytes, limits)
+        if (row := _jsonl_row(lineno, line, max_bytes, limits)) is not None:
+            yield row
+
+
+def read_jsonl_lines(data: bytes, key: str, lines: Iterable[int], max_bytes: int,
+                     limits: ReadLimits | None = None) -> list[RawRow]:
+    """Only ``lines`` (1-based) of a JSONL raw file (gzipped if its name says so), each as ``read_rows`` gives it:
+    what a purge reads when the locator names the lines. A blank line, or one past the end, gives no row.
+
+    Raises:
+        ShardError: the file cannot be decompressed (as ``read_rows``).
+    """
+    limits = limits or ReadLimits()
+    payload = _decompress(data, key.endswith(".gz"), limits)
+    every = jsonl_lines(payload)
+    rows = (_jsonl_row(n, every[n - 1], max_bytes, limits) for n in sorted(set(lines)) if 1 <= n <= len(every))
+    return [row for row in rows if row is not None]
 
 
 def _csv_row(row: dict[str | None, Any], loc: str, max_bytes: int, limits: ReadLimits) -> RawRow:

@@ -156,3 +156,37 @@ def test_a_purge_after_certification_updates_the_certificate(spread: Store) -> N
     assert updated["applied"]["purge"]["state"] == requests.DONE and updated["applied"]["raw_rows_removed"] == 3
     assert f"Purged physically at {updated['applied']['purge']['purged_at']}" in spread.read_bytes(
         key(certificate.CERT_MD)).decode()
+
+
+def _raw_lines(store: Store, f: int) -> list[str]:
+    return store.read_bytes(f"raw/films/f{f}.jsonl").decode().splitlines()
+
+
+def test_a_purge_reads_only_the_located_lines_and_keeps_them_true_for_the_next(spread: Store) -> None:
+    """One JSONL partition purged twice: each pass confirms the locator's lines by content instead of parsing the
+    file, removes exactly its rows, and leaves the lines renumbered for the next pass."""
+    owner_lines = [n + 1 for n, row in enumerate(_rows(1)) if row["owner"] == "owner1-0"]
+    assert owner_lines == [1, 3, 5]
+    for selector, values, gone_texts in (("record_id", [_rid(1, 2)], [TEXTS[7]]),
+                                         ("owner", ["owner1-0"], [TEXTS[5], TEXTS[9]])):
+        requests.submit(spread, selector, values)
+        [done] = process_pending(spread)
+        purge = done["applied"]["purge"]
+        assert purge["raw_files_read_by_locator"] == 1 and purge["raw_rows_removed"] == len(gone_texts)
+        assert files_containing(spread, gone_texts) == []
+    kept = [TEXTS[6], TEXTS[8]]  # rows 1 and 3 of file 1: owner1-1, not deleted
+    assert [line.split('"text": "')[1].split('"')[0] for line in _raw_lines(spread, 1)] == kept
+    requests.submit(spread, "record_id", [_rid(1, 3)])  # now line 2 of the rewritten file
+    [done] = process_pending(spread)
+    assert done["applied"]["purge"]["raw_files_read_by_locator"] == 1
+    assert files_containing(spread, [TEXTS[8]]) == [] and len(_raw_lines(spread, 1)) == 1
+
+
+def test_a_raw_file_changed_since_its_locator_is_parsed_whole(spread: Store) -> None:
+    key = "raw/films/f2.jsonl"
+    spread.write_bytes(key, b"\n" + spread.read_bytes(key))  # a blank line first: every row one line down
+    requests.submit(spread, "record_id", [_rid(2, 0)])
+    [done] = process_pending(spread)
+    purge = done["applied"]["purge"]
+    assert purge["raw_files_read_by_locator"] == 0 and purge["raw_rows_removed"] == 1
+    assert files_containing(spread, [TEXTS[10]]) == [] and len(_raw_lines(spread, 2)) == 5

@@ -24,7 +24,7 @@ from typing import Any
 from tasks import layout
 from tasks.certificate import record_purge
 from tasks.deletion.blocklist import BlockList, requests_blocks
-from tasks.deletion.locator import drop_entries
+from tasks.deletion.locator import drop_entries, located_lines
 from tasks.deletion.locks import store_lock
 from tasks.deletion.purge import find_in, parquet_files, purge_found, purge_parquet
 from tasks.deletion.requests import DONE, list_requests, pending, save
@@ -74,11 +74,13 @@ def purge_target(store: Store, blocks: BlockList, target: Target, files: list[st
     it (by record id and content hash), then its locator entries."""
     source, fid, raw = target
     quarantine = [k for k in files if k.startswith(layout.QUARANTINE + "/")]
-    report = purge_found(store, find_in(store, blocks, {source: [raw]}, quarantine))
-    ids, hashes = set(blocks.record_ids), set(blocks.content_hashes)
-    report.update(purge_parquet(store, ids, hashes, [k for k in files if store.exists(k)]))
-    report["locator_entries_removed"] = drop_entries(store, source, fid, {
-        "record_id": ids, "content_hash": hashes, "owner": set(blocks.owners)})
+    keys = {"record_id": set(blocks.record_ids), "content_hash": set(blocks.content_hashes),
+            "owner": set(blocks.owners)}
+    located = None if source in blocks.sources else located_lines(store, source, fid, raw, keys)
+    found = find_in(store, blocks, {source: [raw]}, quarantine, {raw: located})
+    report = purge_found(store, found)
+    report.update(purge_parquet(store, keys["record_id"], keys["content_hash"], [k for k in files if store.exists(k)]))
+    report["locator_entries_removed"] = drop_entries(store, source, fid, keys, found.raw.get(raw, ()), raw)
     return report
 
 

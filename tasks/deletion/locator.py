@@ -10,17 +10,26 @@ each file's footer and only the row groups of the keys' buckets, ~1/256 of the l
 (each partition's are written with its staging) and may be stale (a purged row's entries go with the purge): a
 located partition is always read to confirm. A partition without a locator (a store ingested before it existed)
 is always a candidate, so old stores are searched as before, only slower.
+
+For a JSONL raw file each entry also lists the lines holding its key (``lines``), and the file's metadata the
+raw file's size when they were counted and how many of its lines the reader could not parse. A purge then reads
+the located lines alone (``located_lines``) instead of parsing the whole raw file, confirms each by its content
+(the keys the reader gives it), and renumbers the remaining entries' lines after rewriting the file
+(``drop_entries``); a raw file of another size than recorded, or a located line that does not confirm, sends the
+purge back to the full parse.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from tasks import layout
 from tasks.rows import RowKeys
@@ -29,7 +38,9 @@ from tasks.tables import bucket_groups, bucketed_bytes, read_buckets
 
 BUCKETS = 256
 KINDS = ("record_id", "content_hash", "owner")
-LOCATOR_SCHEMA = pa.schema([("bucket", pa.uint16()), ("kind", pa.string()), ("key", pa.string())])
+LOCATOR_SCHEMA = pa.schema([("bucket", pa.uint16()), ("kind", pa.string()), ("key", pa.string()),
+                            ("lines", pa.list_(pa.int32()))])
+RAW_SIZE, UNREADABLE = b"raw_size", b"unreadable_rows"  # the locator's metadata: what its lines are valid for
 PartitionRef = tuple[str, str]  # (source, file id)
 
 
@@ -37,22 +48,83 @@ def bucket_of(kind: str, key: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{kind}\0{key}".encode(), digest_size=2).digest(), "big") % BUCKETS
 
 
-def locator_table(keys: Iterable[RowKeys]) -> pa.Table:
-    """The distinct ``(kind, key)`` entries of rows, sorted by bucket."""
-    entries = sorted({(bucket_of(kind, value), kind, value) for row in keys
-                      for kind, value in (("record_id", row.record_id), ("content_hash", row.content_hash),
-                                          ("owner", row.owner)) if value})
-    columns = list(zip(*entries, strict=True)) if entries else [[], [], []]
-    return pa.table(dict(zip(LOCATOR_SCHEMA.names, columns, strict=True)), schema=LOCATOR_SCHEMA)
+def _line(location: str) -> int | None:
+    """A JSONL location's line number (``#L12`` -> 12); None for other formats' locations."""
+    return int(location[2:]) if location.startswith("#L") else None
 
 
-def write_locator(store: Store, source: str, fid: str, keys: Iterable[RowKeys]) -> str:
-    """The partition's locator from the keys of every row its raw file holds (ingest's parse step)."""
-    return store.write_bytes(layout.locator(source, fid), bucketed_bytes(locator_table(keys)))
+def locator_table(keys: Mapping[str, RowKeys], raw_size: int | None = None, unreadable: int = 0) -> pa.Table:
+    """The distinct ``(kind, key)`` entries of rows (by location), sorted by bucket, each with its JSONL lines
+    (null for other formats), and the raw file's size and unreadable rows as metadata (when ``raw_size``)."""
+    lines: dict[tuple[str, str], list[int]] = {}
+    jsonl = all(loc.startswith("#L") for loc in keys)
+    for loc, row in keys.items():
+        line = _line(loc)
+        for kind, value in (("record_id", row.record_id), ("content_hash", row.content_hash), ("owner", row.owner)):
+            if value:
+                lines.setdefault((kind, value), []).append(line)
+    entries = sorted((bucket_of(kind, value), kind, value, found if jsonl else None)
+                     for (kind, value), found in lines.items())
+    columns = list(zip(*entries, strict=True)) if entries else [[], [], [], []]
+    table = pa.table(dict(zip(LOCATOR_SCHEMA.names, columns, strict=True)), schema=LOCATOR_SCHEMA)
+    if raw_size is None or not jsonl:
+        return table
+    return table.replace_schema_metadata({RAW_SIZE: str(raw_size), UNREADABLE: str(unreadable)})
 
 
-def drop_entries(store: Store, source: str, fid: str, withdrawn: Mapping[str, set[str]]) -> int:
-    """Remove the entries of withdrawn keys (by kind) from a partition's locator (the purge); returns how many."""
+def write_locator(store: Store, source: str, fid: str, keys: Mapping[str, RowKeys], raw_size: int | None = None,
+                  unreadable: int = 0) -> str:
+    """The partition's locator from the keys of every row its raw file holds, by location (ingest's parse step);
+    ``raw_size`` and ``unreadable`` (rows the reader could not parse) make its lines usable by a purge."""
+    return store.write_bytes(layout.locator(source, fid), bucketed_bytes(locator_table(keys, raw_size, unreadable)))
+
+
+@dataclass(frozen=True)
+class Located:
+    """The lines of a JSONL raw file that hold any of some keys (by the locator), and its unreadable rows."""
+
+    lines: set[int]
+    unreadable: int
+
+
+def located_lines(store: Store, source: str, fid: str, raw_key: str, withdrawn: Mapping[str, Iterable[str]]
+                  ) -> Located | None:
+    """The lines of the partition's raw file holding any of ``withdrawn`` keys (by kind), read from the buckets
+    of those keys; None when the locator cannot say (no locator, no lines, or a raw file changed since)."""
+    key = layout.locator(source, fid)
+    if not store.exists(key):
+        return None
+    with store.open(key) as fh:
+        meta = pq.ParquetFile(fh).schema_arrow.metadata or {}
+        if RAW_SIZE not in meta or int(meta[RAW_SIZE]) != store.size(raw_key):
+            return None
+        groups = bucket_groups(fh)
+        wanted = {(kind, v) for kind, values in withdrawn.items() for v in values}
+        table = read_buckets(fh, groups, {bucket_of(kind, v) for kind, v in wanted}, ["kind", "key", "lines"])
+    found: set[int] = set()
+    if table is not None:
+        for kind, value, lines in zip(*(table.column(c).to_pylist() for c in ("kind", "key", "lines")), strict=True):
+            if (kind, value) in wanted:
+                found.update(lines)
+    return Located(found, int(meta[UNREADABLE]))
+
+
+def _renumbered(lines: pa.Array, removed: np.ndarray) -> pa.Array:
+    """Each entry's lines once ``removed`` (sorted line numbers) left the file: those go, later ones move up."""
+    lengths = pc.fill_null(pc.list_value_length(lines), 0).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(lines).to_numpy(zero_copy_only=False).astype(np.int64)
+    keep = ~np.isin(flat, removed)
+    counts = np.bincount(np.repeat(np.arange(len(lengths)), lengths)[keep], minlength=len(lengths))
+    shifted = flat[keep] - np.searchsorted(removed, flat[keep], side="left")
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(shifted, pa.int32()))
+
+
+def drop_entries(store: Store, source: str, fid: str, withdrawn: Mapping[str, set[str]],
+                 removed_lines: Iterable[str] = (), raw_key: str | None = None) -> int:
+    """Remove the entries of withdrawn keys (by kind) from a partition's locator (the purge); returns how many.
+    When the purge removed ``removed_lines`` (locations) from the raw file ``raw_key``, the other entries' lines
+    are renumbered and its new size recorded, so the next purge can trust them."""
     key = layout.locator(source, fid)
     if not store.exists(key):
         return 0
@@ -64,8 +136,16 @@ def drop_entries(store: Store, source: str, fid: str, withdrawn: Mapping[str, se
                            pc.is_in(table.column("key"), value_set=pa.array(sorted(values), pa.string())))
             hit = pc.or_(hit, mine)
     removed = int(pc.sum(hit).as_py() or 0)
-    if removed:
-        store.write_bytes(key, bucketed_bytes(table.filter(pc.invert(hit))))
+    gone = np.array(sorted(n for loc in removed_lines if (n := _line(loc)) is not None), np.int64)
+    meta = table.schema.metadata or {}
+    if not removed and not len(gone):
+        return 0
+    table = table.filter(pc.invert(hit))
+    if "lines" in table.column_names and RAW_SIZE in meta and raw_key is not None:
+        table = table.set_column(table.column_names.index("lines"), "lines",
+                                 _renumbered(table.column("lines").combine_chunks(), gone))
+        table = table.replace_schema_metadata({**meta, RAW_SIZE: str(store.size(raw_key))})
+    store.write_bytes(key, bucketed_bytes(table))
     return removed
 
 

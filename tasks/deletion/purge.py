@@ -16,6 +16,7 @@ import gzip
 import io
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,10 +27,11 @@ import pyarrow.parquet as pq
 from tasks import layout
 from tasks.config import get_settings
 from tasks.datasheet import Datasheet, load_datasheet
-from tasks.deletion.blocklist import BlockList
+from tasks.deletion.blocklist import BlockList, Withdrawal
+from tasks.deletion.locator import Located
 from tasks.errors import DatasheetError, ShardError
 from tasks.ids import content_hash, normalize_text
-from tasks.readers import ReadLimits, csv_records, detect_format, jsonl_lines, read_rows
+from tasks.readers import ReadLimits, csv_records, detect_format, jsonl_lines, read_jsonl_lines, read_rows
 from tasks.rows import RowKeys, raw_row_keys, row_keys
 from tasks.sources import list_raw_files, list_sources
 from tasks.storage import Store
@@ -119,6 +121,7 @@ class Found:
     unreadable_raw_rows: int = 0  # rows the reader could not parse, left: not matchable by owner
     unreadable_raw_files: int = 0  # files that cannot be read at all, left as they are
     unmatchable_quarantine_rows: int = 0  # quarantined unparsed rows (no owner to read) that were left
+    raw_files_read_by_locator: int = 0  # raw files of which only the locator's lines were read
 
     def add_text(self, request_id: str, text: str | None) -> None:
         if text:
@@ -135,20 +138,42 @@ def _sheets(store: Store, sources: list[str]) -> dict[str, Datasheet]:
     return sheets
 
 
-def _find_raw(store: Store, key: str, sheet: Datasheet, blocks: BlockList, found: Found) -> None:
-    """Add one raw file's withdrawn rows (and their texts) to ``found``."""
+def _located_doomed(data: bytes, key: str, sheet: Datasheet, blocks: BlockList, located: Located,
+                    limits: ReadLimits) -> tuple[dict[str, RowKeys], dict[str, Withdrawal]] | None:
+    """The located lines' keys and withdrawals when every located line is confirmed withdrawn by its content;
+    None when one is not (the locator is stale: the caller parses the whole file)."""
+    try:
+        rows = read_jsonl_lines(data, key, located.lines, len(data) + 1, limits)
+    except ShardError:
+        return None
+    keys = {raw.location: raw_row_keys(raw, sheet) for raw in rows}
+    doomed = blocks.withdrawn(keys)
+    return (keys, doomed) if len(doomed) == len(located.lines) else None
+
+
+def _find_raw(store: Store, key: str, sheet: Datasheet, blocks: BlockList, found: Found,
+              located: Located | None = None) -> None:
+    """Add one raw file's withdrawn rows (and their texts) to ``found``: only the ``located`` lines of a JSONL
+    file when the locator names them (and they confirm), else every row."""
     data = store.read_bytes(key)
     no_limit = len(data) + 1  # the size limit ingestion ran with is not known here: whatever it was, look at all
     # rows of any size are matched; depth and decompression stay bounded, so a hostile file costs no more here
     limits = replace(ReadLimits.from_settings(get_settings()), max_field_bytes=None)
-    try:
-        rows = list(read_rows(data, key, no_limit, sheet.format, limits))
-    except ShardError:
-        found.unreadable_raw_files += 1
-        return
-    keys = {raw.location: raw_row_keys(raw, sheet) for raw in rows}
-    doomed = blocks.withdrawn(keys)
-    found.unreadable_raw_rows += sum(1 for raw in rows if raw.value is None and raw.location not in doomed)
+    fast = _located_doomed(data, key, sheet, blocks, located, limits) \
+        if located is not None and (sheet.format or "jsonl") == "jsonl" else None
+    if fast is not None:
+        (keys, doomed), unreadable = fast, located.unreadable  # type: ignore[union-attr]
+        found.raw_files_read_by_locator += 1
+    else:
+        try:
+            rows = list(read_rows(data, key, no_limit, sheet.format, limits))
+        except ShardError:
+            found.unreadable_raw_files += 1
+            return
+        keys = {raw.location: raw_row_keys(raw, sheet) for raw in rows}
+        doomed = blocks.withdrawn(keys)
+        unreadable = sum(1 for raw in rows if raw.value is None and raw.location not in doomed)
+    found.unreadable_raw_rows += unreadable
     if doomed:
         found.raw[key], found.formats[key] = set(doomed), sheet.format
         for loc, withdrawal in doomed.items():
@@ -201,15 +226,17 @@ def find_rows(store: Store, blocks: BlockList, sources: list[str] | None = None)
                    store.list(layout.quarantine_dir(), layout.PARQUET))
 
 
-def find_in(store: Store, blocks: BlockList, raw: dict[str, list[str]], quarantine: list[str]) -> Found:
-    """The rows ``blocks`` withdraws from some raw files (by source) and quarantine files, with their texts."""
+def find_in(store: Store, blocks: BlockList, raw: dict[str, list[str]], quarantine: list[str],
+            located: Mapping[str, Located | None] | None = None) -> Found:
+    """The rows ``blocks`` withdraws from some raw files (by source) and quarantine files, with their texts;
+    ``located`` names, per raw file, the lines the locator says hold them (the others are parsed whole)."""
     found = Found()
     if blocks:
         sheets = _sheets(store, sorted(set(raw) | {layout.source_of(k) for k in quarantine}))
         for source, keys in raw.items():
             for key in keys:
                 if source in sheets and store.exists(key):
-                    _find_raw(store, key, sheets[source], blocks, found)
+                    _find_raw(store, key, sheets[source], blocks, found, (located or {}).get(key))
         _find_quarantine(store, sheets, blocks, found, [k for k in quarantine if store.exists(k)])
     return found
 
@@ -230,7 +257,8 @@ def purge_found(store: Store, found: Found) -> dict[str, int]:
     return {"raw_files_rewritten": len(found.raw), "raw_rows_removed": sum(map(len, found.raw.values())),
             "raw_rows_unreadable": found.unreadable_raw_rows, "raw_files_unreadable": found.unreadable_raw_files,
             "quarantine_rows_removed": sum(map(len, found.quarantine.values())),
-            "quarantine_rows_unmatchable": found.unmatchable_quarantine_rows}
+            "quarantine_rows_unmatchable": found.unmatchable_quarantine_rows,
+            "raw_files_read_by_locator": found.raw_files_read_by_locator}
 
 
 def purge_raw(store: Store, blocks: BlockList, sources: list[str] | None = None) -> dict[str, int]:
