@@ -55,18 +55,23 @@ def _line(location: str) -> int | None:
 
 def locator_table(keys: Mapping[str, RowKeys], raw_size: int | None = None, unreadable: int = 0) -> pa.Table:
     """The distinct ``(kind, key)`` entries of rows (by location), sorted by bucket, each with its JSONL lines
-    (null for other formats), and the raw file's size and unreadable rows as metadata (when ``raw_size``)."""
-    lines: dict[tuple[str, str], list[int]] = {}
+    (null for other formats), and the raw file's size and unreadable rows as metadata (when ``raw_size``).
+    Grouped with Arrow: ingest writes one per raw file, ~3 entries a row."""
     jsonl = all(loc.startswith("#L") for loc in keys)
-    for loc, row in keys.items():
-        line = _line(loc)
-        for kind, value in (("record_id", row.record_id), ("content_hash", row.content_hash), ("owner", row.owner)):
-            if value:
-                lines.setdefault((kind, value), []).append(line)
-    entries = sorted((bucket_of(kind, value), kind, value, found if jsonl else None)
-                     for (kind, value), found in lines.items())
-    columns = list(zip(*entries, strict=True)) if entries else [[], [], [], []]
-    table = pa.table(dict(zip(LOCATOR_SCHEMA.names, columns, strict=True)), schema=LOCATOR_SCHEMA)
+    lines = pa.array([_line(loc) for loc in keys], pa.int32())
+    rows = list(keys.values())
+    table = pa.concat_tables([pa.table({"kind": pa.array([kind] * len(rows), pa.string()),
+                                        "key": pa.array([getattr(row, attr) for row in rows], pa.string()),
+                                        "line": lines}) for kind, attr in zip(KINDS, ("record_id", "content_hash",
+                                                                                      "owner"), strict=True)])
+    table = table.filter(pc.is_valid(table.column("key"))).group_by(["kind", "key"], use_threads=False).aggregate(
+        [("line", "list")])
+    kinds, values = table.column("kind").to_pylist(), table.column("key").to_pylist()
+    table = pa.table({"bucket": pa.array([bucket_of(k, v) for k, v in zip(kinds, values, strict=True)], pa.uint16()),
+                      "kind": table.column("kind"), "key": table.column("key"),
+                      "lines": table.column("line_list") if jsonl else pa.nulls(table.num_rows, pa.list_(pa.int32()))})
+    table = table.filter(pc.not_equal(table.column("key"), "")).sort_by(
+        [("bucket", "ascending"), ("kind", "ascending"), ("key", "ascending")]).cast(LOCATOR_SCHEMA)
     if raw_size is None or not jsonl:
         return table
     return table.replace_schema_metadata({RAW_SIZE: str(raw_size), UNREADABLE: str(unreadable)})
