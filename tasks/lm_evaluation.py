@@ -70,7 +70,7 @@ def assess_lm(models: list[Any], tokenizer: Any, cfg: TrainConfig, device: str, 
 
     attacked = {"forget": forget, "test": subsample(test, mink_sample, cfg.seed)}
     stats = {name: lm.token_stats(models, tokenizer, s.texts, cfg, device) for name, s in attacked.items()}
-    losses = {name: np.array([-s.logprob.mean() for s in values]) for name, values in stats.items()}
+    losses = {name: np.array([lm_metrics.mean_nll(s.logprob) for s in values]) for name, values in stats.items()}
     losses["retain"] = lm.record_losses(models, tokenizer, retain.texts, cfg, device)
     out: dict[str, Any] = {k: v for name, values in losses.items() if len(values)
                            for k, v in utility(values, name).items()}

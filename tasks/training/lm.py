@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tasks.batching import length_batches
+from tasks.lm_metrics import mean_nll
 from tasks.training.epochs import OnEpoch, run_epochs
 from tasks.training.lm_weights import LM_MODELS, build_lm, load_lm, save_lm, smollm2_dir
 
@@ -168,7 +169,7 @@ def token_stats(models: list[Any], tokenizer: Any, texts: list[str], cfg: Any, d
 
 def record_losses(models: list[Any], tokenizer: Any, texts: list[str], cfg: Any, device: str) -> np.ndarray:
     """Mean next-token NLL of each text, shape ``(n,)``: the per-record loss membership tests compare."""
-    return np.array([-s.logprob.mean() for s in token_stats(models, tokenizer, texts, cfg, device)])
+    return np.array([mean_nll(s.logprob) for s in token_stats(models, tokenizer, texts, cfg, device)])
 
 
 def continuations(model: Any, tokenizer: Any, texts: list[str], cfg: Any, device: str, prefix_tokens: int = 8,

@@ -19,6 +19,7 @@ import numpy as np
 
 from tasks.batching import length_batches
 from tasks.errors import Fatal
+from tasks.lm_metrics import perplexity
 from tasks.training.data import Split, TrainConfig, subsample
 from tasks.training.epochs import run_epochs
 
@@ -134,9 +135,9 @@ def split_metrics(models: list[Any], tokenizer: Any, split: Split, cfg: TrainCon
 
 
 def lm_metrics(losses: np.ndarray, prefix: str) -> dict[str, float]:
-    """Mean per-record token NLL and its perplexity (exp of the mean over records, each record weighing the same)."""
-    mean = float(np.mean(losses))
-    return {f"{prefix}_loss": mean, f"{prefix}_perplexity": float(np.exp(mean))}
+    """Mean per-record token NLL and its perplexity (``tasks.lm_metrics.perplexity`` with each record weighing the
+    same, so a long record does not outweigh the short ones a deletion is about)."""
+    return {f"{prefix}_loss": float(np.mean(losses)), f"{prefix}_perplexity": perplexity(losses)}
 
 
 def metrics(probs: np.ndarray, y: np.ndarray, prefix: str) -> dict[str, float]:
