@@ -62,17 +62,17 @@ def band_column(band: int) -> str:
 
 
 def signature_schema(cfg: MinhashConfig) -> pa.Schema:
-    """A signature file: the row's keys, its signature, and its LSH band keys (one column per band, so that the
-    bucket stage reads one band of the store at a time; Parquet cannot read part of a list column)."""
+    """A signature file: the row's keys and its LSH band keys (one column per band, so that the bucket stage reads
+    one band of the store at a time). The signatures themselves are not kept: only candidate pairs' are needed,
+    and those are made again from staging's texts (``tasks.dedup.sharded``); kept, they took 4x the raw text."""
     return pa.schema([("record_id", pa.string()), ("content_hash", pa.string()), ("source_uri", pa.string()),
-                      ("delivered_at", pa.timestamp("us", tz="UTC")), ("minhash", pa.list_(pa.uint32(), cfg.num_perm)),
+                      ("delivered_at", pa.timestamp("us", tz="UTC")),
                       *[(band_column(b), pa.uint64()) for b in range(cfg.banding[0])]])
 
 
 def signature_table(rows: pa.Table, sigs: np.ndarray, cfg: MinhashConfig) -> pa.Table:
-    """``rows`` (the ``ROW_COLUMNS`` of staged records) with their signatures ``(n, num_perm)`` and band keys."""
-    table = rows.select(ROW_COLUMNS).append_column(
-        "minhash", pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel(), pa.uint32()), cfg.num_perm))
+    """``rows`` (the ``ROW_COLUMNS`` of staged records) with the band keys of their signatures ``(n, num_perm)``."""
+    table = rows.select(ROW_COLUMNS)
     for band, keys in enumerate(band_keys(sigs, cfg).T):
         table = table.append_column(band_column(band), pa.array(keys, pa.uint64()))
     return table

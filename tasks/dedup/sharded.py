@@ -27,7 +27,7 @@ from tasks.dedup.clusters import (
     membership,
     membership_table,
 )
-from tasks.dedup.minhash import MinhashConfig
+from tasks.dedup.minhash import MinhashConfig, signatures
 from tasks.storage import Store
 
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
@@ -114,11 +114,22 @@ class StoreRows:
             yield keys
 
     def signatures(self, store: Store, rows: np.ndarray, cfg: MinhashConfig) -> np.ndarray:
-        """The signatures of ``rows`` (ascending), ``(len(rows), num_perm)``, read file by file."""
+        """The signatures of ``rows`` (ascending), ``(len(rows), num_perm)``, made again from their texts in
+        staging, file by file (a signature file's rows are its staging partition's, in order: both are written from
+        one table and purged by the same keys).
+
+        Raises:
+            ValueError: a staging partition no longer lines up with its signature file.
+        """
         out = np.empty((len(rows), cfg.num_perm), np.uint32)
         for part, sl in self.by_part(rows):
-            sigs = self.column(store, part, "minhash").flatten().to_numpy().reshape(-1, cfg.num_perm)
-            out[sl] = sigs[self.pos[rows[sl]]]
+            staged = store.read_parquet(layout.staging(*layout.staged_partition(self.parts[part])),
+                                        ["record_id", "text"])
+            positions = pa.array(self.pos[rows[sl]], pa.int32())
+            if staged.num_rows <= int(self.pos[rows[sl]].max()) or not staged.column("record_id").take(
+                    positions).combine_chunks().equals(self.record_ids(rows[sl])):
+                raise ValueError(f"staging and signatures of {self.parts[part]} do not line up: re-ingest it")
+            out[sl] = signatures(staged.column("text").take(positions), cfg)
         return out
 
     def record_ids(self, rows: np.ndarray) -> pa.StringArray:

@@ -33,6 +33,7 @@ from tasks.selection.pool import (
     exclusion_mask,
     load_pool,
     parse_exclusion,
+    split_mask,
 )
 from tasks.storage import Store
 from tasks.tables import without_ids
@@ -147,8 +148,8 @@ def is_canary(manifest: pa.Table) -> np.ndarray:
 def _counts(manifest: pa.Table) -> dict[str, Any]:
     """The data counts of a summary: records per split and in all, canaries apart (they are not data)."""
     canary = is_canary(manifest)
-    splits = np.array(manifest.column("split").to_pylist())[~canary]
-    return {"counts": {s: int((splits == s).sum()) for s in SPLITS}, "records": int((~canary).sum()),
+    return {"counts": {s: int((split_mask(manifest, s) & ~canary).sum()) for s in SPLITS},
+            "records": int((~canary).sum()),
             "canaries": int(canary.sum())}
 
 
@@ -163,10 +164,10 @@ def select(store: Store, cfg: SelectionConfig) -> dict[str, Any]:
                      with_text=cfg.strategy == "dsir")
     drop, exclusions = exclusion_mask(store, pool, cfg.exclude)
     pool = pool.filter(pa.array(~drop))
-    splits = np.array(pool.column("split").to_pylist())
-    train = pool.filter(pa.array(splits == "train"))
+    in_train = split_mask(pool, "train")
+    train = pool.filter(pa.array(in_train))
     picked, used = choose(store, cfg, train)
-    manifest = pa.concat_tables([train.take(pa.array(picked, pa.int64())), pool.filter(pa.array(splits != "train"))])
+    manifest = pa.concat_tables([train.take(pa.array(picked, pa.int64())), pool.filter(pa.array(~in_train))])
     manifest = manifest.append_column("weight", pa.array(np.ones(manifest.num_rows), pa.float32()))
     manifest = manifest.append_column("canary", pa.array(np.zeros(manifest.num_rows, dtype=bool)))
     labels = sorted({lab for lab in manifest.column("label").to_pylist() if lab is not None})

@@ -59,23 +59,37 @@ def _eligible(part: pa.Table, sources: tuple[str, ...] | None, labels: tuple[str
     return part
 
 
+def _placed(part: pa.Table, fractions: tuple[float, float, float], shards: int) -> pa.Table:
+    """One partition's rows with their ``split`` (dictionary-encoded) and ``shard``: the per-row hashing runs one
+    partition at a time, so its Python objects never number more than a partition's rows."""
+    keys = [split_key(r, c) for r, c in zip(part.column("record_id").to_pylist(),
+                                            part.column("near_dup_cluster").to_pylist(), strict=True)]
+    split = pa.array([assign_split(k, fractions) for k in keys]).dictionary_encode()
+    shard_keys = [owner or key for owner, key in zip(part.column("owner_id").to_pylist(), keys, strict=True)]
+    return part.append_column("split", split).append_column(
+        "shard", pa.array([assign_shard(k, shards) for k in shard_keys], pa.int32()))
+
+
 def load_pool(store: Store, sources: tuple[str, ...] | None, labels: tuple[str, ...] | None,
               fractions: tuple[float, float, float], shards: int, owners: tuple[str, ...] | None = None,
               with_text: bool = False) -> pa.Table:
-    """Usable records (``tasks.passed``: current policy, no tombstones), filtered partition by partition, with
-    ``split`` and ``shard``; their texts only ``with_text`` (the one strategy that reads them: memory)."""
+    """Usable records (``tasks.passed``: current policy, no tombstones), filtered and placed (``split``, ``shard``)
+    partition by partition, sorted by record id; their texts only ``with_text`` (the one strategy that reads them:
+    memory)."""
     columns = [*POOL_COLUMNS, "text"] if with_text else POOL_COLUMNS
-    parts = [_eligible(t, sources, labels, owners) for t in passed.read_each(store, columns)]
-    pool = pa.concat_tables([t for t in parts if t.num_rows] or parts[:1], promote_options="default") if parts \
-        else pa.table({c: pa.array([], pa.string()) for c in columns})
-    if pool.num_rows == 0:
+    parts = [_placed(t, fractions, shards) for t in (_eligible(t, sources, labels, owners)
+                                                      for t in passed.read_each(store, columns)) if t.num_rows]
+    if not parts:
         raise Fatal("the selection pool is empty: check --source/--label/--owner and that records passed validation")
-    pool = pool.sort_by("record_id")
-    keys = [split_key(r, c) for r, c in zip(pool.column("record_id").to_pylist(),
-                                            pool.column("near_dup_cluster").to_pylist(), strict=True)]
-    pool = pool.append_column("split", pa.array([assign_split(k, fractions) for k in keys]))
-    shard_keys = [owner or key for owner, key in zip(pool.column("owner_id").to_pylist(), keys, strict=True)]
-    return pool.append_column("shard", pa.array([assign_shard(k, shards) for k in shard_keys], pa.int32()))
+    return pa.concat_tables(parts, promote_options="default").unify_dictionaries().sort_by("record_id")
+
+
+def split_mask(pool: pa.Table, split: str) -> np.ndarray:
+    """Which rows of a pool or manifest are in ``split`` (vectorised: a pool has millions of rows)."""
+    column = pool.column("split")
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(pa.string())
+    return pc.fill_null(pc.equal(column, split), False).to_numpy(zero_copy_only=False)
 
 
 def canary_rows(store: Store, n: int, labels: list[str], shards: int) -> pa.Table:
@@ -104,10 +118,9 @@ def attribute_column(store: Store, pool: pa.Table, scorer: str, column: str) -> 
     rid = base.latest_run(store, scorer)
     source = DUPS if scorer == EMBEDDINGS and column != "embedding" else scorer
     table = base.read_attribute(store, source, rid, ["record_id", column])
-    aligned = join_on_id(pool.select(["record_id"]), table)
-    values = dict(zip(aligned.column("record_id").to_pylist(), aligned.column(column).to_pylist(), strict=True))
-    return np.array([values.get(r, np.nan) if values.get(r) is not None else np.nan
-                     for r in pool.column("record_id").to_pylist()], dtype=np.float64), rid
+    where = pc.index_in(pool.column("record_id"), value_set=table.column("record_id"))
+    values = table.column(column).combine_chunks().take(where).cast(pa.float64())
+    return pc.fill_null(values, float("nan")).to_numpy(zero_copy_only=False).astype(np.float64), rid
 
 
 def embeddings_for(store: Store, pool: pa.Table) -> tuple[np.ndarray, str]:

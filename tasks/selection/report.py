@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from tasks import layout
 from tasks.plots import figure_png
-from tasks.selection.pool import attribute_column, load_pool
+from tasks.selection.pool import attribute_column, load_pool, split_mask
 from tasks.storage import Store
 
 
@@ -32,8 +32,8 @@ def comparison(store: Store, manifest: pa.Table, summary: dict[str, Any]) -> tup
     pool = load_pool(store, tuple(cfg["sources"]) if cfg["sources"] else None,
                      tuple(cfg["labels"]) if cfg["labels"] else None, tuple(cfg["fractions"]), cfg["shards"],
                      tuple(cfg["owners"]) if cfg.get("owners") else None)
-    pool_train = pool.filter(pa.array(np.array(pool.column("split").to_pylist()) == "train"))
-    chosen = manifest.filter(pa.array((np.array(manifest.column("split").to_pylist()) == "train")  # canaries: not data
+    pool_train = pool.filter(pa.array(split_mask(pool, "train")))
+    chosen = manifest.filter(pa.array(split_mask(manifest, "train")  # canaries: not data
                                       & ~np.array(manifest.column("canary").to_pylist(), dtype=bool)))
     rows = []
     for column in ("label", "source"):

@@ -1,5 +1,9 @@
 """Clustering over a store, partition by partition: the same clusters as clustering it all in memory, conflicts and
-exact copies found from integer keys, and outputs written per partition."""
+exact copies found from integer keys, and outputs written per partition.
+
+The store's signature files keep band keys only; the clustering makes candidate pairs' signatures again from
+staging's texts. The algorithm's tests here plant crafted signatures instead (no texts): ``crafted`` hands them
+to ``StoreRows.signatures`` by record id; the last test checks that the texts give parse's signatures back."""
 
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ import pytest
 from tasks import layout
 from tasks.dedup import MinhashConfig, cluster_records
 from tasks.dedup.clusters import _bucket_pairs, partition_dedup, read_clusters, signature_schema, signature_table
-from tasks.dedup.sharded import _hex_strings, _hex_words, cluster_partitions
+from tasks.dedup.minhash import signatures
+from tasks.dedup.sharded import StoreRows, _hex_strings, _hex_words, cluster_partitions
 from tasks.storage import Store
+from tests.helpers import ingest_without_engine, jsonl, write_source
 
 CFG = MinhashConfig()
 FILES = [("alpha", f"f{i}") for i in range(4)] + [("beta", f"f{i}") for i in range(3)]
@@ -89,7 +95,21 @@ def data() -> tuple[dict[str, list], np.ndarray]:
 
 
 @pytest.fixture
-def clustered(store: Store, data: tuple[dict[str, list], np.ndarray]) -> tuple[Store, dict]:
+def crafted(data: tuple[dict[str, list], np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``StoreRows.signatures`` answers with the planted signatures (of each id's first delivery: the kept row)."""
+    rows, sigs = data
+    first: dict[str, int] = {}
+    for i in np.argsort(_rank(rows)):
+        first.setdefault(rows["record_id"][i], i)
+
+    def planted(self: StoreRows, _store: Store, some: np.ndarray, _cfg: MinhashConfig) -> np.ndarray:
+        return sigs[[first[r] for r in self.record_ids(some).to_pylist()]].astype(np.uint32)
+
+    monkeypatch.setattr(StoreRows, "signatures", planted)
+
+
+@pytest.fixture
+def clustered(store: Store, data: tuple[dict[str, list], np.ndarray], crafted: None) -> tuple[Store, dict]:
     write_signatures(store, *data)
     return store, cluster_partitions(store, CFG)
 
@@ -169,3 +189,26 @@ def test_hex_keys_round_trip_and_anything_else_is_refused() -> None:
     for bad in (["x" + "0" * 24], ["r" + "0" * 23], ["r" + "G" * 24]):
         with pytest.raises(ValueError, match="hex"):
             _hex_words(pa.chunked_array([bad]), b"r", 25, 24)
+
+
+def test_candidate_signatures_are_made_again_from_staging_as_parse_made_them(store: Store) -> None:
+    base = "the quick brown fox jumps over the lazy dog near the river bank at dawn {}"
+    texts = [base.format(i % 4) + (" again" if i % 3 else "") for i in range(12)]
+    write_source(store, "s", {f"p{k}.jsonl": jsonl([{"id": f"{k}-{i}", "text": t} for i, t in
+                                                     enumerate(texts[k::2])]) for k in range(2)})
+    ingest_without_engine(store)
+    assert not set(pq_names(store)) & {"minhash"}  # band keys only: the signatures are not kept
+    rows = StoreRows.read(store)
+    every = np.arange(len(rows.pos))
+    by_id = {}
+    for key in store.list(layout.STAGING, layout.PARQUET):
+        staged = store.read_parquet(key, ["record_id", "text"])
+        by_id.update(zip(staged.column("record_id").to_pylist(), signatures(staged.column("text"), CFG), strict=True))
+    again = rows.signatures(store, every, CFG)
+    assert [list(s) for s in again] == [list(by_id[r]) for r in rows.record_ids(every).to_pylist()]
+    assert read_clusters(store).num_rows > 0  # the near copies were verified with them
+
+
+def pq_names(store: Store) -> list[str]:
+    return [n for key in store.list(layout.dedup_part(layout.SIGNATURES), layout.PARQUET)
+            for n in store.read_parquet(key).column_names]
