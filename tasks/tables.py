@@ -44,14 +44,32 @@ def bucketed_bytes(table: pa.Table, bucket: str = "bucket") -> bytes:
     return sink.getvalue()
 
 
-def bucket_groups(fh: Any) -> dict[int, int]:
-    """Bucket -> row group of a file ``bucketed_bytes`` wrote (its bucket is the first column)."""
-    meta = pq.ParquetFile(fh).metadata
-    return {meta.row_group(i).column(0).statistics.min: i for i in range(meta.num_row_groups)
-            if meta.row_group(i).num_rows}
+def bucket_groups(fh: Any) -> dict[int, list[int]]:
+    """Bucket -> the row groups that may hold it, by each group's min and max bucket (its first column): one group
+    per bucket in a file ``bucketed_bytes`` wrote; any other layout (a file rewritten whole) still reads right."""
+    meta, out = pq.ParquetFile(fh).metadata, {}
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(0).statistics
+        if meta.row_group(i).num_rows and stats is not None and stats.has_min_max:
+            for bucket in range(stats.min, stats.max + 1):
+                out.setdefault(bucket, []).append(i)
+    return out
 
 
-def read_buckets(fh: Any, groups: dict[int, int], buckets: Iterable[int], columns: list[str]) -> pa.Table | None:
+def read_buckets(fh: Any, groups: dict[int, list[int]], buckets: Iterable[int], columns: list[str]
+                 ) -> pa.Table | None:
     """The rows of ``buckets`` (None when the file has none of them)."""
-    read = sorted({groups[b] for b in buckets if b in groups})
-    return pq.ParquetFile(fh).read_row_groups(read, columns=columns, use_threads=False) if read else None
+    wanted = set(buckets)
+    read = sorted({g for b in wanted for g in groups.get(b, ())})
+    if not read:
+        return None
+    table = pq.ParquetFile(fh).read_row_groups(read, columns=list(dict.fromkeys(["bucket", *columns])),
+                                               use_threads=False)
+    table = table.filter(pc.is_in(table.column("bucket"), value_set=pa.array(sorted(wanted), table.schema.field(
+        "bucket").type)))
+    return table.select(columns)
+
+
+def is_bucketed(table: pa.Table) -> bool:
+    """Whether a table is laid out by ``bucketed_bytes`` (its first column is the bucket)."""
+    return bool(table.column_names) and table.column_names[0] == "bucket"

@@ -190,3 +190,20 @@ def test_a_raw_file_changed_since_its_locator_is_parsed_whole(spread: Store) -> 
     purge = done["applied"]["purge"]
     assert purge["raw_files_read_by_locator"] == 0 and purge["raw_rows_removed"] == 1
     assert files_containing(spread, [TEXTS[10]]) == [] and len(_raw_lines(spread, 2)) == 5
+
+
+def test_a_partition_purged_before_still_gives_up_its_edited_copies(spread: Store) -> None:
+    """A purge rewrites a partition's copy index; its row groups must stay one a bucket, or a later deletion's
+    copy search reads only some buckets of it and misses the edited copies there (as it did before this test)."""
+    edited = TEXTS[13].replace(TEXTS[13].split()[3], "zeppelin", 1)  # one word swapped: a near copy of row 3 of f2
+    other = " ".join(random.Random(99).choices(WORDS, k=14))
+    write_source(spread, "films", {"f9.jsonl": jsonl([
+        {"id": "9-0", "text": other, "label": "fresh", "owner": "someone"},
+        {"id": "9-1", "text": edited, "label": "fresh", "owner": "someone-else"}])})
+    ingest_without_engine(spread)
+    requests.submit(spread, "record_id", [requests.record_id_of("films", "9-0")])
+    process_pending(spread)  # the partition holding the edited copy is purged (its copy index rewritten)
+    requests.submit(spread, "record_id", [_rid(2, 3)])
+    [done] = process_pending(spread)
+    assert requests.record_id_of("films", "9-1") in done["resolved"]["record_ids"]
+    assert files_containing(spread, [edited]) == []

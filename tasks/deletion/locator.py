@@ -165,9 +165,9 @@ class Locator:
         return [layout.staged_partition(k) for k in self.store.list(layout.staging_dir(), layout.PARQUET)]
 
     @cached_property
-    def _groups(self) -> dict[PartitionRef, dict[int, int] | None]:
+    def _groups(self) -> dict[PartitionRef, dict[int, list[int]] | None]:
         """Per partition: bucket -> row group, or None when the partition has no locator."""
-        out: dict[PartitionRef, dict[int, int] | None] = {}
+        out: dict[PartitionRef, dict[int, list[int]] | None] = {}
         for part in self.partitions:
             key = layout.locator(*part)
             if not self.store.exists(key):

@@ -35,6 +35,7 @@ from tasks.readers import ReadLimits, csv_records, detect_format, jsonl_lines, r
 from tasks.rows import RowKeys, raw_row_keys, row_keys
 from tasks.sources import list_raw_files, list_sources
 from tasks.storage import Store
+from tasks.tables import bucketed_bytes, is_bucketed
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,11 @@ def purge_parquet(store: Store, ids: set[str], hashes: set[str], keys: list[str]
         hits = int(pc.sum(mask).as_py() or 0) if mask is not None else 0
         if hits:
             table = store.read_parquet(key)
-            store.write_parquet(key, table.filter(pc.invert(mask)), table.schema)
+            kept = table.filter(pc.invert(mask))
+            if is_bucketed(table):  # an index read by bucket (the copy index): its row groups must stay one a bucket
+                store.write_bytes(key, bucketed_bytes(kept))
+            else:
+                store.write_parquet(key, kept, table.schema)
             rewritten += 1
             removed += hits
     return {"partitions_rewritten": rewritten, "rows_removed": removed}
