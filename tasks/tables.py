@@ -44,10 +44,15 @@ def bucketed_bytes(table: pa.Table, bucket: str = "bucket") -> bytes:
     return sink.getvalue()
 
 
-def bucket_groups(fh: Any) -> dict[int, list[int]]:
+def _parquet(source: Any) -> pq.ParquetFile:
+    return source if isinstance(source, pq.ParquetFile) else pq.ParquetFile(source)
+
+
+def bucket_groups(source: Any) -> dict[int, list[int]]:
     """Bucket -> the row groups that may hold it, by each group's min and max bucket (its first column): one group
-    per bucket in a file ``bucketed_bytes`` wrote; any other layout (a file rewritten whole) still reads right."""
-    meta, out = pq.ParquetFile(fh).metadata, {}
+    per bucket in a file ``bucketed_bytes`` wrote; any other layout (a file rewritten whole) still reads right.
+    ``source``: an open file, or a ``ParquetFile`` already read (its footer is not read again)."""
+    meta, out = _parquet(source).metadata, {}
     for i in range(meta.num_row_groups):
         stats = meta.row_group(i).column(0).statistics
         if meta.row_group(i).num_rows and stats is not None and stats.has_min_max:
@@ -56,14 +61,14 @@ def bucket_groups(fh: Any) -> dict[int, list[int]]:
     return out
 
 
-def read_buckets(fh: Any, groups: dict[int, list[int]], buckets: Iterable[int], columns: list[str]
+def read_buckets(source: Any, groups: dict[int, list[int]], buckets: Iterable[int], columns: list[str]
                  ) -> pa.Table | None:
-    """The rows of ``buckets`` (None when the file has none of them)."""
+    """The rows of ``buckets`` (None when the file has none of them); ``source`` as for ``bucket_groups``."""
     wanted = set(buckets)
     read = sorted({g for b in wanted for g in groups.get(b, ())})
     if not read:
         return None
-    table = pq.ParquetFile(fh).read_row_groups(read, columns=list(dict.fromkeys(["bucket", *columns])),
+    table = _parquet(source).read_row_groups(read, columns=list(dict.fromkeys(["bucket", *columns])),
                                                use_threads=False)
     table = table.filter(pc.is_in(table.column("bucket"), value_set=pa.array(sorted(wanted), table.schema.field(
         "bucket").type)))

@@ -16,6 +16,7 @@ The parameters are the ones ``bench/near_copies.py`` chose (its numbers are in b
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -32,6 +33,7 @@ from tasks.storage import Store
 from tasks.tables import bucket_groups, bucketed_bytes, read_buckets
 
 _CONFIG_KEY = b"copy_config"
+SEARCH_THREADS = 4  # partitions' indexes read at once by a search
 
 
 @dataclass(frozen=True)
@@ -151,11 +153,12 @@ def partition_index(store: Store, source: str, fid: str, cfg: CopyConfig = DEFAU
     key = layout.copies(source, fid)
     if store.exists(key):
         with store.open(key) as fh:
-            current = (pq.read_schema(fh).metadata or {}).get(_CONFIG_KEY) == index_schema(cfg).metadata[_CONFIG_KEY]
+            parquet = pq.ParquetFile(fh)  # one footer read for the check and the buckets
+            current = (parquet.schema_arrow.metadata or {}).get(_CONFIG_KEY) == index_schema(cfg).metadata[_CONFIG_KEY]
             if current and buckets is None:
-                return pq.read_table(fh, use_threads=False)
+                return parquet.read(use_threads=False)
             if current:
-                return read_buckets(fh, bucket_groups(fh), buckets, index_schema(cfg).names) or \
+                return read_buckets(parquet, bucket_groups(parquet), buckets, index_schema(cfg).names) or \
                     index_schema(cfg).empty_table()
     staged = store.read_parquet(layout.staging(source, fid), ["record_id", "text"])
     write_copy_index(store, source, fid, staged, cfg)
@@ -183,9 +186,15 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> li
         for k in set(row.tolist()):
             queries_with.setdefault(k, []).append(q)
     buckets, key_set = set(_bucket(query_keys.ravel()).tolist()), pa.array(sorted(queries_with), pa.uint64())
-    for key in store.list(layout.staging_dir(), layout.PARQUET):
+
+    def candidates(key: str) -> pa.Table:  # a partition's index rows of the queries' keys (threads: I/O, Arrow)
         index = partition_index(store, *layout.staged_partition(key), cfg, buckets)
-        index = index.filter(pc.is_in(index.column("key"), value_set=key_set))
+        return index.filter(pc.is_in(index.column("key"), value_set=key_set))
+
+    staged = store.list(layout.staging_dir(), layout.PARQUET)
+    with ThreadPoolExecutor(SEARCH_THREADS) as pool:
+        found_in = list(pool.map(candidates, staged))
+    for key, index in zip(staged, found_in, strict=True):
         if not index.num_rows:
             continue
         queries_of: dict[str, set[int]] = {}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -100,12 +101,13 @@ def located_lines(store: Store, source: str, fid: str, raw_key: str, withdrawn: 
     if not store.exists(key):
         return None
     with store.open(key) as fh:
-        meta = pq.ParquetFile(fh).schema_arrow.metadata or {}
+        parquet = pq.ParquetFile(fh)
+        meta = parquet.schema_arrow.metadata or {}
         if RAW_SIZE not in meta or int(meta[RAW_SIZE]) != store.size(raw_key):
             return None
-        groups = bucket_groups(fh)
         wanted = {(kind, v) for kind, values in withdrawn.items() for v in values}
-        table = read_buckets(fh, groups, {bucket_of(kind, v) for kind, v in wanted}, ["kind", "key", "lines"])
+        table = read_buckets(parquet, bucket_groups(parquet), {bucket_of(kind, v) for kind, v in wanted},
+                             ["kind", "key", "lines"])
     found: set[int] = set()
     if table is not None:
         for kind, value, lines in zip(*(table.column(c).to_pylist() for c in ("kind", "key", "lines")), strict=True):
@@ -155,50 +157,63 @@ def drop_entries(store: Store, source: str, fid: str, withdrawn: Mapping[str, se
 
 
 class Locator:
-    """Look-ups over every partition's locator; footers are read once per instance (one resolution pass)."""
+    """Look-ups over every partition's locator for one resolution pass: each file is opened and its footer read
+    once (a pass looks up several kinds, several times), the files are read by a few threads at once (reads are
+    I/O and Arrow decoding, which release the GIL), and every answer is kept, so a key is looked up once."""
+
+    THREADS = 4
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._known: dict[tuple[str, str], set[PartitionRef]] = {}
 
     @cached_property
     def partitions(self) -> list[PartitionRef]:
         return [layout.staged_partition(k) for k in self.store.list(layout.staging_dir(), layout.PARQUET)]
 
+    def _open(self, part: PartitionRef) -> tuple[pq.ParquetFile, dict[int, list[int]]] | None:
+        key = layout.locator(*part)
+        if not self.store.exists(key):
+            return None
+        parquet = pq.ParquetFile(self.store.open(key))  # kept open for this pass's look-ups
+        return parquet, bucket_groups(parquet)
+
     @cached_property
-    def _groups(self) -> dict[PartitionRef, dict[int, list[int]] | None]:
-        """Per partition: bucket -> row group, or None when the partition has no locator."""
-        out: dict[PartitionRef, dict[int, list[int]] | None] = {}
-        for part in self.partitions:
-            key = layout.locator(*part)
-            if not self.store.exists(key):
-                out[part] = None
-                continue
-            with self.store.open(key) as fh:
-                out[part] = bucket_groups(fh)
+    def _files(self) -> dict[PartitionRef, tuple[pq.ParquetFile, dict[int, list[int]]] | None]:
+        """Per partition: its open locator and bucket -> row groups, or None when it has no locator."""
+        with ThreadPoolExecutor(self.THREADS) as pool:
+            return dict(zip(self.partitions, pool.map(self._open, self.partitions), strict=True))
+
+    def _lookup(self, kind: str, wanted: list[str]) -> dict[str, set[PartitionRef]]:
+        buckets = {bucket_of(kind, v) for v in wanted}
+        value_set = pa.array(wanted, pa.string())
+
+        def holds(part: PartitionRef) -> list[str]:
+            opened = self._files[part]
+            if opened is None:
+                return wanted
+            table = read_buckets(opened[0], opened[1], buckets, ["kind", "key"])
+            if table is None:
+                return []
+            hit = pc.and_(pc.equal(table.column("kind"), kind), pc.is_in(table.column("key"), value_set=value_set))
+            return table.column("key").filter(hit).to_pylist()
+
+        out: dict[str, set[PartitionRef]] = {v: set() for v in wanted}
+        with ThreadPoolExecutor(self.THREADS) as pool:
+            for part, found in zip(self._files, pool.map(holds, self._files), strict=True):
+                for v in found:
+                    out[v].add(part)
         return out
 
     def where(self, kind: str, values: Iterable[str]) -> dict[str, set[PartitionRef]]:
         """For each of ``values`` of ``kind``, the partitions that may hold it (every partition without a locator
-        among them): one look-up for many values, each partition's buckets read once."""
+        among them): one look-up for many values, each partition's buckets read once, known answers not again."""
         wanted = sorted(set(values))
-        out: dict[str, set[PartitionRef]] = {v: set() for v in wanted}
-        if not wanted:
-            return out
-        buckets = {bucket_of(kind, v) for v in wanted}
-        value_set = pa.array(wanted, pa.string())
-        for part, groups in self._groups.items():
-            if groups is None:
-                for v in wanted:
-                    out[v].add(part)
-                continue
-            with self.store.open(layout.locator(*part)) as fh:
-                table = read_buckets(fh, groups, buckets, ["kind", "key"])
-            if table is None:
-                continue
-            hit = pc.and_(pc.equal(table.column("kind"), kind), pc.is_in(table.column("key"), value_set=value_set))
-            for v in table.column("key").filter(hit).to_pylist():
-                out[v].add(part)
-        return out
+        fresh = [v for v in wanted if (kind, v) not in self._known]
+        if fresh:
+            for v, parts in self._lookup(kind, fresh).items():
+                self._known[(kind, v)] = parts
+        return {v: set(self._known[(kind, v)]) for v in wanted}
 
     def find(self, kind: str, values: Iterable[str]) -> set[PartitionRef]:
         """The partitions that may hold any of ``values`` of ``kind`` (all of them, for one without a locator)."""
