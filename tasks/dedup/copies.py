@@ -8,8 +8,8 @@ case, punctuation and spacing differences gone), and two texts are copies when t
 
 Candidates come from MinHash LSH so that a query is never compared with every stored text: at ingest each staged
 row's signature is cut into bands and the band keys are written per staging partition (``layout.copies``), sorted
-into 256 buckets; a query computes its own keys and reads only their buckets, partition by partition (memory and
-reads bounded by a partition's buckets, not the store).
+into 1,024 buckets (by the top bits); a query computes its own keys and reads only their buckets, partition by
+partition (memory and reads bounded by a partition's buckets, not the store).
 Candidates are verified exactly on the shingle sets: the index decides what is compared, never what is a copy.
 The parameters are the ones ``bench/near_copies.py`` chose (its numbers are in bench/README.md).
 """
@@ -34,6 +34,9 @@ from tasks.tables import bucket_groups, bucketed_bytes, read_buckets
 
 _CONFIG_KEY = b"copy_config"
 SEARCH_THREADS = 4  # partitions' indexes read at once by a search
+# a key's bucket is its top bits: a one-text query (21 keys) reads 21/1024 of each partition's index. 256 buckets
+# read 4x the bytes (8 s a deletion at 10M records, cold cache); 4096 make the footer cost more than the reads
+BUCKET_BITS = 10
 
 
 @dataclass(frozen=True)
@@ -80,14 +83,14 @@ DEFAULT = CopyConfig()
 
 def index_schema(cfg: CopyConfig) -> pa.Schema:
     """The copy index of one partition: one row per band key, sorted, in row groups by the key's top byte (keys are
-    hashes, so the 256 buckets are even) — a query reads only its keys' buckets. The config and this format are
+    hashes, so the buckets are even) — a query reads only its keys' buckets. The config and this format are
     kept in the file, so a stale index is rebuilt, not misread."""
     return pa.schema([("bucket", pa.uint16()), ("key", pa.uint64()), ("record_id", pa.string())],
-                     metadata={_CONFIG_KEY: f"{cfg}/bucketed".encode()})
+                     metadata={_CONFIG_KEY: f"{cfg}/bucketed{BUCKET_BITS}".encode()})
 
 
 def _bucket(keys: np.ndarray) -> np.ndarray:
-    return (keys >> np.uint64(56)).astype(np.uint16)
+    return (keys >> np.uint64(64 - BUCKET_BITS)).astype(np.uint16)
 
 
 def shingle_sets(texts: list[str], cfg: CopyConfig = DEFAULT) -> list[np.ndarray]:
@@ -172,7 +175,7 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> li
     copies of it (a deletion resolving many requests at once needs to know which request each copy follows).
 
     One pass over the staging partitions: the row groups of the queries' key buckets in each partition's index
-    give the candidates (1/256 of the index per key), and only the candidates' texts are read back from staging
+    give the candidates (1/1024 of the index per key), and only the candidates' texts are read back from staging
     and verified.
     """
     found: list[set[str]] = [set() for _ in texts]
