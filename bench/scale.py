@@ -65,10 +65,11 @@ class Size:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("CUSTODY_", "PREFECT_", "MLFLOW_"))}
         self.env["CUSTODY_HOME"] = str(self.home)
         self.store = Store((self.home / "store").resolve().as_uri())
-        rng = np.random.default_rng(n)
+        rng = np.random.default_rng(n + args.round)
         picks = rng.choice(n, 1 + args.requests, replace=False).tolist()
         self.fallback_record, self.batch = self.rid(picks[0]), [self.rid(i) for i in picks[1:]]
-        self.owner = owner_name(corpus, 0)
+        self.owner = owner_name(corpus, args.round)
+        self.round = args.round
         self.timeout, self.facts = args.step_timeout, {}
 
     def rid(self, i: int) -> str:
@@ -91,7 +92,7 @@ class Size:
         if not versions:
             return self.fallback_record
         table = self.store.read_parquet(layout.manifest(DATASET, versions[0]), ["record_id", "split"])
-        return table.filter(pc.equal(table["split"], "train"))["record_id"][0].as_py()
+        return table.filter(pc.equal(table["split"], "train"))["record_id"][self.round].as_py()
 
     def raw_files(self) -> list[Path]:
         return sorted((self.home / "store" / "raw" / self.source).glob("*.jsonl"))
@@ -312,6 +313,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="reuse each size's home (and its results so far)")
     parser.add_argument("--work-dir", default="/tmp/custody-bench-scale", help="homes live under here")
     parser.add_argument("--requests", type=int, default=1000, help="requests of delete_1000_requests")
+    parser.add_argument("--round", type=int, default=0,
+                        help="with --resume, deletion steps again on other records: record and owner number ROUND")
     parser.add_argument("--step-timeout", type=float, default=6 * 3600, help="seconds before a step is stopped")
     parser.add_argument("--out", type=Path, help="results JSON (default results/scale.json or scale_quick.json)")
     args = parser.parse_args()

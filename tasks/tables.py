@@ -70,8 +70,9 @@ def read_buckets(source: Any, groups: dict[int, list[int]], buckets: Iterable[in
         return None
     table = _parquet(source).read_row_groups(read, columns=list(dict.fromkeys(["bucket", *columns])),
                                                use_threads=False)
-    table = table.filter(pc.is_in(table.column("bucket"), value_set=pa.array(sorted(wanted), table.schema.field(
-        "bucket").type)))
+    mine = pc.is_in(table.column("bucket"), value_set=pa.array(sorted(wanted), table.schema.field("bucket").type))
+    if not pc.all(mine).as_py():  # a row group holding other buckets too (a file not laid out by bucket)
+        table = table.filter(mine)
     return table.select(columns)
 
 

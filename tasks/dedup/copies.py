@@ -195,7 +195,10 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> li
         return index.filter(pc.is_in(index.column("key"), value_set=key_set))
 
     staged = store.list(layout.staging_dir(), layout.PARQUET)
-    with ThreadPoolExecutor(SEARCH_THREADS) as pool:
+    # a few queries read a few buckets of each index: threads overlap the reads. Many read whole indexes: one at a
+    # time then, or memory would hold several partitions' indexes at once
+    threads = SEARCH_THREADS if len(buckets) <= (1 << BUCKET_BITS) // 8 else 1
+    with ThreadPoolExecutor(threads) as pool:
         found_in = list(pool.map(candidates, staged))
     for key, index in zip(staged, found_in, strict=True):
         if not index.num_rows:
