@@ -73,6 +73,11 @@ def raw_file(source: str, relative: str) -> str:
     return f"{RAW}/{source}/{relative}"
 
 
+def raw_source(key: str) -> str:
+    """The source a raw file belongs to (``raw/<source>/...``)."""
+    return key.removeprefix(f"{RAW}/").split("/", 1)[0]
+
+
 def raw_relative(source: str, key: str) -> str:
     """A raw file's path inside its source folder (what its file id is made from)."""
     return key.removeprefix(f"{RAW}/{source}/")

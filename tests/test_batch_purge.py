@@ -207,3 +207,16 @@ def test_a_partition_purged_before_still_gives_up_its_edited_copies(spread: Stor
     [done] = process_pending(spread)
     assert requests.record_id_of("films", "9-1") in done["resolved"]["record_ids"]
     assert files_containing(spread, [edited]) == []
+
+
+def test_a_purged_raw_file_is_not_parsed_again_by_the_next_ingest(spread: Store) -> None:
+    requests.submit(spread, "record_id", [_rid(4, 1)])
+    process_pending(spread)
+    write_source(spread, "films", {"f9.jsonl": jsonl([{"id": "9-0", "text": "a later delivery of one review",
+                                                       "label": "fresh", "owner": "someone"}])})
+    parsed, _ = ingest_without_engine(spread)
+    assert {s["file"]: s["skipped"] for s in parsed} == {**{f"raw/films/f{f}.jsonl": True for f in range(FILES)},
+                                                         "raw/films/f9.jsonl": False}
+    marker = spread.read_json(layout.ingest_marker("parse", "films", _fid(4)))
+    assert marker["fingerprint"]["size"] == spread.size("raw/films/f4.jsonl")
+    assert files_containing(spread, [TEXTS[21]]) == []
