@@ -223,7 +223,8 @@ def ingest_one_file(size: Size) -> dict[str, Any]:
     """A later delivery: one new raw file of ``DELIVERY`` records into the full store, then ``custody ingest``
     (the other files are skipped by their parse markers; clustering and publishing see the whole store)."""
     owners = max(1, size.n // RECORDS_PER_OWNER)
-    mb = write_delivery(size.store, size.corpus, size.source, size.n, DELIVERY, owners) / 1e6
+    first = size.n + size.round * DELIVERY  # a new file each round
+    mb = write_delivery(size.store, size.corpus, size.source, first, DELIVERY, owners) / 1e6
     entry = size.cli("ingest_one_file", "ingest")
     rows = ((entry.pop("output", {}) or {}).get("sources") or [{}])[0]
     entry.update(delivered_records=DELIVERY, delivered_mb=round(mb, 3), records=rows.get("records"),
