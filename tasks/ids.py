@@ -32,3 +32,9 @@ def content_hash(normalized_text: str) -> str:
 def record_id(source: str, source_record_id: str) -> str:
     """Stable 96-bit id of a record: ``r`` + 24 hex chars of sha256(source, source_record_id)."""
     return "r" + hashlib.sha256(f"{source}\x1f{source_record_id}".encode()).hexdigest()[:24]
+
+
+def unit_interval(text: str, hex_digits: int = 12) -> float:
+    """A stable pseudo-random number in [0, 1) from ``text`` (the first ``hex_digits`` of its sha256): splits,
+    shards and samples that never change between runs or machines."""
+    return int(hashlib.sha256(text.encode()).hexdigest()[:hex_digits], 16) / 16**hex_digits

@@ -100,6 +100,11 @@ def staging(source: str, file_id: str) -> str:
     return f"{staging_dir(source)}/{file_id}{PARQUET}"
 
 
+# rows per row group of a staging file: the copy index names each row's group, so a deletion's copy search reads
+# the few groups holding its candidates, not the partition's texts; rewrites keep every group where it was
+STAGING_GROUP_ROWS = 8192
+
+
 def staged_partition(key: str) -> tuple[str, str]:
     """``(source, file id)`` of a staging key."""
     return source_of(key), _stem(key, PARQUET)

@@ -213,12 +213,14 @@ class Store:
     def write_json(self, key: str, obj: Any) -> str:
         return self.write_bytes(key, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
-    def write_parquet(self, key: str, table: pa.Table, schema: pa.Schema | None = None) -> str:
-        """Write a table with an explicit schema (inferred schemas drift between shards)."""
+    def write_parquet(self, key: str, table: pa.Table, schema: pa.Schema | None = None,
+                      group_rows: int | None = None) -> str:
+        """Write a table with an explicit schema (inferred schemas drift between shards), in row groups of
+        ``group_rows`` when given (Arrow's default otherwise)."""
         if schema is not None:
             table = table.select(schema.names).cast(schema)
         buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd")
+        pq.write_table(table, buf, compression="zstd", row_group_size=group_rows)
         return self.write_bytes(key, buf.getvalue())
 
     def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:

@@ -76,6 +76,22 @@ def read_buckets(source: Any, groups: dict[int, list[int]], buckets: Iterable[in
     return table.select(columns)
 
 
-def is_bucketed(table: pa.Table) -> bool:
-    """Whether a table is laid out by ``bucketed_bytes`` (its first column is the bucket)."""
-    return bool(table.column_names) and table.column_names[0] == "bucket"
+def filtered_bytes(source: Any, keep: np.ndarray) -> bytes:
+    """A Parquet file (open file or ``ParquetFile``) with only the rows ``keep`` marks, every row group kept where
+    it was, emptied ones too: row groups are addresses (an index's buckets, the staging groups the copy index
+    names), so removing rows must not move the others between groups."""
+    parquet, start, sink = _parquet(source), 0, io.BytesIO()
+    with pq.ParquetWriter(sink, parquet.schema_arrow, compression="zstd") as writer:
+        for i in range(parquet.num_row_groups):
+            group = parquet.read_row_group(i, use_threads=False)
+            writer.write_table(group.filter(pa.array(keep[start:start + group.num_rows], pa.bool_())),
+                               row_group_size=max(1, group.num_rows))
+            start += group.num_rows
+    return sink.getvalue()
+
+
+def group_of_rows(source: Any) -> np.ndarray:
+    """Each row's row group in a Parquet file (open file or ``ParquetFile``), from its footer alone."""
+    meta = _parquet(source).metadata
+    return np.repeat(np.arange(meta.num_row_groups, dtype=np.uint32),
+                     [meta.row_group(i).num_rows for i in range(meta.num_row_groups)])

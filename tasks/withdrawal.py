@@ -20,8 +20,8 @@ from tasks.deletion.locks import store_lock
 from tasks.deletion.purge import purge_files, rewrite_raw
 from tasks.readers import RawRow, ReadLimits, read_rows
 from tasks.rows import RowKeys, raw_row_keys
-from tasks.schema import record_schema
 from tasks.storage import Store
+from tasks.tables import filtered_bytes
 
 
 def published_ids(store: Store, source: str, fid: str) -> frozenset[str]:
@@ -67,8 +67,10 @@ def clear_withdrawn(store: Store, partition: tuple[str, str, str], withdrawn: di
     source, fid, raw_key = partition
     with store_lock(store):
         remember(store, withdrawn, keys)
-        staging = store.read_parquet(layout.staging(source, fid))
         uris = pa.array(sorted(withdrawn), pa.string())
-        keep = pc.invert(pc.is_in(staging.column("source_uri"), value_set=uris))
-        store.write_parquet(layout.staging(source, fid), staging.filter(keep), record_schema())
+        uri_column = store.read_parquet(layout.staging(source, fid), ["source_uri"]).column("source_uri")
+        keep = pc.invert(pc.fill_null(pc.is_in(uri_column, value_set=uris), False)).to_numpy()
+        with store.open(layout.staging(source, fid)) as fh:
+            kept = filtered_bytes(fh, keep)
+        store.write_bytes(layout.staging(source, fid), kept)
         purge_files(store, blocks, source, [raw_key], [layout.quarantine(source, "ingest", fid)])

@@ -9,13 +9,15 @@ case, punctuation and spacing differences gone), and two texts are copies when t
 Candidates come from MinHash LSH so that a query is never compared with every stored text: at ingest each staged
 row's signature is cut into bands and the band keys are written per staging partition (``layout.copies``), sorted
 into 1,024 buckets (by the top bits); a query computes its own keys and reads only their buckets, partition by
-partition (memory and reads bounded by a partition's buckets, not the store).
+partition (memory and reads bounded by a partition's buckets, not the store), and each candidate's text from the
+one staging row group the index names for it.
 Candidates are verified exactly on the shingle sets: the index decides what is compared, never what is a copy.
 The parameters are the ones ``bench/near_copies.py`` chose (its numbers are in bench/README.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -30,7 +32,7 @@ from tasks.dedup.minhash import MinhashConfig, signatures_of_hashes
 from tasks.dedup.minhash import band_keys as lsh_band_keys
 from tasks.fingerprints import SHINGLE_CHARS, distinct_sets, jaccard, match_form, ngram_hashes
 from tasks.storage import Store
-from tasks.tables import bucket_groups, bucketed_bytes, read_buckets
+from tasks.tables import bucket_groups, bucketed_bytes, group_of_rows, read_buckets
 
 _CONFIG_KEY = b"copy_config"
 SEARCH_THREADS = 4  # partitions' indexes read at once by a search
@@ -84,9 +86,11 @@ DEFAULT = CopyConfig()
 def index_schema(cfg: CopyConfig) -> pa.Schema:
     """The copy index of one partition: one row per band key, sorted, in row groups by the key's top byte (keys are
     hashes, so the buckets are even) — a query reads only its keys' buckets. The config and this format are
-    kept in the file, so a stale index is rebuilt, not misread."""
-    return pa.schema([("bucket", pa.uint16()), ("key", pa.uint64()), ("record_id", pa.string())],
-                     metadata={_CONFIG_KEY: f"{cfg}/bucketed{BUCKET_BITS}".encode()})
+    kept in the file, so a stale index is rebuilt, not misread. ``group`` is the staging row group holding the
+    key's record, so verification reads only the groups of its candidates."""
+    return pa.schema([("bucket", pa.uint16()), ("key", pa.uint64()), ("record_id", pa.string()),
+                      ("group", pa.uint32())],
+                     metadata={_CONFIG_KEY: f"{cfg}/bucketed{BUCKET_BITS}/grouped".encode()})
 
 
 def _bucket(keys: np.ndarray) -> np.ndarray:
@@ -134,19 +138,22 @@ def verified(pairs: np.ndarray, stored_sets: list[np.ndarray], query_sets: list[
     return pairs[np.asarray(keep, dtype=bool)] if len(pairs) else pairs
 
 
-def index_table(staged: pa.Table, cfg: CopyConfig = DEFAULT) -> pa.Table:
-    """The copy index of staged rows (``record_id``, ``text``): no text, only band keys and whose they are."""
+def index_table(staged: pa.Table, groups: np.ndarray, cfg: CopyConfig = DEFAULT) -> pa.Table:
+    """The copy index of staged rows (``record_id``, ``text``, each row's staging row group in ``groups``): no
+    text, only band keys, whose they are and where that record sits."""
     keys = band_keys(staged.column("text").to_pylist(), cfg).ravel()
     order = np.argsort(keys, kind="stable")  # by key, hence by bucket (its top byte)
     rows = (np.arange(keys.size) // cfg.bands)[order]
     owners = staged.column("record_id").take(pa.array(rows, pa.int64()))
-    return pa.table({"bucket": _bucket(keys[order]), "key": keys[order], "record_id": owners},
-                    schema=index_schema(cfg))
+    return pa.table({"bucket": _bucket(keys[order]), "key": keys[order], "record_id": owners,
+                     "group": np.asarray(groups, np.uint32)[rows]}, schema=index_schema(cfg))
 
 
 def write_copy_index(store: Store, source: str, fid: str, staged: pa.Table, cfg: CopyConfig = DEFAULT) -> str:
-    """Write a staging partition's copy index (ingest's parse step calls this beside the MinHash signatures)."""
-    return store.write_bytes(layout.copies(source, fid), bucketed_bytes(index_table(staged, cfg)))
+    """Write a staging partition's copy index (ingest's parse step calls this beside the MinHash signatures, with
+    staging just written in groups of ``layout.STAGING_GROUP_ROWS``)."""
+    groups = np.arange(staged.num_rows) // layout.STAGING_GROUP_ROWS
+    return store.write_bytes(layout.copies(source, fid), bucketed_bytes(index_table(staged, groups, cfg)))
 
 
 def partition_index(store: Store, source: str, fid: str, cfg: CopyConfig = DEFAULT,
@@ -163,11 +170,28 @@ def partition_index(store: Store, source: str, fid: str, cfg: CopyConfig = DEFAU
             if current:
                 return read_buckets(parquet, bucket_groups(parquet), buckets, index_schema(cfg).names) or \
                     index_schema(cfg).empty_table()
-    staged = store.read_parquet(layout.staging(source, fid), ["record_id", "text"])
-    write_copy_index(store, source, fid, staged, cfg)
-    table = index_table(staged, cfg)
+    with store.open(layout.staging(source, fid)) as fh:
+        parquet = pq.ParquetFile(fh)
+        staged, groups = parquet.read(["record_id", "text"], use_threads=False), group_of_rows(parquet)
+    table = index_table(staged, groups, cfg)
+    store.write_bytes(layout.copies(source, fid), bucketed_bytes(table))
     wanted = pa.array(sorted(buckets or ()), pa.uint16())
     return table if buckets is None else table.filter(pc.is_in(table.column("bucket"), value_set=wanted))
+
+
+def _candidate_rows(store: Store, key: str, ids: Iterable[str], groups: set[int]) -> pa.Table:
+    """The staged ``record_id`` and ``text`` of candidate ``ids`` from the row ``groups`` the index names; the whole
+    partition when one is not there (a staging file rewritten by an older version, or a record gone from it)."""
+    wanted = pa.array(sorted(ids), pa.string())
+    with store.open(key) as fh:
+        parquet = pq.ParquetFile(fh)
+        rows = parquet.read_row_groups(sorted(groups), ["record_id", "text"], use_threads=False) \
+            if max(groups) < parquet.num_row_groups else None
+        rows = rows.filter(pc.is_in(rows.column("record_id"), value_set=wanted)) if rows is not None else None
+        if rows is None or rows.num_rows < len(wanted):
+            rows = parquet.read(["record_id", "text"], use_threads=False)
+            rows = rows.filter(pc.is_in(rows.column("record_id"), value_set=wanted))
+    return rows
 
 
 def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> list[set[str]]:
@@ -175,8 +199,8 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> li
     copies of it (a deletion resolving many requests at once needs to know which request each copy follows).
 
     One pass over the staging partitions: the row groups of the queries' key buckets in each partition's index
-    give the candidates (1/1024 of the index per key), and only the candidates' texts are read back from staging
-    and verified.
+    give the candidates (1/1024 of the index per key), and only the staging row groups holding them (8,192 rows
+    each, named by the index) are read back for their texts and verified.
     """
     found: list[set[str]] = [set() for _ in texts]
     searched = [i for i, t in enumerate(texts) if t and match_form(t)]  # punctuation alone has no shingle
@@ -206,8 +230,7 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> li
         queries_of: dict[str, set[int]] = {}
         for k, rid in zip(index.column("key").to_pylist(), index.column("record_id").to_pylist(), strict=True):
             queries_of.setdefault(rid, set()).update(queries_with[k])
-        rows = store.read_parquet(key, ["record_id", "text"])
-        rows = rows.filter(pc.is_in(rows.column("record_id"), value_set=pa.array(sorted(queries_of), pa.string())))
+        rows = _candidate_rows(store, key, queries_of.keys(), set(index.column("group").to_pylist()))
         row_ids = rows.column("record_id").to_pylist()
         local = np.array([(i, q) for i, rid in enumerate(row_ids) for q in queries_of[rid]], dtype=np.int64)
         hits = verified(local.reshape(-1, 2), shingle_sets(rows.column("text").to_pylist(), cfg), query_sets,

@@ -35,7 +35,7 @@ from tasks.readers import ReadLimits, csv_records, detect_format, jsonl_lines, r
 from tasks.rows import RowKeys, raw_row_keys, row_keys
 from tasks.sources import file_id, list_raw_files, list_sources
 from tasks.storage import Store
-from tasks.tables import bucketed_bytes, is_bucketed
+from tasks.tables import filtered_bytes
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,9 @@ def parquet_files(store: Store) -> list[str]:
 
 
 def purge_parquet(store: Store, ids: set[str], hashes: set[str], keys: list[str] | None = None) -> dict[str, int]:
-    """Rewrite Parquet files (``keys``, default every one under the purged prefixes) without the deleted rows. Only
-    the id and hash columns are read to look; a file is read whole and rewritten only when it holds one."""
+    """Rewrite Parquet files (``keys``, default every one under the purged prefixes) without the deleted rows, row
+    groups kept (``filtered_bytes``). Only the id and hash columns are read to look; a file is read whole and
+    rewritten only when it holds one."""
     rewritten = removed = 0
     for key in parquet_files(store) if keys is None else keys:
         with store.open(key) as fh:
@@ -69,12 +70,9 @@ def purge_parquet(store: Store, ids: set[str], hashes: set[str], keys: list[str]
         mask = _hit_mask(store.read_parquet(key, columns), ids, hashes) if columns else None
         hits = int(pc.sum(mask).as_py() or 0) if mask is not None else 0
         if hits:
-            table = store.read_parquet(key)
-            kept = table.filter(pc.invert(mask))
-            if is_bucketed(table):  # an index read by bucket (the copy index): its row groups must stay one a bucket
-                store.write_bytes(key, bucketed_bytes(kept))
-            else:
-                store.write_parquet(key, kept, table.schema)
+            with store.open(key) as fh:
+                kept = filtered_bytes(fh, pc.invert(mask).to_numpy())
+            store.write_bytes(key, kept)
             rewritten += 1
             removed += hits
     return {"partitions_rewritten": rewritten, "rows_removed": removed}
@@ -160,12 +158,16 @@ def _find_raw(store: Store, key: str, sheet: Datasheet, blocks: BlockList, found
               located: Located | None = None) -> None:
     """Add one raw file's withdrawn rows (and their texts) to ``found``: only the ``located`` lines of a JSONL
     file when the locator names them (and they confirm), else every row."""
+    jsonl = (sheet.format or "jsonl") == "jsonl"
+    if located is not None and jsonl and not located.lines:  # the locator names no line here: nothing to read
+        found.raw_files_read_by_locator += 1
+        found.unreadable_raw_rows += located.unreadable
+        return
     data = store.read_bytes(key)
     no_limit = len(data) + 1  # the size limit ingestion ran with is not known here: whatever it was, look at all
     # rows of any size are matched; depth and decompression stay bounded, so a hostile file costs no more here
     limits = replace(ReadLimits.from_settings(get_settings()), max_field_bytes=None)
-    fast = _located_doomed(data, key, sheet, blocks, located, limits) \
-        if located is not None and (sheet.format or "jsonl") == "jsonl" else None
+    fast = _located_doomed(data, key, sheet, blocks, located, limits) if located is not None and jsonl else None
     if fast is not None:
         (keys, doomed), unreadable = fast, located.unreadable  # type: ignore[union-attr]
         found.raw_files_read_by_locator += 1

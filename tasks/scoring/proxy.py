@@ -14,7 +14,6 @@ the cap is scored whole; above it, records outside the sample get no proxy-based
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ import pyarrow.compute as pc
 
 from tasks import layout, passed
 from tasks.errors import Fatal
+from tasks.ids import unit_interval
 from tasks.scoring import base
 from tasks.scoring.contract import ScorerRun
 from tasks.scoring.embeddings import NAME as EMBEDDINGS
@@ -71,17 +71,13 @@ class ProxyRun:
     lrs: list[float]
 
 
-def _unit_hash(text: str) -> float:
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 2**32
-
-
 def in_target(record_id: str, fraction: float) -> bool:
-    return _unit_hash(record_id) < fraction
+    return unit_interval(record_id, 8) < fraction
 
 
 def sample_key(record_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Each record's place in the stable sample (uniform in [0, 1), independent of ``in_target``'s hash)."""
-    return np.array([_unit_hash(f"proxy-sample\x1f{r}") for r in record_ids.to_pylist()], dtype=np.float64)
+    return np.array([unit_interval(f"proxy-sample\x1f{r}", 8) for r in record_ids.to_pylist()], dtype=np.float64)
 
 
 def _labelled_sample(run: ScorerRun, cfg: ProxyConfig, parts: list[layout.Partition]) -> tuple[pa.Table, int]:

@@ -10,7 +10,6 @@ Audit canaries (``tasks.canaries``) are never pool records: a selection adds the
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
@@ -20,6 +19,7 @@ import pyarrow.compute as pc
 
 from tasks import canaries, passed
 from tasks.errors import Fatal
+from tasks.ids import unit_interval
 from tasks.scoring import base
 from tasks.scoring.embeddings import DUPS, embedding_matrix
 from tasks.scoring.embeddings import NAME as EMBEDDINGS
@@ -36,17 +36,13 @@ def split_key(record_id: str, cluster: str | None) -> str:
     return cluster or record_id
 
 
-def unit_hash(key: str, salt: str) -> float:
-    return int(hashlib.sha256(f"{salt}:{key}".encode()).hexdigest()[:12], 16) / 16**12
-
-
 def assign_split(key: str, fractions: tuple[float, float, float]) -> str:
-    u = unit_hash(key, "split")
+    u = unit_interval(f"split:{key}")
     return "train" if u < fractions[0] else ("validation" if u < fractions[0] + fractions[1] else "test")
 
 
 def assign_shard(key: str, shards: int) -> int:
-    return int(unit_hash(key, "shard") * shards) % shards
+    return int(unit_interval(f"shard:{key}") * shards) % shards
 
 
 def _eligible(part: pa.Table, sources: tuple[str, ...] | None, labels: tuple[str, ...] | None,
@@ -90,9 +86,13 @@ def load_pool(store: Store, sources: tuple[str, ...] | None, labels: tuple[str, 
 def split_mask(pool: pa.Table, split: str) -> np.ndarray:
     """Which rows of a pool or manifest are in ``split`` (vectorised: a pool has millions of rows)."""
     column = pool.column("split")
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(pa.string())
-    return pc.fill_null(pc.equal(column, split), False).to_numpy(zero_copy_only=False)
+    if not pa.types.is_dictionary(column.type):
+        return pc.fill_null(pc.equal(column, split), False).to_numpy(zero_copy_only=False)
+    masks = [np.zeros(0, dtype=bool)]
+    for chunk in column.chunks:  # compare the codes with the split's code: no string per row
+        code = chunk.dictionary.index(split).as_py()
+        masks.append(pc.fill_null(pc.equal(chunk.indices, code), False).to_numpy(zero_copy_only=False))
+    return np.concatenate(masks)
 
 
 def canary_rows(store: Store, n: int, labels: list[str], shards: int) -> pa.Table:

@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tasks import layout
@@ -18,9 +19,11 @@ from tasks.dedup.copies import (
     partition_index,
     shingle_sets,
     verified,
+    write_copy_index,
 )
 from tasks.dedup.withdrawn import WithdrawnIndex
 from tasks.deletion.fingerprints import fingerprint_table
+from tasks.deletion.purge import purge_parquet
 from tasks.fingerprints import char_shingles, distinct_sets, jaccard, ngram_hashes, shingle_hashes
 from tasks.storage import Store
 
@@ -91,6 +94,33 @@ def test_find_copies_reads_candidates_across_partitions_and_rebuilds_a_missing_i
     assert stale.num_rows == 2 * 4
     _stage(store, "tweets", "f3", ["!!!", "..."])
     assert find_copies(store, ["", "?!"]) == [set(), set()]  # no shingle, no copy: not every punctuation-only row
+
+
+def test_candidates_are_read_from_the_staging_groups_the_index_names_and_a_purge_keeps_them_there(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(layout, "STAGING_GROUP_ROWS", 4)
+    texts = [f"filler note number {i} about the weather in town today" for i in range(10)]
+    texts.append(EDITS["one word swapped"])
+    ids = [f"f1-{i}" for i in range(len(texts))]
+    staged = pa.table({"record_id": ids, "content_hash": ids, "text": texts})
+    store.write_parquet(layout.staging("reviews", "f1"), staged, group_rows=layout.STAGING_GROUP_ROWS)
+    write_copy_index(store, "reviews", "f1", staged)
+    purge_parquet(store, {"f1-0", "f1-5"}, set())  # rows leave groups 0 and 1: the others must not move
+    with store.open(layout.staging("reviews", "f1")) as fh:
+        parquet = pq.ParquetFile(fh)
+        sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
+        held = {i: set(parquet.read_row_group(i, ["record_id"]).column("record_id").to_pylist()) for i in range(3)}
+    assert sizes == [3, 3, 3]
+    index = partition_index(store, "reviews", "f1")
+    assert "f1-0" not in index.column("record_id").to_pylist()
+    for rid, group in zip(index.column("record_id").to_pylist(), index.column("group").to_pylist(), strict=True):
+        assert rid in held[group]
+
+    def whole_partition(*_: object, **__: object) -> None:
+        raise AssertionError("a search read a whole staging partition")
+
+    monkeypatch.setattr(pq.ParquetFile, "read", whole_partition)
+    assert find_copies(store, [REVIEW]) == [{"f1-10"}]  # from group 2 alone
 
 
 def test_fingerprint_matcher_finds_near_copies_from_fingerprints_alone() -> None:
