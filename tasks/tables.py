@@ -32,13 +32,19 @@ def join_on_id(left: pa.Table, right: pa.Table, column: str = "record_id") -> pa
     return left
 
 
+GROUP_BUCKETS = b"group_buckets"  # a bucketed file's metadata: each row group's bucket (uint16, in order)
+
+
 def bucketed_bytes(table: pa.Table, bucket: str = "bucket") -> bytes:
     """``table`` (sorted by its integer ``bucket`` column) as Parquet with one row group per bucket, so a look-up
-    reads the footer and only the row groups of the buckets it needs (``bucket_groups``, ``read_buckets``)."""
+    reads the footer and only the row groups of the buckets it needs (``bucket_groups``, ``read_buckets``); each
+    group's bucket is also kept in the file's metadata, so a look-up need not walk 1,024 groups' statistics."""
     sink = io.BytesIO()
-    with pq.ParquetWriter(sink, table.schema, compression="zstd") as writer:
-        values = table.column(bucket).to_numpy()
-        starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]]).tolist() if len(values) else [0]
+    values = table.column(bucket).to_numpy()
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]]).tolist() if len(values) else [0]
+    groups = values[starts].astype(np.uint16).tobytes() if len(values) else b""
+    schema = table.schema.with_metadata({**(table.schema.metadata or {}), GROUP_BUCKETS: groups})
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
         for start, stop in zip(starts, [*starts[1:], len(values)], strict=True):
             writer.write_table(table.slice(start, stop - start))  # an empty table: one empty row group
     return sink.getvalue()
@@ -52,7 +58,13 @@ def bucket_groups(source: Any) -> dict[int, list[int]]:
     """Bucket -> the row groups that may hold it, by each group's min and max bucket (its first column): one group
     per bucket in a file ``bucketed_bytes`` wrote; any other layout (a file rewritten whole) still reads right.
     ``source``: an open file, or a ``ParquetFile`` already read (its footer is not read again)."""
-    meta, out = _parquet(source).metadata, {}
+    parquet = _parquet(source)
+    meta, out = parquet.metadata, {}
+    kept = (parquet.schema_arrow.metadata or {}).get(GROUP_BUCKETS)
+    if kept is not None and len(kept) == 2 * meta.num_row_groups:  # as written (a purge keeps every group)
+        for group, bucket in enumerate(np.frombuffer(kept, np.uint16).tolist()):
+            out.setdefault(bucket, []).append(group)
+        return out
     for i in range(meta.num_row_groups):
         stats = meta.row_group(i).column(0).statistics
         if meta.row_group(i).num_rows and stats is not None and stats.has_min_max:
