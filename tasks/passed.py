@@ -100,12 +100,18 @@ def read_each(store: Store, columns: list[str] | None = None) -> Iterator[pa.Tab
     Raises:
         Fatal: when nothing has been validated yet.
     """
+    return (table for _, table in read_each_partition(store, columns))
+
+
+def read_each_partition(store: Store, columns: list[str] | None = None
+                        ) -> Iterator[tuple[layout.Partition, pa.Table]]:
+    """``read_each`` with each table's partition (to join what other stages wrote for that partition)."""
     policy = current_policy(store)
     if policy == NO_POLICY:
         raise NotValidated("no validated records yet: run `custody validate` first")
     gone = tombstoned_ids(store)
     for part in partitions(store):
-        yield _read(store, part, columns, policy, gone, False, False)
+        yield part, _read(store, part, columns, policy, gone, False, False)
 
 
 def read_all(store: Store, columns: list[str] | None = None) -> pa.Table:

@@ -40,6 +40,7 @@ from tasks.tables import without_ids
 
 SPLITS = ("train", "validation", "test")
 STRATEGIES = ("random", "quality", "kcenter", "facility", "target", "dsir", "influence")
+RANKED_BY = {"quality": ("quality", "model_score"), "influence": ("influence", "tracin_target")}  # top-k strategies
 MANIFEST_SCHEMA = pa.schema([("record_id", pa.string()), ("weight", pa.float32()), ("label", pa.string()),
                              ("split", pa.string()), ("shard", pa.int32()), ("source", pa.string()),
                              ("owner_id", pa.string()), ("canary", pa.bool_())])
@@ -102,8 +103,8 @@ def _pick(store: Store, cfg: SelectionConfig, cand: pa.Table, k: int, rng: np.ra
     n = cand.num_rows
     if cfg.strategy == "random":
         return strategies.random_pick(n, k, rng)
-    if cfg.strategy in ("quality", "influence"):
-        scorer, column = ("quality", "model_score") if cfg.strategy == "quality" else ("influence", "tracin_target")
+    if cfg.strategy in RANKED_BY:
+        scorer, column = RANKED_BY[cfg.strategy]
         scores, used[scorer] = attribute_column(store, cand, scorer, column)
         return strategies.top_k(scores, k)
     if cfg.strategy == "dsir":
@@ -160,8 +161,10 @@ def _publish(store: Store, name: str, version: str, manifest: pa.Table, summary:
 
 def select(store: Store, cfg: SelectionConfig) -> dict[str, Any]:
     """Build (or find) the dataset version for ``cfg``; returns its selection summary."""
+    scores = [parse_exclusion(spec)[:2] for spec in cfg.exclude]  # attached partition by partition: no store-wide
+    scores += [RANKED_BY[cfg.strategy]] if cfg.strategy in RANKED_BY else []  # score table, no store-wide hash
     pool = load_pool(store, cfg.sources, cfg.labels, cfg.fractions, cfg.shards, cfg.owners,
-                     with_text=cfg.strategy == "dsir")
+                     with_text=cfg.strategy == "dsir", scores=scores)
     drop, exclusions = exclusion_mask(store, pool, cfg.exclude)
     pool = pool.filter(pa.array(~drop))
     in_train = split_mask(pool, "train")

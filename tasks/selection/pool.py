@@ -11,13 +11,14 @@ Audit canaries (``tasks.canaries``) are never pool records: a selection adds the
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tasks import canaries, passed
+from tasks import canaries, layout, passed
 from tasks.errors import Fatal
 from tasks.ids import unit_interval
 from tasks.scoring import base
@@ -69,18 +70,67 @@ def _placed(part: pa.Table, fractions: tuple[float, float, float], shards: int) 
         "shard", pa.array([assign_shard(k, shards) for k in shard_keys], pa.int32()))
 
 
+def score_column(scorer: str, column: str) -> str:
+    """The pool column of an attribute that ``load_pool`` attached."""
+    return f"{scorer}.{column}"
+
+
+def _attribute_source(scorer: str, column: str) -> str:
+    return DUPS if scorer == EMBEDDINGS and column != "embedding" else scorer
+
+
+def _per_partition_runs(store: Store, scores: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The wanted attributes whose latest run wrote one file per partition (those ``load_pool`` attaches), with
+    their run ids; a run that wrote one whole-store table is read by ``attribute_column`` instead."""
+    runs = {}
+    for scorer, column in scores:
+        source = _attribute_source(scorer, column)
+        rid = base.latest_run(store, scorer)
+        folder = layout.attribute_run_dir(source, rid)
+        if not any(k.endswith(f"/all{layout.PARQUET}") for k in store.list(folder, layout.PARQUET)):
+            runs[(scorer, column)] = rid
+    return runs
+
+
+def _attached(store: Store, part: layout.Partition, table: pa.Table, runs: dict[tuple[str, str], str]) -> pa.Table:
+    """One partition's pool rows with each attribute of ``runs`` from that partition's file (NaN where a record
+    has none): joined a partition at a time, never as one store-wide table and hash."""
+    for (scorer, column), rid in runs.items():
+        key = layout.attribute(_attribute_source(scorer, column), rid, part)
+        values = pa.nulls(table.num_rows, pa.float64())
+        if store.exists(key):
+            scores = store.read_parquet(key, ["record_id", column])
+            where = pc.index_in(table.column("record_id"), value_set=scores.column("record_id"))
+            values = scores.column(column).combine_chunks().take(where).cast(pa.float64())
+        field = pa.field(score_column(scorer, column), pa.float64(), metadata={b"run_id": rid.encode()})
+        table = table.append_column(field, pc.fill_null(values, float("nan")))
+    return table
+
+
 def load_pool(store: Store, sources: tuple[str, ...] | None, labels: tuple[str, ...] | None,
               fractions: tuple[float, float, float], shards: int, owners: tuple[str, ...] | None = None,
-              with_text: bool = False) -> pa.Table:
+              with_text: bool = False, scores: Sequence[tuple[str, str]] = ()) -> pa.Table:
     """Usable records (``tasks.passed``: current policy, no tombstones), filtered and placed (``split``, ``shard``)
     partition by partition, sorted by record id; their texts only ``with_text`` (the one strategy that reads them:
-    memory)."""
+    memory), and the attributes ``scores`` names (scorer, column) as columns (``score_column``) where their runs
+    are per partition."""
     columns = [*POOL_COLUMNS, "text"] if with_text else POOL_COLUMNS
-    parts = [_placed(t, fractions, shards) for t in (_eligible(t, sources, labels, owners)
-                                                      for t in passed.read_each(store, columns)) if t.num_rows]
+    runs = _per_partition_runs(store, scores)
+    parts = []
+    for part, table in passed.read_each_partition(store, columns):
+        table = _eligible(table, sources, labels, owners)
+        if table.num_rows:
+            parts.append(_attached(store, part, _placed(table, fractions, shards), runs))
     if not parts:
         raise Fatal("the selection pool is empty: check --source/--label/--owner and that records passed validation")
-    return pa.concat_tables(parts, promote_options="default").unify_dictionaries().sort_by("record_id")
+    pool = pa.concat_tables(parts, promote_options="default").unify_dictionaries()
+    parts.clear()
+    order, schema, columns = pc.sort_indices(pool.column("record_id")), pool.schema, []
+    for name in schema.names:  # sorted a column at a time, each let go once sorted: the sort costs one column
+        columns.append(pool.column(name).take(order))
+        pool = pool.drop_columns([name])
+    pa.default_memory_pool().release_unused()  # the partitions' copies and Python objects: give them back
+    return pa.table(columns, schema=schema)
 
 
 def split_mask(pool: pa.Table, split: str) -> np.ndarray:
@@ -117,10 +167,13 @@ def canary_rows(store: Store, n: int, labels: list[str], shards: int) -> pa.Tabl
 
 
 def attribute_column(store: Store, pool: pa.Table, scorer: str, column: str) -> tuple[np.ndarray, str]:
-    """One attribute column aligned with the pool (NaN where a record has no score), and the run id used."""
+    """One attribute column aligned with the pool (NaN where a record has no score), and the run id used: the
+    column ``load_pool`` attached when it did, else read whole and joined."""
+    name = score_column(scorer, column)
+    if name in pool.column_names:
+        return pool.column(name).to_numpy().astype(np.float64), pool.schema.field(name).metadata[b"run_id"].decode()
     rid = base.latest_run(store, scorer)
-    source = DUPS if scorer == EMBEDDINGS and column != "embedding" else scorer
-    table = base.read_attribute(store, source, rid, ["record_id", column])
+    table = base.read_attribute(store, _attribute_source(scorer, column), rid, ["record_id", column])
     where = pc.index_in(pool.column("record_id"), value_set=table.column("record_id"))
     values = table.column(column).combine_chunks().take(where).cast(pa.float64())
     return pc.fill_null(values, float("nan")).to_numpy(zero_copy_only=False).astype(np.float64), rid

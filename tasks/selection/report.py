@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import base64
-from collections import Counter
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks import layout
 from tasks.plots import figure_png
@@ -15,10 +15,12 @@ from tasks.selection.pool import attribute_column, load_pool, split_mask
 from tasks.storage import Store
 
 
-def _shares(values: list[Any]) -> dict[str, float]:
-    counts = Counter(str(v) for v in values)
-    total = max(1, sum(counts.values()))
-    return {k: round(v / total, 4) for k, v in sorted(counts.items())}
+def _shares(column: pa.ChunkedArray) -> dict[str, float]:
+    """Each value's share of a column (Arrow counts: a pool has millions of rows)."""
+    counts = pc.value_counts(column)
+    values, numbers = counts.field("values").to_pylist(), counts.field("counts").to_pylist()
+    total = max(1, sum(numbers))
+    return {k: round(v / total, 4) for k, v in sorted(zip(map(str, values), numbers, strict=True))}
 
 
 def comparison(store: Store, manifest: pa.Table, summary: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
@@ -29,15 +31,18 @@ def comparison(store: Store, manifest: pa.Table, summary: dict[str, Any]) -> tup
     import matplotlib.pyplot as plt
 
     cfg = summary["config"]
+    scored = store.exists(layout.latest_attribute_run("quality"))
     pool = load_pool(store, tuple(cfg["sources"]) if cfg["sources"] else None,
                      tuple(cfg["labels"]) if cfg["labels"] else None, tuple(cfg["fractions"]), cfg["shards"],
-                     tuple(cfg["owners"]) if cfg.get("owners") else None)
+                     tuple(cfg["owners"]) if cfg.get("owners") else None,
+                     scores=[("quality", "model_score")] if scored else ())
     pool_train = pool.filter(pa.array(split_mask(pool, "train")))
+    del pool
     chosen = manifest.filter(pa.array(split_mask(manifest, "train")  # canaries: not data
                                       & ~np.array(manifest.column("canary").to_pylist(), dtype=bool)))
     rows = []
     for column in ("label", "source"):
-        p, c = _shares(pool_train.column(column).to_pylist()), _shares(chosen.column(column).to_pylist())
+        p, c = _shares(pool_train.column(column)), _shares(chosen.column(column))
         rows += [{"what": f"{column}={k}", "pool": p.get(k, 0.0), "selected": c.get(k, 0.0)}
                  for k in sorted(set(p) | set(c))]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
@@ -50,8 +55,8 @@ def comparison(store: Store, manifest: pa.Table, summary: dict[str, Any]) -> tup
     axes[0].set_title("shares (train split)")
     try:
         scores, _ = attribute_column(store, pool_train, "quality", "model_score")
-        chosen_ids = set(chosen.column("record_id").to_pylist())
-        mask = np.array([r in chosen_ids for r in pool_train.column("record_id").to_pylist()])
+        mask = pc.is_in(pool_train.column("record_id"), value_set=chosen.column("record_id").combine_chunks())
+        mask = mask.to_numpy(zero_copy_only=False)
         axes[1].hist(scores[~np.isnan(scores)], bins=30, alpha=0.6, density=True, label="pool")
         axes[1].hist(scores[mask & ~np.isnan(scores)], bins=30, alpha=0.6, density=True, label="selected")
         axes[1].set_title("quality model_score")

@@ -116,3 +116,23 @@ def test_diversity_solvers_spread_out_and_bad_configs_fail_clearly() -> None:
         SelectionConfig(name="x", strategy="best")
     with pytest.raises(Fatal, match="--target"):
         SelectionConfig(name="x", strategy="dsir")
+
+
+def test_scores_joined_partition_by_partition_equal_the_store_wide_join(pool_store) -> None:
+    """``load_pool`` attaches per-partition attributes a partition at a time (memory: no store-wide score table);
+    the values, and the run they come from, are the ones the store-wide join gives."""
+    from tasks.selection.pool import attribute_column, load_pool, score_column
+
+    args = (None, None, (0.8, 0.1, 0.1), 4)
+    plain = load_pool(pool_store, *args)
+    attached = load_pool(pool_store, *args, scores=[("quality", "mean_word_len")])
+    assert score_column("quality", "mean_word_len") in attached.column_names
+    assert attached.column("record_id").equals(plain.column("record_id"))
+    joined, run = attribute_column(pool_store, plain, "quality", "mean_word_len")
+    kept, kept_run = attribute_column(pool_store, attached, "quality", "mean_word_len")
+    assert run == kept_run and np.isfinite(kept).all() and len(np.unique(kept)) > 5
+    np.testing.assert_array_equal(joined, kept)
+    cfg = SelectionConfig(name="q", strategy="quality", budget=30, exclude=("quality.mean_word_len:3.9",))
+    summary = select(pool_store, cfg)
+    assert summary["attribute_runs"] == {"quality": run}
+    assert summary["exclusions"][0]["excluded"] == int((joined > 3.9).sum()) > 0
