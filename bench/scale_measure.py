@@ -16,9 +16,12 @@ import math
 import os
 import platform
 import signal
+import socket
 import sqlite3
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -166,3 +169,36 @@ def exponents(sizes: dict[str, dict[str, dict[str, Any]]], steps: tuple[str, ...
         for (n1, t1), (n2, t2) in itertools.pairwise(runs):
             adjacent.setdefault(f"{n1}-{n2}", {})[step] = exponent(n1, t1, n2, t2)
     return largest, adjacent
+
+
+@contextlib.contextmanager
+def prefect_server(home: Path, logs: Path, timeout: float = 180.0) -> Iterator[str]:
+    """A Prefect server (``prefect server start``, its database under ``home``) for the block's commands: yields
+    its API URL once it answers, and stops it after."""
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
+    logs.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{logs}.log", "wb") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+                                 "127.0.0.1", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        url, deadline = f"http://127.0.0.1:{port}/api", time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                        if answer.status == 200:
+                            break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"the Prefect server did not start; see {logs}.log") from None
+                    time.sleep(0.5)
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
