@@ -214,9 +214,14 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> li
             queries_with.setdefault(k, []).append(q)
     buckets, key_set = set(_bucket(query_keys.ravel()).tolist()), pa.array(sorted(queries_with), pa.uint64())
 
-    def candidates(key: str) -> pa.Table:  # a partition's index rows of the queries' keys (threads: I/O, Arrow)
+    def candidates(key: str) -> tuple[pa.Table, pa.Table | None]:  # threads: I/O and Arrow decoding
+        """A partition's index rows of the queries' keys, and its candidates' staged rows (None when none)."""
         index = partition_index(store, *layout.staged_partition(key), cfg, buckets)
-        return index.filter(pc.is_in(index.column("key"), value_set=key_set))
+        index = index.filter(pc.is_in(index.column("key"), value_set=key_set))
+        if not index.num_rows:
+            return index, None
+        ids, groups = set(index.column("record_id").to_pylist()), set(index.column("group").to_pylist())
+        return index, _candidate_rows(store, key, ids, groups)
 
     staged = store.list(layout.staging_dir(), layout.PARQUET)
     # a few queries read a few buckets of each index: threads overlap the reads. Many read whole indexes: one at a
@@ -224,13 +229,12 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> li
     threads = SEARCH_THREADS if len(buckets) <= (1 << BUCKET_BITS) // 8 else 1
     with ThreadPoolExecutor(threads) as pool:
         found_in = list(pool.map(candidates, staged))
-    for key, index in zip(staged, found_in, strict=True):
-        if not index.num_rows:
+    for index, rows in found_in:
+        if rows is None:
             continue
         queries_of: dict[str, set[int]] = {}
         for k, rid in zip(index.column("key").to_pylist(), index.column("record_id").to_pylist(), strict=True):
             queries_of.setdefault(rid, set()).update(queries_with[k])
-        rows = _candidate_rows(store, key, queries_of.keys(), set(index.column("group").to_pylist()))
         row_ids = rows.column("record_id").to_pylist()
         local = np.array([(i, q) for i, rid in enumerate(row_ids) for q in queries_of[rid]], dtype=np.int64)
         hits = verified(local.reshape(-1, 2), shingle_sets(rows.column("text").to_pylist(), cfg), query_sets,

@@ -113,8 +113,8 @@ def apply_pending(store: Store, request_id: str | None = None) -> list[dict[str,
     """The soft step for every open request (or one), exactly once each, under the store lock."""
     started = time.perf_counter()  # the soft step's cost, lock wait included, is recorded in each request
     with store_lock(store):
-        docs = [d for d in list_requests(store)
-                if d["status"] in OPEN and (not request_id or d["request_id"] == request_id)]
+        asked = [load(store, request_id)] if request_id else list_requests(store)  # one: not the whole ledger
+        docs = [d for d in asked if d["status"] in OPEN]
         keys = StagedKeys(store)
         resolved = {d["request_id"]: d for d in resolve_all(store, [d for d in docs if d["status"] == RECEIVED], keys)}
         return apply_batch(store, [resolved.get(d["request_id"], d) for d in docs], keys, started)
