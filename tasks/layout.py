@@ -306,6 +306,7 @@ def model_losses(name: str, version: str) -> str:
 # -- ledger/ : deletion requests, tombstones, the short-lived vault, locks ------------------------------------------
 REQUESTS = f"{LEDGER}/deletions"
 TOMBSTONES = f"{LEDGER}/tombstones"
+TOMBSTONES_COMPACTED = f"{LEDGER}/tombstones-compacted{PARQUET}"  # many requests' tombstones in one file: a cache
 VAULT = f"{LEDGER}/vault"
 FINGERPRINTS = f"{LEDGER}/fingerprints"
 FINGERPRINT_SALT = f"{LEDGER}/fingerprint-salt.bin"
@@ -325,6 +326,11 @@ def request_id_of(key: str) -> str:
 
 def tombstones(request_id: str) -> str:
     return f"{TOMBSTONES}/{request_id}{PARQUET}"
+
+
+def tombstones_request(key: str) -> str:
+    """The request id a ``tombstones`` key names."""
+    return _stem(key, PARQUET)
 
 
 def vault(request_id: str) -> str:

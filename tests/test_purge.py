@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -150,3 +151,28 @@ def test_a_source_deletion_takes_unparsed_lines_too_an_owner_deletion_reports_th
     by_source = purge_raw(store, BlockList(sources={SOURCE: "del-1"}), [SOURCE])
     assert _removed(by_source) == (1, 3) and by_source["raw_rows_unreadable"] == 0
     assert store.read_bytes(key).strip() == b""
+
+
+def test_tombstones_are_read_through_a_compacted_copy_that_never_hides_or_invents_one(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read past ``COMPACT_AFTER`` new files writes one compacted copy; later reads take it and the files
+    written since; a copy naming a request whose file is gone is not used."""
+    from tasks.deletion import tombstones
+
+    monkeypatch.setattr(tombstones, "COMPACT_AFTER", 2)
+
+    def stone(i: int) -> None:
+        doc = {"request_id": f"del-{i:03d}", "resolved": {"record_ids": [f"r{i}a", f"r{i}b"]}}
+        tombstones.write_tombstones(store, doc, {f"r{i}a": f"h{i}"})
+
+    for i in range(4):
+        stone(i)
+    assert not store.exists(layout.TOMBSTONES_COMPACTED)
+    assert tombstones.tombstoned_ids(store) == {f"r{i}{c}" for i in range(4) for c in "ab"}
+    assert store.exists(layout.TOMBSTONES_COMPACTED)  # 4 fresh files > 2: compacted
+    stone(4)
+    table = tombstones.read_tombstones(store)
+    assert sorted(table.column("request_id").to_pylist()) == sorted(f"del-{i:03d}" for i in range(5) for _ in "ab")
+    assert table.filter(pc.equal(table.column("record_id"), "r4a")).column("content_hash").to_pylist() == ["h4"]
+    store.delete(layout.tombstones("del-001"))  # the per-request files are the truth
+    assert tombstones.tombstoned_ids(store) == {f"r{i}{c}" for i in (0, 2, 3, 4) for c in "ab"}
