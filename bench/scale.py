@@ -3,7 +3,8 @@
 Per corpus and size, a fresh ``CUSTODY_HOME`` under ``--work-dir`` gets N raw records (``bench/scale_corpus.py``,
 not timed), then each step runs as a subprocess of the installed console script, in order: ingest, validate
 (commercial policy), score (quality only), select (quality strategy, size-capped budget), lineage of one record,
-delete one record and one owner (each soft, ``--defer-purge``, then hard, ``custody purge``), and 1,000 record-id
+delete one record (with the temporary Prefect server, and again with a served one) and one owner (each soft,
+``--defer-purge``, then hard, ``custody purge``), and 1,000 record-id
 requests filed through the Python API, then applied and purged in one ``custody deletions --apply``. ``dedup`` is
 the clustering task inside ingest, timed from Prefect's own task run record. Wall seconds and the peak RSS of the
 whole process tree (the CLI, its Dask workers and the temporary Prefect server; psutil, polled every 0.2 s) go to
