@@ -37,6 +37,8 @@ CONFLICT_SCHEMA = pa.schema([("source_uri", pa.string()), ("record_id", pa.strin
 ROW_COLUMNS = ["record_id", "content_hash", "source_uri", "delivered_at"]
 SIGNATURE_FORMAT = "sig2"  # the signature files' columns (2: band keys), in the parse fingerprint: older are re-parsed
 _ALL_PAIRS_MAX_BUCKET = 16  # larger buckets (boilerplate) are chained instead of all-pairs: O(k) not O(k^2)
+_DENSE_REPEATS = 0.2  # share of rows with a repeated key above which clustering sorts every row (bench/dedup_keys.py)
+_PROBE_MASK = np.uint64(127)  # keys whose low 7 bits are 0 (1/128) estimate the share of repeats first
 _PAIR_CHUNK = 1 << 16  # candidate pairs compared at once: 64k x 128 permutations x 2 signatures x 4 B = 64 MiB
 
 
@@ -78,14 +80,52 @@ def signature_table(rows: pa.Table, sigs: np.ndarray, cfg: MinhashConfig) -> pa.
     return table
 
 
+def _repeat_share(probe: np.ndarray) -> float:
+    """The share of rows with a repeated key, estimated from the rows of some key values (0 when too few)."""
+    if len(probe) < 1024:
+        return 0.0
+    ranked = np.sort(probe)
+    return 2 * int(np.sum(ranked[1:] == ranked[:-1])) / len(probe)
+
+
+def repeated_rows(keys: np.ndarray) -> np.ndarray:
+    """Rows (ascending) whose key some other row shares, or every row when they are many (``_DENSE_REPEATS``).
+
+    Found from a sort of the keys alone and a look-up of the few repeated values (a bitmap of their low bits
+    first), so the store-sized work streams through memory: an argsort of every row and the gather it needs cost
+    3x more at 10M rows and grew faster than the rows (``bench/dedup_keys.py``). When repeats are dense the
+    look-up costs more than it saves, and sorting every row is the cheaper superset."""
+    keys = keys.astype(np.uint64, copy=False)  # integer keys of any width (the band keys are already)
+    if _repeat_share(keys[(keys & _PROBE_MASK) == 0]) > _DENSE_REPEATS:  # a key's copies are probed together
+        return np.arange(len(keys), dtype=np.int64)
+    ranked = np.sort(keys)
+    repeated = ranked[1:][ranked[1:] == ranked[:-1]]  # sorted: each value once per extra copy
+    if not len(repeated):
+        return np.empty(0, np.int64)
+    if 2 * len(repeated) > len(keys) * _DENSE_REPEATS:
+        return np.arange(len(keys), dtype=np.int64)
+    values = repeated[np.r_[True, repeated[1:] != repeated[:-1]]]
+    bits = int(min(30, max(16, np.ceil(np.log2(len(values))) + 6)))  # ~1/64 of the bitmap set
+    low_mask = np.uint64((1 << bits) - 1)
+    bitmap = np.zeros(1 << (bits - 3), np.uint8)
+    low = (values & low_mask).astype(np.int64)
+    np.bitwise_or.at(bitmap, low >> 3, np.left_shift(1, low & 7).astype(np.uint8))
+    low = (keys & low_mask).astype(np.int64)
+    maybe = np.flatnonzero(np.right_shift(bitmap[low >> 3], (low & 7).astype(np.uint8)) & 1)
+    at = np.minimum(np.searchsorted(values, keys[maybe]), len(values) - 1)
+    return maybe[values[at] == keys[maybe]]
+
+
 def _bucket_pairs(keys: np.ndarray) -> np.ndarray:
     """Pairs of rows with equal ``keys`` (one band), each as ``i * n + j`` with ``i < j``: every pair of a bucket
-    of at most ``_ALL_PAIRS_MAX_BUCKET`` rows, consecutive members of a larger one (a chain: the same component)."""
-    n = len(keys)
-    order = np.argsort(keys, kind="stable")  # ties keep row order: a bucket's members ascend
+    of at most ``_ALL_PAIRS_MAX_BUCKET`` rows, consecutive members of a larger one (a chain: the same component).
+    Only rows in a bucket of two or more are sorted."""
+    n, rows = len(keys), repeated_rows(keys)
+    ranked = np.argsort(keys if len(rows) == n else keys[rows], kind="stable")  # ties keep row order: a bucket's
+    order = ranked if len(rows) == n else rows[ranked]  # members ascend
     same = keys[order[1:]] == keys[order[:-1]]
     starts = np.flatnonzero(np.r_[True, ~same])
-    sizes = np.diff(np.r_[starts, n])
+    sizes = np.diff(np.r_[starts, len(order)])
     chained = np.repeat(sizes > _ALL_PAIRS_MAX_BUCKET, sizes)[1:] & same
     found = [order[:-1][chained] * n + order[1:][chained]]
     for size in range(2, _ALL_PAIRS_MAX_BUCKET + 1):
@@ -110,18 +150,22 @@ def _band_pairs(sigs: np.ndarray, cfg: MinhashConfig) -> np.ndarray:
 
 
 def first_equal(*keys: np.ndarray) -> np.ndarray:
-    """For each row, the first row with the same ``keys`` (equal integer arrays, most significant first)."""
+    """For each row, the first row with the same ``keys`` (equal integer arrays, most significant first). Only rows
+    whose first key repeats are sorted: the rest are their own first."""
     n = len(keys[0])
-    if not n:
-        return np.empty(0, np.int64)
-    order = np.lexsort((np.arange(n), *keys[::-1]))
-    differ = np.zeros(n, bool)
+    first = np.arange(n, dtype=np.int64)
+    rows = repeated_rows(keys[0])
+    if not len(rows):
+        return first
+    every = len(rows) == n  # dense repeats: no subset to gather
+    order = np.lexsort((rows, *(key if every else key[rows] for key in keys[::-1])))
+    order = order if every else rows[order]
+    differ = np.zeros(len(order), bool)
     differ[0] = True
     for key in keys:
         ranked = key[order]
         differ[1:] |= ranked[1:] != ranked[:-1]
-    first = np.empty(n, np.int64)
-    first[order] = order[np.maximum.accumulate(np.where(differ, np.arange(n), 0))]
+    first[order] = order[np.maximum.accumulate(np.where(differ, np.arange(len(order)), 0))]
     return first
 
 

@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks import layout
 from tasks.dedup import MinhashConfig, cluster_records
-from tasks.dedup.clusters import _bucket_pairs, partition_dedup, read_clusters, signature_schema, signature_table
+from tasks.dedup.clusters import (
+    _bucket_pairs,
+    first_equal,
+    partition_dedup,
+    read_clusters,
+    repeated_rows,
+    signature_schema,
+    signature_table,
+)
 from tasks.dedup.minhash import signatures
 from tasks.dedup.sharded import StoreRows, _hex_strings, _hex_words, cluster_partitions
 from tasks.storage import Store
@@ -180,6 +191,27 @@ def test_small_buckets_are_all_paired_and_large_ones_chained() -> None:
     n = len(keys)
     pairs = {(int(c // n), int(c % n)) for c in _bucket_pairs(keys)}
     assert pairs == {(18, 19), (18, 20), (19, 20)} | {(i, i + 1) for i in range(1, 17)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=200),
+       st.one_of(st.integers(1, 64), st.just(2**64 - 1)))
+def test_bucket_pairs_and_first_equal_match_brute_force_for_sparse_and_dense_repeats(
+        values: list[int], modulus: int) -> None:
+    """Only rows with a repeated key are sorted (all of them when repeats are dense): the answers must be those
+    of comparing every pair, whatever the share of repeats."""
+    keys = np.array([v % modulus for v in values], np.uint64)
+    n = len(keys)
+    groups: dict[int, list[int]] = {}
+    for i, k in enumerate(keys.tolist()):
+        groups.setdefault(k, []).append(i)
+    expected = set()
+    for rows in groups.values():
+        expected |= {(a, b) for x, a in enumerate(rows) for b in rows[x + 1:]} if len(rows) <= 16 \
+            else set(itertools.pairwise(rows))
+    assert {(int(c // n), int(c % n)) for c in _bucket_pairs(keys)} == expected
+    assert first_equal(keys).tolist() == [groups[k][0] for k in keys.tolist()]
+    assert set(repeated_rows(keys).tolist()) >= {i for rows in groups.values() if len(rows) > 1 for i in rows}
 
 
 def test_hex_keys_round_trip_and_anything_else_is_refused() -> None:
