@@ -184,6 +184,9 @@ def raw_row_keys(raw: RawRow, sheet: Datasheet) -> RowKeys:
     return row_keys(raw.value, sheet) if raw.value is not None else RowKeys(sheet.name)
 
 
+KEY_COLUMNS = ["source", "owner_id", "record_id", "content_hash"]  # a record's keys but its text
+
+
 def record_keys(rec: dict[str, Any]) -> RowKeys:
-    """The keys of a record (a staged or published row)."""
-    return RowKeys(rec["source"], rec["owner_id"], rec["record_id"], rec["content_hash"], rec["text"])
+    """The keys of a record (a staged or published row; without its text when it was read without one)."""
+    return RowKeys(rec["source"], rec["owner_id"], rec["record_id"], rec["content_hash"], rec.get("text"))

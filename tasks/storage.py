@@ -229,6 +229,13 @@ class Store:
         with self.open(key) as fh:
             return pq.read_table(fh, columns=columns, use_threads=False, pre_buffer=False)
 
+    def parquet_rows(self, key: str) -> int:
+        """A Parquet file's row count, from its footer (0 when there is no such file)."""
+        if not self.exists(key):
+            return 0
+        with self.open(key) as fh:
+            return pq.ParquetFile(fh).metadata.num_rows
+
     def read_parquets(self, prefix: str, columns: list[str] | None = None,
                       schema: pa.Schema | None = None) -> pa.Table:
         """Concatenate every Parquet file under ``prefix``; an empty table of ``schema`` if there are none."""

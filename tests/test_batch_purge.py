@@ -209,14 +209,21 @@ def test_a_partition_purged_before_still_gives_up_its_edited_copies(spread: Stor
     assert files_containing(spread, [edited]) == []
 
 
-def test_a_purged_raw_file_is_not_parsed_again_by_the_next_ingest(spread: Store) -> None:
+def test_a_purged_raw_file_is_neither_parsed_nor_published_again_by_the_next_ingest(spread: Store) -> None:
+    """The purge took the same rows out of staging and records: the next delivery's ingest leaves that partition
+    as it is (each was parsed and published again: minutes at 10M records), and counts its records as they are."""
     requests.submit(spread, "record_id", [_rid(4, 1)])
     process_pending(spread)
+    records_before = {k: spread.read_bytes(k) for k in spread.list(layout.records_dir(), layout.PARQUET)}
     write_source(spread, "films", {"f9.jsonl": jsonl([{"id": "9-0", "text": "a later delivery of one review",
                                                        "label": "fresh", "owner": "someone"}])})
-    parsed, _ = ingest_without_engine(spread)
+    parsed, published = ingest_without_engine(spread)
     assert {s["file"]: s["skipped"] for s in parsed} == {**{f"raw/films/f{f}.jsonl": True for f in range(FILES)},
                                                          "raw/films/f9.jsonl": False}
+    delivered = file_id("films", "raw/films/f9.jsonl")
+    assert {p["partition"]: (p["skipped"], p["records"]) for p in published} == {
+        **{_fid(f): (True, 4 if f == 4 else 5) for f in range(FILES)}, delivered: (False, 1)}
+    assert all(spread.read_bytes(k) == v for k, v in records_before.items())
     marker = spread.read_json(layout.ingest_marker("parse", "films", _fid(4)))
     assert marker["fingerprint"]["size"] == spread.size("raw/films/f4.jsonl")
     assert files_containing(spread, [TEXTS[21]]) == []

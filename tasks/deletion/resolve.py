@@ -26,11 +26,11 @@ from tasks.dedup.clusters import read_clusters
 from tasks.dedup.copies import find_copies
 from tasks.deletion.locator import Locator, PartitionRef
 from tasks.deletion.requests import RESOLVED, set_status
+from tasks.rows import KEY_COLUMNS
 from tasks.storage import Store
 
 SELECTOR_COLUMN = {"owner": "owner_id", "record_id": "record_id", "source": "source", "text": "content_hash"}
 LOCATOR_KIND = {"owner_id": "owner", "record_id": "record_id", "content_hash": "content_hash"}
-KEY_COLUMNS = ["record_id", "owner_id", "source", "content_hash"]
 
 
 def _rows_with(table: pa.Table, column: str, values: set[str] | list[str]) -> pa.Table:
