@@ -199,9 +199,8 @@ def publish_partition(store: Store, source: str, fid: str) -> dict[str, Any]:
     keys = _staged_keys(store, source, fid, with_text=blocks.copies is not None) if blocks else {}
     withdrawn = blocks.withdrawn(keys)
     mine, my_conflicts = clusters.partition_dedup(store, source, fid)
-    digest = hashlib.sha256(json.dumps([parsed.get("parsed_at") or parsed["fingerprint"], mine.to_pylist(),
-                                        my_conflicts.to_pylist(), sorted(withdrawn.items())],
-                                       default=str).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps([_parse_generation(parsed), mine.to_pylist(), my_conflicts.to_pylist(),
+                                        sorted(withdrawn.items())], default=str).encode()).hexdigest()
     marker = layout.ingest_marker("publish", source, fid)
     skipped = store.exists(marker) and store.read_json(marker).get("digest") == digest
     if skipped:  # a purge since may have removed records: count them as they are
@@ -216,6 +215,12 @@ def publish_partition(store: Store, source: str, fid: str) -> dict[str, Any]:
     if blocks.copies is not None:  # staging is now checked against these fingerprints (only after the writes)
         store.write_json(parse_marker, {**parsed, "copies_from": list(blocks.copies_from)})
     return {**stats, "skipped": skipped}
+
+
+def _parse_generation(parsed: dict[str, Any]) -> Any:
+    """What names the parse that staged a partition: its time, or, in a marker written before parses recorded
+    it, the datasheet and config it was parsed with (a parse since would have recorded its time)."""
+    return parsed.get("parsed_at") or {k: v for k, v in parsed["fingerprint"].items() if k != "size"}
 
 
 def _staged_keys(store: Store, source: str, fid: str, with_text: bool) -> dict[str, RowKeys]:
