@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks import layout
 from tasks.datasheet import Datasheet
@@ -196,7 +197,7 @@ def publish_partition(store: Store, source: str, fid: str) -> dict[str, Any]:
     parsed = store.read_json(parse_marker)
     blocks = standing_blocks(store).unless_copies_checked(parsed.get("copies_from")).sparing(
         published_ids(store, source, fid))
-    keys = _staged_keys(store, source, fid, with_text=blocks.copies is not None) if blocks else {}
+    keys = _staged_keys(store, source, fid, blocks.copies is not None, blocks.spared) if blocks else {}
     withdrawn = blocks.withdrawn(keys)
     mine, my_conflicts = clusters.partition_dedup(store, source, fid)
     digest = hashlib.sha256(json.dumps([_parse_generation(parsed), mine.to_pylist(), my_conflicts.to_pylist(),
@@ -223,11 +224,15 @@ def _parse_generation(parsed: dict[str, Any]) -> Any:
     return parsed.get("parsed_at") or {k: v for k, v in parsed["fingerprint"].items() if k != "size"}
 
 
-def _staged_keys(store: Store, source: str, fid: str, with_text: bool) -> dict[str, RowKeys]:
-    """Each staged row's keys by location, read from staging's key columns (and its texts when ``with_text``)."""
+def _staged_keys(store: Store, source: str, fid: str, with_text: bool, spared: frozenset[str]) -> dict[str, RowKeys]:
+    """Each staged row's keys by location, read from staging's key columns (and its texts when ``with_text``),
+    but for the ``spared`` records (published before: no withdrawal applies to them), left out with Arrow."""
     columns = [*KEY_COLUMNS, "source_uri", *(["text"] if with_text else [])]
-    return {row["source_uri"]: record_keys(row) for row in store.read_parquet(layout.staging(source, fid),
-                                                                                columns).to_pylist()}
+    table = store.read_parquet(layout.staging(source, fid), columns)
+    if spared:
+        published = pc.is_in(table.column("record_id"), value_set=pa.array(sorted(spared), pa.string()))
+        table = table.filter(pc.invert(pc.fill_null(published, False)))
+    return {row["source_uri"]: record_keys(row) for row in table.to_pylist()}
 
 
 def _write_partition(store: Store, source: str, fid: str, staged: list[dict[str, Any]], mine: pa.Table,

@@ -307,6 +307,7 @@ def model_losses(name: str, version: str) -> str:
 REQUESTS = f"{LEDGER}/deletions"
 TOMBSTONES = f"{LEDGER}/tombstones"
 TOMBSTONES_COMPACTED = f"{LEDGER}/tombstones-compacted{PARQUET}"  # many requests' tombstones in one file: a cache
+FINGERPRINTS_COMPACTED = f"{LEDGER}/fingerprints-compacted{PARQUET}"  # and fingerprints (tasks/deletion/compacted.py)
 VAULT = f"{LEDGER}/vault"
 FINGERPRINTS = f"{LEDGER}/fingerprints"
 FINGERPRINT_SALT = f"{LEDGER}/fingerprint-salt.bin"
@@ -328,8 +329,8 @@ def tombstones(request_id: str) -> str:
     return f"{TOMBSTONES}/{request_id}{PARQUET}"
 
 
-def tombstones_request(key: str) -> str:
-    """The request id a ``tombstones`` key names."""
+def ledger_request(key: str) -> str:
+    """The request id a per-request ledger file (``tombstones``, ``fingerprints``) names."""
     return _stem(key, PARQUET)
 
 

@@ -153,26 +153,34 @@ def test_a_source_deletion_takes_unparsed_lines_too_an_owner_deletion_reports_th
     assert store.read_bytes(key).strip() == b""
 
 
-def test_tombstones_are_read_through_a_compacted_copy_that_never_hides_or_invents_one(
+def test_ledger_files_are_read_through_a_compacted_copy_that_never_hides_or_invents_one(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """A read past ``COMPACT_AFTER`` new files writes one compacted copy; later reads take it and the files
-    written since; a copy naming a request whose file is gone is not used."""
-    from tasks.deletion import tombstones
+    written since; a request whose file is gone, or has grown since (fingerprints an ingest added), is read from
+    its file or not at all, never from the copy."""
+    from tasks.deletion import compacted, fingerprints, tombstones
 
-    monkeypatch.setattr(tombstones, "COMPACT_AFTER", 2)
+    monkeypatch.setattr(compacted, "COMPACT_AFTER", 2)
 
     def stone(i: int) -> None:
         doc = {"request_id": f"del-{i:03d}", "resolved": {"record_ids": [f"r{i}a", f"r{i}b"]}}
         tombstones.write_tombstones(store, doc, {f"r{i}a": f"h{i}"})
+        fingerprints.write_fingerprints(store, f"del-{i:03d}", [f"deleted text number {i}"])
 
     for i in range(4):
         stone(i)
     assert not store.exists(layout.TOMBSTONES_COMPACTED)
     assert tombstones.tombstoned_ids(store) == {f"r{i}{c}" for i in range(4) for c in "ab"}
-    assert store.exists(layout.TOMBSTONES_COMPACTED)  # 4 fresh files > 2: compacted
+    assert fingerprints.read_fingerprints(store).num_rows == 4
+    assert store.exists(layout.TOMBSTONES_COMPACTED) and store.exists(layout.FINGERPRINTS_COMPACTED)
     stone(4)
     table = tombstones.read_tombstones(store)
     assert sorted(table.column("request_id").to_pylist()) == sorted(f"del-{i:03d}" for i in range(5) for _ in "ab")
     assert table.filter(pc.equal(table.column("record_id"), "r4a")).column("content_hash").to_pylist() == ["h4"]
     store.delete(layout.tombstones("del-001"))  # the per-request files are the truth
     assert tombstones.tombstoned_ids(store) == {f"r{i}{c}" for i in (0, 2, 3, 4) for c in "ab"}
+    fingerprints.write_fingerprints(store, "del-002", ["a later withdrawn copy, fingerprinted at ingest"])
+    prints = fingerprints.read_fingerprints(store)
+    assert sorted(prints.column("request_id").to_pylist()) == ["del-000", "del-001", "del-002", "del-002",
+                                                                "del-003", "del-004"]
+    assert prints.equals(fingerprints.read_fingerprints(store))  # the same through a copy or without

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from tasks import layout
+from tasks.deletion.compacted import read_compacted
 from tasks.fingerprints import new_salt, shingle_hashes, text_hash
 from tasks.storage import Store
 
@@ -51,4 +52,4 @@ def read_fingerprints(store: Store, request_id: str | None = None) -> pa.Table:
     if request_id:
         key = layout.fingerprints(request_id)
         return store.read_parquet(key) if store.exists(key) else FINGERPRINT_SCHEMA.empty_table()
-    return store.read_parquets(layout.FINGERPRINTS, schema=FINGERPRINT_SCHEMA)
+    return read_compacted(store, layout.FINGERPRINTS, layout.FINGERPRINTS_COMPACTED, FINGERPRINT_SCHEMA)
