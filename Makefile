@@ -36,7 +36,7 @@ test-demo: setup  # the quick demo end to end, its certificate checked (about 5 
 	$(BIN)/python -m pytest -q -m demo tests/integration/test_demo.py
 
 bench: setup  # each writes bench/results/<name>.json; see bench/README.md for the reference venvs
-	for script in near_dup lineage scoring_signals embed_throughput tracin_reference selection_quality selection_scale training_shards cli_readonly; do \
+	for script in near_dup dedup_keys lineage scoring_signals embed_throughput tracin_reference selection_quality selection_scale training_shards cli_readonly; do \
 		test -f bench/$$script.py && $(BIN)/python bench/$$script.py || exit 1; \
 	done
 
