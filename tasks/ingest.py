@@ -203,9 +203,10 @@ def publish_partition(store: Store, source: str, fid: str) -> dict[str, Any]:
     digest = hashlib.sha256(json.dumps([_parse_generation(parsed), mine.to_pylist(), my_conflicts.to_pylist(),
                                         sorted(withdrawn.items())], default=str).encode()).hexdigest()
     marker = layout.ingest_marker("publish", source, fid)
-    skipped = store.exists(marker) and store.read_json(marker).get("digest") == digest
+    before = store.read_json(marker) if store.exists(marker) else {}
+    skipped = before.get("digest") == digest
     if skipped:  # a purge since may have removed records: count them as they are
-        stats = {**store.read_json(marker)["stats"], "records": store.parquet_rows(layout.records(source, fid))}
+        stats = {**before["stats"], "records": store.parquet_rows(layout.records(source, fid))}
     else:
         staged = store.read_parquet(layout.staging(source, fid)).to_pylist()
         stats = _write_partition(store, source, fid, staged, mine, my_conflicts, withdrawn)

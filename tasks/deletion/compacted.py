@@ -43,9 +43,10 @@ def read_compacted(store: Store, prefix: str, compacted_key: str, schema: pa.Sch
     files = {layout.ledger_request(k): (k, size) for k, size in store.sizes(prefix, layout.PARQUET).items()}
     table, holds = _compacted(store, compacted_key)
     usable = sorted(r for r, size in holds.items() if r in files and files[r][1] == size)
+    parts = []
     if table is not None and usable:
-        table = table.filter(pc.is_in(table.column("request_id"), value_set=pa.array(usable, pa.string())))
-    parts = [table.select(schema.names).cast(schema)] if table is not None and usable else []
+        held = table.filter(pc.is_in(table.column("request_id"), value_set=pa.array(usable, pa.string())))
+        parts.append(held.select(schema.names).cast(schema))
     fresh = [store.read_parquet(files[r][0]).select(schema.names).cast(schema)
              for r in sorted(set(files) - set(usable))]
     out = pa.concat_tables(parts + fresh) if parts or fresh else schema.empty_table()
