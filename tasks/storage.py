@@ -100,28 +100,36 @@ class Store:
 
     def list(self, prefix: str, suffix: str = "") -> list[str]:
         """Keys of all files under ``prefix`` (recursive), sorted, filtered by ``suffix``; links left out."""
-        return [key for key, link, _ in self._entries(prefix) if not link and key.endswith(suffix)]
+        return [key for key, link, *_ in self._entries(prefix) if not link and key.endswith(suffix)]
 
     def sizes(self, prefix: str, suffix: str = "") -> dict[str, int]:
         """:meth:`list` with each file's size, from the same listing (one request on an object store)."""
-        return {key: size for key, link, size in self._entries(prefix) if not link and key.endswith(suffix)}
+        return {key: size for key, link, size, _ in self._entries(prefix) if not link and key.endswith(suffix)}
+
+    def versions(self, prefix: str) -> tuple[tuple[str, int, str], ...]:
+        """``(key, size, version)`` of every file under ``prefix``, from one listing: what changes whenever a file
+        is written again (local: inode and modification time in ns, as every write replaces the file; object
+        stores: the ETag, a hash of the content, or else the modification time)."""
+        return tuple((key, size, version) for key, link, size, version in self._entries(prefix) if not link)
 
     def links(self, prefix: str) -> list[str]:
         """Keys of the symbolic links under ``prefix`` (itself, when it or a folder above it is one), which
         :meth:`list` leaves out and does not follow; object stores have none."""
-        return [key for key, link, _ in self._entries(prefix) if link]
+        return [key for key, link, *_ in self._entries(prefix) if link]
 
-    def _entries(self, prefix: str) -> list[tuple[str, bool, int]]:
-        """``(key, is a link, size)`` of every entry under ``prefix``, hidden ones left out."""
+    def _entries(self, prefix: str) -> list[tuple[str, bool, int, str]]:
+        """``(key, is a link, size, version)`` of every entry under ``prefix``, hidden ones left out."""
         base = self.path(prefix)
         if not self.fs.exists(base):
             return []
         linked = self.link_in(prefix)
         if linked is not None:  # listing would follow it
-            return [(linked, True, 0)]
+            return [(linked, True, 0, "")]
         self.fs.invalidate_cache()
         found = self.fs.find(base, detail=True)
-        entries = [(self.key_of(p), bool(info.get("islink")), int(info.get("size") or 0)) for p, info in found.items()]
+        root = self.root.rstrip("/") + "/"
+        entries = [(p[len(root):] if p.startswith(root) else self.key_of(p), bool(info.get("islink")),
+                    int(info.get("size") or 0), _version(info)) for p, info in found.items()]
         return sorted(e for e in entries if "/." not in "/" + e[0])
 
     def link_in(self, key: str) -> str | None:
@@ -257,3 +265,10 @@ class Store:
             os.makedirs(self.root, exist_ok=True)
         elif not self.fs.exists(self.root.split("/", 1)[0]):
             self.fs.mkdir(self.root.split("/", 1)[0])
+
+
+def _version(info: dict[str, Any]) -> str:
+    """What a listing says changes when a file is written again (``Store.versions``)."""
+    if "ETag" in info:
+        return str(info["ETag"])
+    return f"{info.get('ino', '')}:{info.get('mtime', info.get('LastModified', ''))}"
