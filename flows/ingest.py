@@ -59,19 +59,23 @@ def ingest_flow(sources: list[str] | None = None, cfg: ingest.IngestConfig | Non
     store = Store.from_settings()
     cfg = cfg or ingest.IngestConfig()
     readable, errors = readable_sources(store, sources or None)  # bad folder names and links: refused, with why
-    futures = []
+    futures, parsed = [], []
     for source in readable:
         try:
             sheet, sheet_hash = load_datasheet(store, source)
         except DatasheetError as exc:  # this source stops; the others go on
             errors[source] = str(exc)
             continue
-        keys = ingest.source_files(store, source, cfg)
-        futures += [parse_file.submit(store, source, key, sheet, sheet_hash, cfg) for key in keys]
-    parsed = track_futures(futures, "parse raw files")
+        todo, done = ingest.files_to_parse(store, source, sheet_hash, cfg)  # tasks only where a parse would change
+        parsed += done
+        futures += [parse_file.submit(store, source, key, sheet, sheet_hash, cfg) for key in todo]
+    parsed += track_futures(futures, "parse raw files")
     clusters = cluster_store.submit(store, cfg).result()
-    published = track_futures([publish_partition.submit(store, src, fid)
-                               for src, fid in ingest.staged_partitions(store)], "publish records")
+    partitions = ingest.staged_partitions(store)
+    unchanged = ingest.unchanged_publishes(store, partitions)  # and for each partition a publish would change
+    published = [*unchanged.values(), *track_futures([publish_partition.submit(store, src, fid)
+                                                      for src, fid in partitions if (src, fid) not in unchanged],
+                                                     "publish records")]
     table = summarize(parsed, published, clusters, errors)
     create_table_artifact(key="ingest-summary", table=table, description="Ingestion per source")
     return {"sources": table, "clusters": clusters, "errors": errors}

@@ -13,7 +13,9 @@ Three idempotent steps, each safe to kill and re-run (keys: ``tasks.layout``):
    (checked again: a deletion may have run since the parse), with their cluster, into the file's records
    partition; skipped when the inputs have not changed.
 
-Each step writes its outputs atomically and a completion marker last.
+Each step writes its outputs atomically and a completion marker last. The flow makes tasks only of the work a run
+would change (``files_to_parse``, ``unchanged_publishes``: listings and markers decide), so a one-file delivery
+into a large store is one parse, the clustering pass and the publishes its clusters reach.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from tasks.datasheet import Datasheet
 from tasks.dedup import MinhashConfig, clusters, signatures
 from tasks.dedup.copies import write_copy_index
 from tasks.dedup.sharded import cluster_partitions
-from tasks.deletion.blocklist import BlockList, Withdrawal, standing_blocks
+from tasks.deletion.blocklist import BlockList, Withdrawal, ledger_version, standing_blocks
 from tasks.deletion.locator import write_locator
 from tasks.errors import ShardError
 from tasks.readers import RAW_PREVIEW, RawRow, ReadLimits, read_rows
@@ -85,11 +87,12 @@ def parse_file(store: Store, source: str, key: str, sheet: Datasheet, sheet_hash
 
     Skipped (``skipped: True``) when the marker records the same file size and datasheet.
     """
+    done = parsed_already(store, source, key, sheet_hash, cfg)
+    if done is not None:
+        return done
     fid = file_id(source, key)
-    fingerprint = {"size": store.size(key), "datasheet": sheet_hash, "config": str(cfg)}
+    fingerprint = _parse_fingerprint(store, key, sheet_hash, cfg)
     marker = layout.ingest_marker("parse", source, fid)
-    if store.exists(marker) and store.read_json(marker).get("fingerprint") == fingerprint:
-        return {**store.read_json(marker)["stats"], "skipped": True}
     uri, now, delivered = store.uri(key), dt.datetime.now(dt.UTC), store.modified(key)
     published = published_ids(store, source, fid)
     blocks = standing_blocks(store).sparing(published)
@@ -122,6 +125,32 @@ def parse_file(store: Store, source: str, key: str, sheet: Datasheet, sheet_hash
     store.write_json(marker, {"fingerprint": fingerprint, "stats": stats, "copies_from": list(blocks.copies_from),
                               "parsed_at": now.isoformat()})
     return {**stats, "skipped": False}
+
+
+def _parse_fingerprint(store: Store, key: str, sheet_hash: str, cfg: IngestConfig) -> dict[str, Any]:
+    return {"size": store.size(key), "datasheet": sheet_hash, "config": str(cfg)}
+
+
+def files_to_parse(store: Store, source: str, sheet_hash: str, cfg: IngestConfig
+                   ) -> tuple[list[str], list[dict[str, Any]]]:
+    """The source's raw files (``source_files``) a parse would change, and the stats of the others' parses: the
+    flow makes tasks of the first only, so a delivery's run holds a task for each new file, not for the store."""
+    todo, done = [], []
+    for key in source_files(store, source, cfg):
+        stats = parsed_already(store, source, key, sheet_hash, cfg)
+        todo += [] if stats else [key]
+        done += [stats] if stats else []
+    return todo, done
+
+
+def parsed_already(store: Store, source: str, key: str, sheet_hash: str, cfg: IngestConfig) -> dict[str, Any] | None:
+    """The stats of the parse that staged ``key`` (``skipped: True``) when its marker records the file's size, the
+    datasheet and the config as they are now (parsing it again would change nothing); None otherwise."""
+    marker = layout.ingest_marker("parse", source, file_id(source, key))
+    done = store.read_json(marker) if store.exists(marker) else {}
+    if done.get("fingerprint") != _parse_fingerprint(store, key, sheet_hash, cfg):
+        return None
+    return {**done["stats"], "skipped": True}
 
 
 def source_files(store: Store, source: str, cfg: IngestConfig) -> list[str]:
@@ -194,8 +223,8 @@ def publish_partition(store: Store, source: str, fid: str) -> dict[str, Any]:
     it touched was published again by the next one-file delivery: 237 s at 10M records).
     """
     parse_marker = layout.ingest_marker("parse", source, fid)
-    parsed = store.read_json(parse_marker)
-    blocks = standing_blocks(store).unless_copies_checked(parsed.get("copies_from")).sparing(
+    parsed, ledger = store.read_json(parse_marker), ledger_version(store)
+    blocks = standing_blocks(store, ledger).unless_copies_checked(parsed.get("copies_from")).sparing(
         published_ids(store, source, fid))
     keys = _staged_keys(store, source, fid, blocks.copies is not None, blocks.spared) if blocks else {}
     withdrawn = blocks.withdrawn(keys)
@@ -216,7 +245,43 @@ def publish_partition(store: Store, source: str, fid: str) -> dict[str, Any]:
         store.write_json(marker, {"digest": digest, "stats": stats})
     if blocks.copies is not None:  # staging is now checked against these fingerprints (only after the writes)
         store.write_json(parse_marker, {**parsed, "copies_from": list(blocks.copies_from)})
+    done = {"digest": digest, "stats": stats, "inputs": publish_inputs(
+        source, fid, {k: store.version(k) for k in _publish_input_keys(source, fid)}, ledger)}
+    if done != before:  # the inputs last: a version read before a write above would name the file before it
+        store.write_json(marker, done)
     return {**stats, "skipped": skipped}
+
+
+def _publish_input_keys(source: str, fid: str) -> list[str]:
+    """The files a partition's publish reads that only other steps write: its parse marker and its clusters."""
+    return [layout.ingest_marker("parse", source, fid), *(layout.dedup_part(kind, source, fid)
+                                                          for kind in (layout.CLUSTERS, layout.ID_CONFLICTS))]
+
+
+def publish_inputs(source: str, fid: str, versions: dict[str, str | None], ledger: str) -> str:
+    """What a partition was last published from: the versions (``Store.versions``) of its parse marker and
+    clusters files, and the ledger's (``ledger_version``: requests, tombstones, fingerprints). Staging changes only
+    with a parse (its marker), a purge (the ledger) or the publish itself; records only with the last two."""
+    named = [versions.get(key) for key in _publish_input_keys(source, fid)]
+    return hashlib.sha256(json.dumps([named, ledger]).encode()).hexdigest()
+
+
+def unchanged_publishes(store: Store, partitions: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The publish stats (``skipped: True``) of the ``partitions`` whose inputs (``publish_inputs``) are those
+    they were last published from, decided from four listings and each partition's marker: publishing them
+    again would change nothing, so the flow makes no task of them (after a one-file delivery into 100
+    partitions, 100 tasks each read the ledger and staging's keys to find that out)."""
+    ledger = ledger_version(store)
+    versions = {k: v for prefix in (f"{layout.DONE}/parse", layout.dedup_part(layout.CLUSTERS),
+                                    layout.dedup_part(layout.ID_CONFLICTS), f"{layout.DONE}/publish")
+                for k, v in store.versions(prefix).items()}
+    out = {}
+    for source, fid in partitions:
+        marker = layout.ingest_marker("publish", source, fid)
+        done = store.read_json(marker) if marker in versions else {}
+        if done.get("inputs") == publish_inputs(source, fid, versions, ledger):
+            out[(source, fid)] = {**done["stats"], "skipped": True}
+    return out
 
 
 def _parse_generation(parsed: dict[str, Any]) -> Any:

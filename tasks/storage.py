@@ -106,11 +106,19 @@ class Store:
         """:meth:`list` with each file's size, from the same listing (one request on an object store)."""
         return {key: size for key, link, size, _ in self._entries(prefix) if not link and key.endswith(suffix)}
 
-    def versions(self, prefix: str) -> tuple[tuple[str, int, str], ...]:
-        """``(key, size, version)`` of every file under ``prefix``, from one listing: what changes whenever a file
-        is written again (local: inode and modification time in ns, as every write replaces the file; object
-        stores: the ETag, a hash of the content, or else the modification time)."""
-        return tuple((key, size, version) for key, link, size, version in self._entries(prefix) if not link)
+    def versions(self, prefix: str) -> dict[str, str]:
+        """Each file under ``prefix`` -> its version, from one listing: what changes whenever the file is written
+        again (its size, and locally its inode and modification time, as every write replaces the file; on an
+        object store its ETag, a hash of the content, or else its modification time)."""
+        return {key: f"{size}:{version}" for key, link, size, version in self._entries(prefix) if not link}
+
+    def version(self, key: str) -> str | None:
+        """One file's :meth:`versions` entry; None when there is no such file."""
+        try:
+            info = self.fs.info(self._unlinked(key))
+        except FileNotFoundError:
+            return None
+        return f"{int(info.get('size') or 0)}:{_version(info)}"
 
     def links(self, prefix: str) -> list[str]:
         """Keys of the symbolic links under ``prefix`` (itself, when it or a folder above it is one), which
@@ -229,11 +237,15 @@ class Store:
                       group_rows: int | None = None) -> str:
         """Write a table with an explicit schema (inferred schemas drift between shards), in row groups of
         ``group_rows`` when given (Arrow's default otherwise)."""
-        if schema is not None:
-            table = table.select(schema.names).cast(schema)
-        buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd", row_group_size=group_rows)
-        return self.write_bytes(key, buf.getvalue())
+        return self.write_bytes(key, parquet_bytes(table, schema, group_rows))
+
+    def write_if_changed(self, key: str, data: bytes) -> bool:
+        """Write ``data`` unless ``key`` already holds exactly it (its version then still names its content, so
+        what was decided from it stands); returns whether it wrote."""
+        if self.exists(key) and self.read_bytes(key) == data:
+            return False
+        self.write_bytes(key, data)
+        return True
 
     def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
         """Read in this thread: Arrow's reader threads on a Python file object outlived the read and aborted the
@@ -265,6 +277,15 @@ class Store:
             os.makedirs(self.root, exist_ok=True)
         elif not self.fs.exists(self.root.split("/", 1)[0]):
             self.fs.mkdir(self.root.split("/", 1)[0])
+
+
+def parquet_bytes(table: pa.Table, schema: pa.Schema | None = None, group_rows: int | None = None) -> bytes:
+    """``table`` as Parquet (``Store.write_parquet``); the same table gives the same bytes."""
+    if schema is not None:
+        table = table.select(schema.names).cast(schema)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd", row_group_size=group_rows)
+    return buf.getvalue()
 
 
 def _version(info: dict[str, Any]) -> str:

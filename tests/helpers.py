@@ -14,7 +14,7 @@ import yaml
 
 from tasks import ingest
 from tasks.datasheet import load_datasheet
-from tasks.sources import list_raw_files, list_sources
+from tasks.sources import list_sources
 from tasks.storage import Store
 
 
@@ -57,15 +57,18 @@ def record_files(store: Store) -> list[str]:
 
 
 def ingest_without_engine(store: Store, cfg: ingest.IngestConfig | None = None) -> tuple[list, list]:
-    """Run the three ingestion steps as plain functions, sequentially (the reference for flow runs)."""
+    """Run the three ingestion steps as plain functions, sequentially, on the work the flow would give tasks (the
+    reference for flow runs)."""
     cfg = cfg or ingest.IngestConfig()
     parsed = []
     for source in list_sources(store):
         sheet, digest = load_datasheet(store, source)
-        parsed += [ingest.parse_file(store, source, key, sheet, digest, cfg)
-                   for key in list_raw_files(store, source)]
+        todo, parsed_before = ingest.files_to_parse(store, source, digest, cfg)
+        parsed += [*parsed_before, *(ingest.parse_file(store, source, key, sheet, digest, cfg) for key in todo)]
     ingest.cluster_store(store, cfg)
-    published = [ingest.publish_partition(store, s, f) for s, f in ingest.staged_partitions(store)]
+    partitions = ingest.staged_partitions(store)
+    unchanged = ingest.unchanged_publishes(store, partitions)
+    published = [unchanged.get(p) or ingest.publish_partition(store, *p) for p in partitions]
     return parsed, published
 
 

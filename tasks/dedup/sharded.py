@@ -28,7 +28,7 @@ from tasks.dedup.clusters import (
     membership_table,
 )
 from tasks.dedup.minhash import MinhashConfig, signatures
-from tasks.storage import Store
+from tasks.storage import Store, parquet_bytes
 
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 _HEX_VALUE = np.full(256, 255, np.uint8)
@@ -137,11 +137,13 @@ class StoreRows:
 
     def write(self, store: Store, kind: str, rows: np.ndarray, table_of: Callable[[int, slice], pa.Table],
               schema: pa.Schema) -> set[str]:
-        """``table_of(file, slice)`` of ``rows`` (ascending) into each file's partition of ``kind``; the keys."""
+        """``table_of(file, slice)`` of ``rows`` (ascending) into each file's partition of ``kind``; the keys. A
+        partition's file is left as it is when its rows did not change: its version then says so to publishing
+        (``tasks.ingest.unchanged_publishes``), which a one-file delivery would otherwise repeat for every one."""
         written = set()
         for part, sl in self.by_part(rows):
             key = layout.dedup_part(kind, *layout.staged_partition(self.parts[part]))
-            store.write_parquet(key, table_of(part, sl), schema)
+            store.write_if_changed(key, parquet_bytes(table_of(part, sl), schema))
             written.add(key)
         return written
 

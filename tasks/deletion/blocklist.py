@@ -11,6 +11,8 @@ fingerprints) tells the purge which raw and quarantine rows to remove.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -111,23 +113,26 @@ def requests_blocks(docs: Iterable[dict[str, Any]]) -> BlockList:
 
 
 _LEDGER_PARTS = (layout.REQUESTS, layout.TOMBSTONES, layout.FINGERPRINTS)
-_standing: dict[str, tuple[Any, BlockList]] = {}  # per process: a store's ledger version -> its block list
+_standing: dict[str, tuple[str, BlockList]] = {}  # per process: a store's ledger version -> its block list
 
 
-def ledger_version(store: Store) -> tuple[Any, ...]:
-    """What changes whenever a request, a tombstone or a fingerprint file is written (three listings)."""
-    return tuple(store.versions(prefix) for prefix in _LEDGER_PARTS)
+def ledger_version(store: Store) -> str:
+    """What changes whenever a request, a tombstone or a fingerprint file is written (a digest of three
+    listings: ``Store.versions``)."""
+    listed = [sorted(store.versions(prefix).items()) for prefix in _LEDGER_PARTS]
+    return hashlib.sha256(json.dumps(listed).encode()).hexdigest()
 
 
-def standing_blocks(store: Store) -> BlockList:
+def standing_blocks(store: Store, version: str | None = None) -> BlockList:
     """Every request's block list (received ones included), the tombstones and every request's fingerprints.
 
     Kept per process while the ledger's files are unchanged (``ledger_version``): an ingest's parse and publish
     tasks each consult it, and reading it (every request's JSON, the fingerprints indexed) cost 0.3-0.4 s a
     task after 1,000 requests, paid again by every partition of the store on each delivery. A request filed or
-    applied since, even by another process, changes the listing, so no task ever sees a stale list.
+    applied since, even by another process, changes the listing, so no task ever sees a stale list. ``version``:
+    a ``ledger_version`` the caller listed just before (the list read is then at least as new as it).
     """
-    version = ledger_version(store)
+    version = version or ledger_version(store)
     cached = _standing.get(store.url)
     if cached is None or cached[0] != version:
         cached = _standing[store.url] = (version, _read_standing_blocks(store))
