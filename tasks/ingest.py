@@ -138,8 +138,10 @@ def files_to_parse(store: Store, source: str, sheet_hash: str, cfg: IngestConfig
     todo, done = [], []
     for key in source_files(store, source, cfg):
         stats = parsed_already(store, source, key, sheet_hash, cfg)
-        todo += [] if stats else [key]
-        done += [stats] if stats else []
+        if stats is None:
+            todo.append(key)
+        else:
+            done.append(stats)
     return todo, done
 
 
