@@ -113,9 +113,12 @@ class Store:
         return {key: f"{size}:{version}" for key, link, size, version in self._entries(prefix) if not link}
 
     def version(self, key: str) -> str | None:
-        """One file's :meth:`versions` entry; None when there is no such file."""
+        """One file's :meth:`versions` entry; None when there is no such file. Asked afresh (an object store's
+        client would otherwise answer from a listing it cached)."""
+        path = self._unlinked(key)
+        self.fs.invalidate_cache(path)
         try:
-            info = self.fs.info(self._unlinked(key))
+            info = self.fs.info(path)
         except FileNotFoundError:
             return None
         return f"{int(info.get('size') or 0)}:{_version(info)}"
