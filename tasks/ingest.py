@@ -244,12 +244,11 @@ def publish_partition(store: Store, source: str, fid: str) -> dict[str, Any]:
         if withdrawn:
             clear_withdrawn(store, (source, fid, parsed["stats"]["file"]), withdrawn,
                             {rec["source_uri"]: record_keys(rec) for rec in staged}, blocks)
-        store.write_json(marker, {"digest": digest, "stats": stats})
     if blocks.copies is not None:  # staging is now checked against these fingerprints (only after the writes)
         store.write_json(parse_marker, {**parsed, "copies_from": list(blocks.copies_from)})
     done = {"digest": digest, "stats": stats, "inputs": publish_inputs(
         source, fid, {k: store.version(k) for k in _publish_input_keys(source, fid)}, ledger)}
-    if done != before:  # the inputs last: a version read before a write above would name the file before it
+    if done != before:  # last, once: the inputs' versions are read after every write above
         store.write_json(marker, done)
     return {**stats, "skipped": skipped}
 
