@@ -273,8 +273,8 @@ def unchanged_publishes(store: Store, partitions: list[tuple[str, str]]) -> dict
     again would change nothing, so the flow makes no task of them (after a one-file delivery into 100
     partitions, 100 tasks each read the ledger and staging's keys to find that out)."""
     ledger = ledger_version(store)
-    versions = {k: v for prefix in (f"{layout.DONE}/parse", layout.dedup_part(layout.CLUSTERS),
-                                    layout.dedup_part(layout.ID_CONFLICTS), f"{layout.DONE}/publish")
+    versions = {k: v for prefix in (layout.ingest_markers("parse"), layout.dedup_part(layout.CLUSTERS),
+                                    layout.dedup_part(layout.ID_CONFLICTS), layout.ingest_markers("publish"))
                 for k, v in store.versions(prefix).items()}
     out = {}
     for source, fid in partitions:

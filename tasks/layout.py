@@ -205,9 +205,14 @@ def validation_suite(policy_hash: str) -> str:
 
 
 # -- _done/ : completion markers, written last ----------------------------------------------------------------------
+def ingest_markers(step: str) -> str:
+    """The folder of every source's ``step`` markers (``parse`` or ``publish``)."""
+    return f"{DONE}/{step}"
+
+
 def ingest_marker(step: str, source: str, file_id: str) -> str:
     """``step`` is ``parse`` or ``publish``."""
-    return f"{_source_dir(f'{DONE}/{step}', source)}/{file_id}.json"
+    return f"{_source_dir(ingest_markers(step), source)}/{file_id}.json"
 
 
 def validation_marker(policy_hash: str, part: Partition) -> str:
