@@ -19,7 +19,7 @@ import typer
 
 from flows import cli_deletions, cli_transparency, render
 from flows.render import emit, err
-from flows.runtime import configure_environment, exit_cleanly, mask_log_secrets
+from flows.runtime import configure_environment, exit_cleanly, mask_log_secrets, start_prefect_api
 from tasks.config import get_settings
 from tasks.storage import Store
 
@@ -60,10 +60,13 @@ def command(fn: Callable[..., None]) -> Callable[..., None]:
     return app.command()(handled)
 
 
-def launcher() -> ModuleType:
+def launcher(flows: bool = True) -> ModuleType:
     """``flows.launch``, imported only by commands that start flows, after the environment (Prefect's home and
-    logging) is set for Prefect's import."""
+    logging) is set for Prefect's import; the temporary Prefect server, when one will run the ``flows``, is
+    started first, so that it boots while this process imports them."""
     configure_environment()
+    if flows:
+        start_prefect_api()
     from flows import launch
 
     return launch
@@ -141,7 +144,7 @@ def delete(owner: Annotated[str | None, typer.Option(help="every record of this 
 
     texts = render.text_lines(text_file) if text_file else None
     selector = build_selector(owner=owner, record_ids=record_id, source=source, texts=texts)
-    launch = launcher()
+    launch = launcher(flows=apply is not False)
     filed = launch.file_deletion(selector, reason)
     if not as_json:
         render.out.print(f"deletion request [bold]{filed['request_id']}[/bold] received")

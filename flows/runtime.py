@@ -13,8 +13,12 @@ flow run always pickles its exception there, and nothing of Custody's may land i
 
 from __future__ import annotations
 
+import atexit
+import importlib.util
 import logging
 import os
+import socket
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -120,22 +124,76 @@ def route_library_logs() -> None:
         logger.propagate = True
 
 
+class TemporaryServer:
+    """The temporary Prefect server of one command: Prefect's API app under uvicorn in a child process, as
+    Prefect's own ephemeral server runs it (no UI, no services), spawned without importing Prefect's server here,
+    so that it boots (~5 s) while the command imports its flows and files its work instead of after."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        app_dir = Path(importlib.util.find_spec("prefect").origin).parent.parent  # type: ignore[arg-type,union-attr]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
+             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+             "--log-level", "error", "--lifespan", "on"],
+            env={**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                 "PREFECT__SERVER_FINAL": "1"})
+        atexit.register(self.stop)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def wait(self) -> str:
+        """The API URL once it answers (a loaded 2-core machine can take far longer than Prefect's 20 s)."""
+        wait_for_api(self.api_url, self.proc, timeout=120, poll=0.1)
+        return self.api_url
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_prefect_api(settings: Settings | None = None) -> None:
+    """Start the temporary server in the background when no server is configured and none is started yet: a
+    command that will run flows calls this first, ``ensure_prefect_api`` then waits for it."""
+    global _server
+    configure_environment(settings)
+    if not os.environ.get("PREFECT_API_URL") and _server is None:
+        _server = TemporaryServer()
+
+
 def ensure_prefect_api(settings: Settings | None = None) -> str:
-    """The Prefect API URL in use; starts one temporary local server if none is configured."""
+    """The Prefect API URL in use; starts one temporary local server if none is configured (or waits for the one
+    ``start_prefect_api`` started)."""
     global _server
     configure_environment(settings)
     if os.environ.get("PREFECT_API_URL"):
         return os.environ["PREFECT_API_URL"]
-    from prefect.server.api.server import SubprocessASGIServer
+    start_prefect_api(settings)
+    try:
+        url = _server.wait()
+    except RuntimeError:  # it exited (its port taken since it was chosen, say): once more, on another port
+        _server = TemporaryServer()
+        url = _server.wait()
+    os.environ["PREFECT_API_URL"] = os.environ["CUSTODY_TEMPORARY_PREFECT_URL"] = url
+    configure_environment(settings)  # an imported Prefect re-reads its settings: its client then uses this server
+    log.info("started a temporary Prefect server at %s", url)
+    return url
 
-    _server = SubprocessASGIServer()
-    _server.start(timeout=120)  # a loaded 2-core machine can take far longer than the 20 s default
-    os.environ["PREFECT_API_URL"] = os.environ["CUSTODY_TEMPORARY_PREFECT_URL"] = _server.api_url
-    log.info("started a temporary Prefect server at %s", _server.api_url)
-    return _server.api_url
 
-
-def wait_for_api(url: str, proc: Any = None, timeout: float = 180.0) -> None:
+def wait_for_api(url: str, proc: Any = None, timeout: float = 180.0, poll: float = 0.5) -> None:
     """Block until the Prefect API at ``url`` answers its health check (or ``proc`` dies, or time runs out)."""
     import time
 
@@ -150,7 +208,7 @@ def wait_for_api(url: str, proc: Any = None, timeout: float = 180.0) -> None:
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.5)
+        time.sleep(poll)
     raise TimeoutError(f"no Prefect API at {url} after {timeout:.0f} s")
 
 

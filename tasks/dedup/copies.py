@@ -32,7 +32,7 @@ from tasks.dedup.minhash import MinhashConfig, signatures_of_hashes
 from tasks.dedup.minhash import band_keys as lsh_band_keys
 from tasks.fingerprints import SHINGLE_CHARS, distinct_sets, jaccard, match_form, ngram_hashes
 from tasks.storage import Store
-from tasks.tables import bucket_groups, bucketed_bytes, group_of_rows, read_buckets
+from tasks.tables import bucket_groups, bucketed_bytes, group_of_rows, rows_matching
 
 _CONFIG_KEY = b"copy_config"
 SEARCH_THREADS = 4  # partitions' indexes read at once by a search
@@ -157,26 +157,28 @@ def write_copy_index(store: Store, source: str, fid: str, staged: pa.Table, cfg:
 
 
 def partition_index(store: Store, source: str, fid: str, cfg: CopyConfig = DEFAULT,
-                    buckets: set[int] | None = None) -> pa.Table:
-    """A partition's copy index (the rows of ``buckets`` only, when given); built from staging (and written) when
-    missing or made with another config or format, so stores ingested before it are still searched."""
+                    keys: pa.Array | None = None) -> pa.Table:
+    """A partition's copy index (only the rows of band ``keys``, uint64, when given: the key column of their
+    buckets is read to look, the other columns only from the row groups holding one); built from staging (and
+    written) when missing or made with another config or format, so stores ingested before it are still searched."""
     key = layout.copies(source, fid)
     if store.exists(key):
         with store.open(key) as fh:
             parquet = pq.ParquetFile(fh)  # one footer read for the check and the buckets
             current = (parquet.schema_arrow.metadata or {}).get(_CONFIG_KEY) == index_schema(cfg).metadata[_CONFIG_KEY]
-            if current and buckets is None:
+            if current and keys is None:
                 return parquet.read(use_threads=False)
             if current:
-                return read_buckets(parquet, bucket_groups(parquet), buckets, index_schema(cfg).names) or \
+                groups = bucket_groups(parquet)
+                read = sorted({g for b in set(_bucket(keys.to_numpy()).tolist()) for g in groups.get(b, ())})
+                return rows_matching(parquet, read, "key", keys, index_schema(cfg).names) if read else \
                     index_schema(cfg).empty_table()
     with store.open(layout.staging(source, fid)) as fh:
         parquet = pq.ParquetFile(fh)
         staged, groups = parquet.read(["record_id", "text"], use_threads=False), group_of_rows(parquet)
     table = index_table(staged, groups, cfg)
     store.write_bytes(layout.copies(source, fid), bucketed_bytes(table))
-    wanted = pa.array(sorted(buckets or ()), pa.uint16())
-    return table if buckets is None else table.filter(pc.is_in(table.column("bucket"), value_set=wanted))
+    return table if keys is None else table.filter(pc.is_in(table.column("key"), value_set=keys))
 
 
 def _candidate_rows(store: Store, key: str, ids: Iterable[str], groups: set[int]) -> pa.Table:
@@ -199,7 +201,8 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> li
     copies of it (a deletion resolving many requests at once needs to know which request each copy follows).
 
     One pass over the staging partitions: the row groups of the queries' key buckets in each partition's index
-    give the candidates (1/1024 of the index per key), and only the staging row groups holding them (8,192 rows
+    give the candidates (1/1024 of the index per key; their key column is read to look, the record ids only of the
+    groups where a key matched), and only the staging row groups holding them (8,192 rows
     each, named by the index) are read back for their texts and verified.
     """
     found: list[set[str]] = [set() for _ in texts]
@@ -212,22 +215,20 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> li
     for q, row in enumerate(query_keys):
         for k in set(row.tolist()):
             queries_with.setdefault(k, []).append(q)
-    buckets, key_set = set(_bucket(query_keys.ravel()).tolist()), pa.array(sorted(queries_with), pa.uint64())
+    key_set = pa.array(sorted(queries_with), pa.uint64())
 
     def candidates(key: str) -> tuple[pa.Table, pa.Table | None]:  # threads: I/O and Arrow decoding
         """A partition's index rows of the queries' keys, and its candidates' staged rows (None when none)."""
-        index = partition_index(store, *layout.staged_partition(key), cfg, buckets)
-        index = index.filter(pc.is_in(index.column("key"), value_set=key_set))
+        index = partition_index(store, *layout.staged_partition(key), cfg, key_set)
         if not index.num_rows:
             return index, None
         ids, groups = set(index.column("record_id").to_pylist()), set(index.column("group").to_pylist())
         return index, _candidate_rows(store, key, ids, groups)
 
     staged = store.list(layout.staging_dir(), layout.PARQUET)
-    # a few queries read a few buckets of each index: threads overlap the reads. Many read whole indexes: one at a
-    # time then, or memory would hold several partitions' indexes at once
-    threads = SEARCH_THREADS if len(buckets) <= (1 << BUCKET_BITS) // 8 else 1
-    with ThreadPoolExecutor(threads) as pool:
+    # threads overlap the reads; memory holds a few partitions' key columns (of the queries' buckets) and the
+    # groups where a key matched, never whole indexes
+    with ThreadPoolExecutor(SEARCH_THREADS) as pool:
         found_in = list(pool.map(candidates, staged))
     for index, rows in found_in:
         if rows is None:
