@@ -109,14 +109,15 @@ def rows_matching(source: Any, groups: list[int], column: str, values: pa.Array,
     return table.select(columns).filter(pa.array(hit[in_held], pa.bool_()))
 
 
-def filtered_bytes(source: Any, keep: np.ndarray) -> bytes:
-    """A Parquet file (open file or ``ParquetFile``) with only the rows ``keep`` marks, every row group kept where
-    it was, emptied ones too: row groups are addresses (an index's buckets, the staging groups the copy index
-    names), so removing rows must not move the others between groups. Read and filtered once, then written group
-    by group (1,024 small reads, or filters, cost more)."""
+def filtered_bytes(source: Any, keep: np.ndarray, table: pa.Table | None = None) -> bytes:
+    """A Parquet file (open file or ``ParquetFile``; ``table``, its rows when already read) with only the rows
+    ``keep`` marks, every row group kept where it was, emptied ones too: row groups are addresses (an index's
+    buckets, the staging groups the copy index names), so removing rows must not move the others between groups.
+    Read and filtered once, then written group by group (1,024 small reads, or filters, cost more)."""
     parquet, sink = _parquet(source), io.BytesIO()
     sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
-    kept = parquet.read(use_threads=False).filter(pa.array(keep, pa.bool_()))
+    table = parquet.read(use_threads=False) if table is None else table
+    kept = table.filter(pa.array(keep, pa.bool_()))
     remaining = np.bincount(np.repeat(np.arange(len(sizes)), sizes)[keep], minlength=len(sizes))
     with pq.ParquetWriter(sink, parquet.schema_arrow, compression="zstd") as writer:
         start = 0

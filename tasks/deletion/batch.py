@@ -79,7 +79,8 @@ def purge_target(store: Store, blocks: BlockList, target: Target, files: list[st
     located = None if source in blocks.sources else located_lines(store, source, fid, raw, keys)
     found = find_in(store, blocks, {source: [raw]}, quarantine, {raw: located})
     report = purge_found(store, found)
-    report.update(purge_parquet(store, keys["record_id"], keys["content_hash"], [k for k in files if store.exists(k)]))
+    report.update(purge_parquet(store, keys["record_id"], keys["content_hash"], [k for k in files if store.exists(k)],
+                                located=True))
     report["locator_entries_removed"] = drop_entries(store, source, fid, keys, found.raw.get(raw, ()), raw)
     return report
 

@@ -105,15 +105,22 @@ def located_lines(store: Store, source: str, fid: str, raw_key: str, withdrawn: 
         meta = parquet.schema_arrow.metadata or {}
         if RAW_SIZE not in meta or int(meta[RAW_SIZE]) != store.size(raw_key):
             return None
-        wanted = {(kind, v) for kind, values in withdrawn.items() for v in values}
-        table = read_buckets(parquet, bucket_groups(parquet), {bucket_of(kind, v) for kind, v in wanted},
-                             ["kind", "key", "lines"])
-    found: set[int] = set()
-    if table is not None:
-        for kind, value, lines in zip(*(table.column(c).to_pylist() for c in ("kind", "key", "lines")), strict=True):
-            if (kind, value) in wanted:
-                found.update(lines)
+        buckets = {bucket_of(kind, v) for kind, values in withdrawn.items() for v in values}
+        table = read_buckets(parquet, bucket_groups(parquet), buckets, ["kind", "key", "lines"])
+    found = set() if table is None else set(pc.list_flatten(table.column("lines").filter(
+        _entries_of(table, withdrawn))).to_pylist())
     return Located(found, int(meta[UNREADABLE]))
+
+
+def _entries_of(table: pa.Table, withdrawn: Mapping[str, Iterable[str]]) -> pa.ChunkedArray | pa.Array:
+    """Which of a locator's entries are of ``withdrawn`` keys (by kind), as a mask."""
+    hit: pa.ChunkedArray | pa.Array = pa.array(np.zeros(table.num_rows, dtype=bool))
+    for kind, values in withdrawn.items():
+        if values:
+            mine = pc.and_(pc.equal(table.column("kind"), kind),
+                           pc.is_in(table.column("key"), value_set=pa.array(sorted(values), pa.string())))
+            hit = pc.or_(hit, mine)
+    return hit
 
 
 def _renumbered(lines: pa.Array, removed: np.ndarray) -> pa.Array:
@@ -136,12 +143,7 @@ def drop_entries(store: Store, source: str, fid: str, withdrawn: Mapping[str, se
     if not store.exists(key):
         return 0
     table = store.read_parquet(key)
-    hit = pa.array(np.zeros(table.num_rows, dtype=bool))
-    for kind, values in withdrawn.items():
-        if values:
-            mine = pc.and_(pc.equal(table.column("kind"), kind),
-                           pc.is_in(table.column("key"), value_set=pa.array(sorted(values), pa.string())))
-            hit = pc.or_(hit, mine)
+    hit = _entries_of(table, withdrawn)
     removed = int(pc.sum(hit).as_py() or 0)
     gone = np.array(sorted(n for loc in removed_lines if (n := _line(loc)) is not None), np.int64)
     meta = table.schema.metadata or {}

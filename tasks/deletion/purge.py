@@ -59,19 +59,23 @@ def parquet_files(store: Store) -> list[str]:
     return [key for prefix in layout.PURGED_PREFIXES for key in store.list(prefix, layout.PARQUET)]
 
 
-def purge_parquet(store: Store, ids: set[str], hashes: set[str], keys: list[str] | None = None) -> dict[str, int]:
+def purge_parquet(store: Store, ids: set[str], hashes: set[str], keys: list[str] | None = None,
+                  located: bool = False) -> dict[str, int]:
     """Rewrite Parquet files (``keys``, default every one under the purged prefixes) without the deleted rows, row
-    groups kept (``filtered_bytes``). Only the id and hash columns are read to look; a file is read whole and
-    rewritten only when it holds one."""
+    groups kept (``filtered_bytes``); a file is rewritten only when it holds one. To look, only the id and hash
+    columns are read, unless the files are ``located`` (a partition the locator says holds the rows: each is then
+    read once, whole)."""
     rewritten = removed = 0
     for key in parquet_files(store) if keys is None else keys:
         with store.open(key) as fh:
-            columns = [c for c in ("record_id", "content_hash") if c in pq.read_schema(fh).names]
-        mask = _hit_mask(store.read_parquet(key, columns), ids, hashes) if columns else None
-        hits = int(pc.sum(mask).as_py() or 0) if mask is not None else 0
-        if hits:
-            with store.open(key) as fh:
-                kept = filtered_bytes(fh, pc.invert(mask).to_numpy())
+            parquet = pq.ParquetFile(fh)
+            columns = [c for c in ("record_id", "content_hash") if c in parquet.schema_arrow.names]
+            table = parquet.read(use_threads=False) if located and columns else None
+            mask = _hit_mask(table if table is not None else parquet.read(columns, use_threads=False), ids, hashes) \
+                if columns else None
+            hits = int(pc.sum(mask).as_py() or 0) if mask is not None else 0
+            kept = filtered_bytes(parquet, pc.invert(mask).to_numpy(), table) if hits else None
+        if kept is not None:
             store.write_bytes(key, kept)
             rewritten += 1
             removed += hits
