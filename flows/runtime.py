@@ -2,7 +2,8 @@
 
 Dask *process* workers would each start their own temporary Prefect server unless ``PREFECT_API_URL`` points
 at one, so without a configured server we start one temporary server per process tree and export its URL
-before any worker starts.
+before any worker starts. It is spawned as soon as a command knows it will run flows (``start_prefect_api``), so it
+boots while the command imports them, and waited for when the first flow needs it (``ensure_prefect_api``).
 
 Logs: Prefect, Dask and MLflow write INFO lines to ``$CUSTODY_HOME/logs/custody.log``; the terminal shows their
 warnings and errors, and the command's own progress and results (``flows/logging.yml``).

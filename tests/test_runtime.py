@@ -18,21 +18,25 @@ ROOT = Path(__file__).parents[1]
 
 def test_a_command_starts_the_temporary_server_early_and_then_waits_for_that_one(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("PREFECT_API_URL", "CUSTODY_TEMPORARY_PREFECT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))  # not the session server's database
-    monkeypatch.setattr(runtime, "_server", None)
-    runtime.start_prefect_api()
-    started = runtime._server
-    assert started is not None and started.proc.poll() is None
-    assert "PREFECT_API_URL" not in os.environ  # booting: nothing talks to it before a command waits for it
-    url = runtime.ensure_prefect_api()
-    assert runtime._server is started and url == started.api_url == os.environ["CUSTODY_TEMPORARY_PREFECT_URL"]
-    assert httpx.get(f"{url}/health", timeout=10).status_code == 200
-    runtime.start_prefect_api()  # a server in use: no second one
-    assert runtime._server is started
-    runtime.stop_prefect_api()
-    assert started.proc.poll() is not None and "PREFECT_API_URL" not in os.environ
+    with monkeypatch.context() as patch:
+        for name in ("PREFECT_API_URL", "CUSTODY_TEMPORARY_PREFECT_URL"):
+            patch.delenv(name, raising=False)
+        patch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))  # not the session server's database
+        patch.setattr(runtime, "_server", None)
+        try:
+            runtime.start_prefect_api()
+            started = runtime._server
+            assert started is not None and started.proc.poll() is None
+            assert "PREFECT_API_URL" not in os.environ  # booting: nothing talks to it before a command waits
+            url = runtime.ensure_prefect_api()
+            assert runtime._server is started and url == started.api_url == os.environ["CUSTODY_TEMPORARY_PREFECT_URL"]
+            assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+            runtime.start_prefect_api()  # a server in use: no second one
+            assert runtime._server is started
+        finally:
+            runtime.stop_prefect_api()
+    assert started.proc.poll() is not None
+    runtime.configure_environment()  # Prefect in this process back on the session's server
 
 
 def test_a_command_without_a_server_runs_its_flows_on_the_one_it_started(custody_env: Path) -> None:
