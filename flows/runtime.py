@@ -107,6 +107,7 @@ def exit_cleanly(run: Callable[[], Any]) -> Any:
         if any(name in sys.modules for name in ENGINES):
             raise
         code = exc.code
+    stop_prefect_api()  # one spawned for a command that failed before loading its flows: os._exit skips atexit
     if isinstance(code, str):
         sys.stderr.write(code + "\n")  # what SystemExit("message") prints
     sys.stdout.flush()
