@@ -27,7 +27,7 @@ from tasks.deletion.blocklist import BlockList, requests_blocks
 from tasks.deletion.locator import drop_entries, located_lines
 from tasks.deletion.locks import store_lock
 from tasks.deletion.purge import find_in, parquet_files, purge_found, purge_parquet
-from tasks.deletion.requests import DONE, list_requests, pending, save
+from tasks.deletion.requests import DONE, load, pending, save
 from tasks.storage import Store
 
 Target = tuple[str, str, str]  # (source, file id, raw key): one partition a purge rewrites
@@ -96,7 +96,7 @@ def finish(store: Store, plan: Plan, reports: list[dict[str, int]], started: flo
             totals[key] = totals.get(key, 0) + value
     now = dt.datetime.now(dt.UTC).isoformat()
     done = []
-    for doc in (d for d in list_requests(store) if d["request_id"] in plan.request_ids):
+    for doc in (load(store, rid) for rid in plan.request_ids):  # the pass's requests, not the whole ledger
         purge = {**doc["applied"]["purge"], "state": DONE, "purged_at": now, "batch_requests": len(plan.request_ids),
                  "targets_rewritten": len(plan.targets), **totals,
                  "pass_seconds": round(time.perf_counter() - started, 3) if started else None}
