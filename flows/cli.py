@@ -86,7 +86,7 @@ def doctor(as_json: JsonOpt = False) -> None:
 def sample(limit: Annotated[int | None, typer.Option(help="rows per corpus (a fixed random subset)")] = None,
            as_json: JsonOpt = False) -> None:
     """Land the bundled real corpora (Rotten Tomatoes, Health News tweets) under raw/."""
-    emit(launcher().run_sample(limit), as_json, render.show_sample)
+    emit(launcher(flows=False).run_sample(limit), as_json, render.show_sample)
 
 
 @command

@@ -73,11 +73,16 @@ def bucket_groups(source: Any) -> dict[int, list[int]]:
     return out
 
 
+def groups_of(groups: dict[int, list[int]], buckets: Iterable[int]) -> list[int]:
+    """The row groups (sorted) that may hold any of ``buckets``, by a ``bucket_groups`` map."""
+    return sorted({g for b in set(buckets) for g in groups.get(b, ())})
+
+
 def read_buckets(source: Any, groups: dict[int, list[int]], buckets: Iterable[int], columns: list[str]
                  ) -> pa.Table | None:
     """The rows of ``buckets`` (None when the file has none of them); ``source`` as for ``bucket_groups``."""
     wanted = set(buckets)
-    read = sorted({g for b in wanted for g in groups.get(b, ())})
+    read = groups_of(groups, wanted)
     if not read:
         return None
     table = _parquet(source).read_row_groups(read, columns=list(dict.fromkeys(["bucket", *columns])),

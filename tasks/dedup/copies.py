@@ -32,7 +32,7 @@ from tasks.dedup.minhash import MinhashConfig, signatures_of_hashes
 from tasks.dedup.minhash import band_keys as lsh_band_keys
 from tasks.fingerprints import SHINGLE_CHARS, distinct_sets, jaccard, match_form, ngram_hashes
 from tasks.storage import Store
-from tasks.tables import bucket_groups, bucketed_bytes, group_of_rows, rows_matching
+from tasks.tables import bucket_groups, bucketed_bytes, group_of_rows, groups_of, rows_matching
 
 _CONFIG_KEY = b"copy_config"
 SEARCH_THREADS = 4  # partitions' indexes read at once by a search
@@ -169,8 +169,7 @@ def partition_index(store: Store, source: str, fid: str, cfg: CopyConfig = DEFAU
             if current and keys is None:
                 return parquet.read(use_threads=False)
             if current:
-                groups = bucket_groups(parquet)
-                read = sorted({g for b in set(_bucket(keys.to_numpy()).tolist()) for g in groups.get(b, ())})
+                read = groups_of(bucket_groups(parquet), _bucket(keys.to_numpy()).tolist())
                 return rows_matching(parquet, read, "key", keys, index_schema(cfg).names) if read else \
                     index_schema(cfg).empty_table()
     with store.open(layout.staging(source, fid)) as fh:

@@ -70,15 +70,17 @@ def purge_parquet(store: Store, ids: set[str], hashes: set[str], keys: list[str]
         with store.open(key) as fh:
             parquet = pq.ParquetFile(fh)
             columns = [c for c in ("record_id", "content_hash") if c in parquet.schema_arrow.names]
-            table = parquet.read(use_threads=False) if located and columns else None
-            mask = _hit_mask(table if table is not None else parquet.read(columns, use_threads=False), ids, hashes) \
-                if columns else None
+            if not columns:
+                continue
+            looked = parquet.read(None if located else columns, use_threads=False)
+            mask = _hit_mask(looked, ids, hashes)
             hits = int(pc.sum(mask).as_py() or 0) if mask is not None else 0
-            kept = filtered_bytes(parquet, pc.invert(mask).to_numpy(), table) if hits else None
-        if kept is not None:
-            store.write_bytes(key, kept)
-            rewritten += 1
-            removed += hits
+            if not hits:
+                continue
+            kept = filtered_bytes(parquet, pc.invert(mask).to_numpy(), looked if located else None)
+        store.write_bytes(key, kept)
+        rewritten += 1
+        removed += hits
     return {"partitions_rewritten": rewritten, "rows_removed": removed}
 
 

@@ -151,12 +151,13 @@ def _grow(store: Store, keys: StagedKeys, states: list[_Growing]) -> None:
 def _selected(keys: StagedKeys, docs: list[dict[str, Any]]) -> list[pa.Table]:
     """Each request's selected staged rows: one look-up and one filter per selector column for all of them (a
     thousand record-id requests cost one locator pass, not a thousand), then each request's rows from those."""
+    columns = [SELECTOR_COLUMN[doc["selector"]["kind"]] for doc in docs]
     wanted: dict[str, set[str]] = {}
-    for doc in docs:
-        wanted.setdefault(SELECTOR_COLUMN[doc["selector"]["kind"]], set()).update(doc["selector"]["values"])
+    for column, doc in zip(columns, docs, strict=True):
+        wanted.setdefault(column, set()).update(doc["selector"]["values"])
     found = {column: keys.rows(column, values) for column, values in wanted.items()}
     return [_rows_with(found[column], column, doc["selector"]["values"])
-            for doc in docs for column in (SELECTOR_COLUMN[doc["selector"]["kind"]],)]
+            for column, doc in zip(columns, docs, strict=True)]
 
 
 def resolve_all(store: Store, docs: list[dict[str, Any]], keys: StagedKeys | None = None) -> list[dict[str, Any]]:
