@@ -194,7 +194,8 @@ def resolve_rows(texts: list[str], victims: np.ndarray, cfg: CopyConfig | None) 
         fresh = np.flatnonzero(removed & ~queried)
         queried[fresh] = True
         if cfg is not None and len(fresh):
-            pairs = verified(candidate_pairs(keys[fresh], keys), sets, [sets[i] for i in fresh], cfg.threshold)
+            pairs = candidate_pairs(keys[fresh], keys, cfg.min_shared)
+            pairs = verified(pairs, sets, [sets[i] for i in fresh], cfg.threshold)
             removed[pairs[:, 0]] = True
         if (removed == before).all() and not len(fresh):
             return removed
@@ -260,12 +261,14 @@ def banding(rows: list[dict[str, Any]], base: CopyConfig) -> list[dict[str, Any]
     true = {(i, v) for v, vi in enumerate(victims) for i in np.flatnonzero(owner == v)
             if i != vi and jaccard(sets[i], sets[vi]) >= base.threshold}
     out = []
-    for bands, rows_ in ((16, 2), (12, 3), (16, 3), (21, 3), (32, 3), (16, 4), (32, 4)):
-        cfg = CopyConfig(ngram=base.ngram, threshold=base.threshold, bands=bands, rows=rows_)
+    for bands, rows_, shared in ((16, 2, 1), (12, 3, 1), (16, 3, 1), (21, 3, 1), (32, 3, 1), (16, 4, 1), (32, 4, 1),
+                                 (21, 3, 2), (24, 3, 2), (28, 3, 2), (21, 2, 3)):
+        cfg = CopyConfig(ngram=base.ngram, threshold=base.threshold, bands=bands, rows=rows_, min_shared=shared)
         keys = band_keys(texts, cfg)
-        cand = candidate_pairs(keys[victims], keys)
+        cand = candidate_pairs(keys[victims], keys, shared)
         found = {(int(i), int(v)) for i, v in cand} & true
-        out.append({"num_perm": bands * rows_, "bands": bands, "rows": rows_, "true_pairs": len(true),
+        out.append({"num_perm": bands * rows_, "bands": bands, "rows": rows_, "min_shared": shared,
+                    "true_pairs": len(true),
                     "lsh_recall": round(len(found) / max(len(true), 1), 4),
                     "candidates_per_query": round(len(cand) / len(victims), 2),
                     "p_candidate_at_threshold": round(cfg.candidate_probability(cfg.threshold), 4)})

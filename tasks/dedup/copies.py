@@ -17,6 +17,8 @@ The parameters are the ones ``bench/near_copies.py`` chose (its numbers are in b
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,8 +50,12 @@ class CopyConfig:
     Attributes:
         ngram: characters per shingle of the match form.
         bands, rows: LSH banding over ``bands * rows`` MinHash permutations; a pair of Jaccard ``s`` becomes a
-            candidate with probability ``1 - (1 - s**rows)**bands`` (``candidate_probability``): 0.9988 at the
-            threshold for 21 x 3, with ~19 candidates per query on the benchmark's 25k rows.
+            candidate when they share ``min_shared`` bands, each with probability ``s**rows``
+            (``candidate_probability``): 0.989 at the threshold for two of 21 x 3 (0.9988 for one).
+        min_shared: bands a pair must share to be a candidate. Two instead of one cut a 1,000-text search's
+            candidates in 5 partitions of a 3M-record store 2,300-fold (42,722 pairs sharing one band, all of
+            Jaccard < 0.16, against 18 sharing two), so verifying them no longer grows with the store; on the
+            benchmark's planted copies LSH recall stays 1.0 (2,903 of 2,903 true pairs, ``bench/near_copies.py``).
         threshold: exact character-shingle Jaccard at or above which two texts are copies.
         seed: permutation seed.
     """
@@ -57,6 +63,7 @@ class CopyConfig:
     ngram: int = SHINGLE_CHARS
     bands: int = 21
     rows: int = 3
+    min_shared: int = 2
     threshold: float = 0.65
     seed: int = 1
 
@@ -65,8 +72,15 @@ class CopyConfig:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
         if min(self.ngram, self.bands, self.rows) < 1:
             raise ValueError(f"ngram, bands and rows must be positive, got {self.ngram}, {self.bands}, {self.rows}")
+        if not 1 <= self.min_shared <= self.bands:
+            raise ValueError(f"min_shared must be in [1, bands], got {self.min_shared}")
 
     def __str__(self) -> str:
+        return f"{self.index_name}_m{self.min_shared}"
+
+    @property
+    def index_name(self) -> str:
+        """What the copy index depends on (``min_shared`` is applied when it is read, so it is not part of it)."""
         return f"copies_c{self.ngram}_b{self.bands}r{self.rows}_t{self.threshold:.2f}_s{self.seed}"
 
     @cached_property
@@ -76,8 +90,10 @@ class CopyConfig:
                              verify=False)
 
     def candidate_probability(self, similarity: float) -> float:
-        """Chance that two texts of this Jaccard share at least one band."""
-        return 1.0 - (1.0 - similarity ** self.rows) ** self.bands
+        """Chance that two texts of this Jaccard share at least ``min_shared`` bands."""
+        p = similarity ** self.rows
+        fewer = sum(math.comb(self.bands, k) * p ** k * (1.0 - p) ** (self.bands - k) for k in range(self.min_shared))
+        return 1.0 - fewer
 
 
 DEFAULT = CopyConfig()
@@ -90,7 +106,7 @@ def index_schema(cfg: CopyConfig) -> pa.Schema:
     key's record, so verification reads only the groups of its candidates."""
     return pa.schema([("bucket", pa.uint16()), ("key", pa.uint64()), ("record_id", pa.string()),
                       ("group", pa.uint32())],
-                     metadata={_CONFIG_KEY: f"{cfg}/bucketed{BUCKET_BITS}/grouped".encode()})
+                     metadata={_CONFIG_KEY: f"{cfg.index_name}/bucketed{BUCKET_BITS}/grouped".encode()})
 
 
 def _bucket(keys: np.ndarray) -> np.ndarray:
@@ -116,8 +132,8 @@ def band_keys_of_hashes(hashes: np.ndarray, owner: np.ndarray, n_sets: int, cfg:
     return keys * np.uint64(0x9E3779B97F4A7C15) + np.arange(cfg.bands, dtype=np.uint64)  # a band's keys are its own
 
 
-def candidate_pairs(query_keys: np.ndarray, stored_keys: np.ndarray) -> np.ndarray:
-    """``(stored row, query row)`` pairs sharing at least one band key, distinct, shape ``(k, 2)``."""
+def candidate_pairs(query_keys: np.ndarray, stored_keys: np.ndarray, min_shared: int = 1) -> np.ndarray:
+    """``(stored row, query row)`` pairs sharing at least ``min_shared`` band keys, distinct, shape ``(k, 2)``."""
     q_flat, s_flat = query_keys.ravel(), stored_keys.ravel()
     order = np.argsort(q_flat, kind="stable")
     q_sorted = q_flat[order]
@@ -128,7 +144,8 @@ def candidate_pairs(query_keys: np.ndarray, stored_keys: np.ndarray) -> np.ndarr
     starts = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
     stored = np.repeat(np.arange(len(s_flat)) // stored_keys.shape[1], counts)
     query = order[starts] // query_keys.shape[1]
-    return np.unique(np.stack([stored, query], axis=1), axis=0)
+    pairs, shared = np.unique(np.stack([stored, query], axis=1), axis=0, return_counts=True)
+    return pairs[shared >= min_shared]
 
 
 def verified(pairs: np.ndarray, stored_sets: list[np.ndarray], query_sets: list[np.ndarray],
@@ -195,6 +212,19 @@ def _candidate_rows(store: Store, key: str, ids: Iterable[str], groups: set[int]
     return rows
 
 
+def _sharing(index: pa.Table, queries_with: dict[int, list[int]], min_shared: int) -> dict[str, list[int]]:
+    """Record id -> the queries it shares at least ``min_shared`` bands with, from a partition's index rows of the
+    queries' keys (a record has one key per band, so its rows matching a query count the bands they share)."""
+    shared: Counter[tuple[str, int]] = Counter()
+    for k, rid in zip(index.column("key").to_pylist(), index.column("record_id").to_pylist(), strict=True):
+        shared.update((rid, q) for q in queries_with[k])
+    out: dict[str, list[int]] = {}
+    for (rid, q), bands in shared.items():
+        if bands >= min_shared:
+            out.setdefault(rid, []).append(q)
+    return out
+
+
 def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> list[set[str]]:
     """For each of ``texts``, the record ids of staged rows, in any source and under any owner, that are near
     copies of it (a deletion resolving many requests at once needs to know which request each copy follows).
@@ -216,25 +246,25 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> li
             queries_with.setdefault(k, []).append(q)
     key_set = pa.array(sorted(queries_with), pa.uint64())
 
-    def candidates(key: str) -> tuple[pa.Table, pa.Table | None]:  # threads: I/O and Arrow decoding
-        """A partition's index rows of the queries' keys, and its candidates' staged rows (None when none)."""
+    def candidates(key: str) -> tuple[dict[str, list[int]], pa.Table | None]:  # threads: I/O and Arrow decoding
+        """A partition's candidates (record id -> the queries it shares ``min_shared`` bands with) and their staged
+        rows (None when none)."""
         index = partition_index(store, *layout.staged_partition(key), cfg, key_set)
-        if not index.num_rows:
-            return index, None
-        ids, groups = set(index.column("record_id").to_pylist()), set(index.column("group").to_pylist())
-        return index, _candidate_rows(store, key, ids, groups)
+        queries_of = _sharing(index, queries_with, cfg.min_shared)
+        if not queries_of:
+            return queries_of, None
+        groups = {g for rid, g in zip(index.column("record_id").to_pylist(), index.column("group").to_pylist(),
+                                      strict=True) if rid in queries_of}
+        return queries_of, _candidate_rows(store, key, queries_of, groups)
 
     staged = store.list(layout.staging_dir(), layout.PARQUET)
     # threads overlap the reads; memory holds a few partitions' key columns (of the queries' buckets) and the
     # groups where a key matched, never whole indexes
     with ThreadPoolExecutor(SEARCH_THREADS) as pool:
         found_in = list(pool.map(candidates, staged))
-    for index, rows in found_in:
+    for queries_of, rows in found_in:
         if rows is None:
             continue
-        queries_of: dict[str, set[int]] = {}
-        for k, rid in zip(index.column("key").to_pylist(), index.column("record_id").to_pylist(), strict=True):
-            queries_of.setdefault(rid, set()).update(queries_with[k])
         row_ids = rows.column("record_id").to_pylist()
         local = np.array([(i, q) for i, rid in enumerate(row_ids) for q in queries_of[rid]], dtype=np.int64)
         hits = verified(local.reshape(-1, 2), shingle_sets(rows.column("text").to_pylist(), cfg), query_sets,

@@ -50,7 +50,7 @@ class WithdrawnIndex:
         if not texts or not self.sets:
             return out
         sets = [shingle_hashes(t or "", self.salt, self.cfg.ngram) for t in texts]
-        pairs = candidate_pairs(self.keys, _keys(sets, self.cfg))  # (row, fingerprint)
+        pairs = candidate_pairs(self.keys, _keys(sets, self.cfg), self.cfg.min_shared)  # (row, fingerprint)
         pairs = pairs[[len(sets[row]) > 0 for row in pairs[:, 0]]] if len(pairs) else pairs  # no shingle, no copy
         for row, fp in verified(pairs, sets, self.sets, self.cfg.threshold):
             out[row] = out[row] or self.request_ids[fp]

@@ -69,8 +69,23 @@ def test_config_refuses_bad_values_and_names_its_parameters() -> None:
         CopyConfig(threshold=0.0)
     with pytest.raises(ValueError, match="positive"):
         CopyConfig(rows=0)
-    assert str(DEFAULT) == "copies_c5_b21r3_t0.65_s1"
-    assert DEFAULT.candidate_probability(DEFAULT.threshold) > 0.99
+    with pytest.raises(ValueError, match="min_shared"):
+        CopyConfig(min_shared=22)
+    assert str(DEFAULT) == f"copies_c5_b21r3_t0.65_s1_m{DEFAULT.min_shared}"
+    assert DEFAULT.index_name == "copies_c5_b21r3_t0.65_s1"  # the index does not depend on min_shared
+    assert DEFAULT.candidate_probability(DEFAULT.threshold) > 0.98
+
+
+def test_a_candidate_shares_at_least_min_shared_bands() -> None:
+    query = np.array([[1, 2, 3]], dtype=np.uint64)
+    stored = np.array([[1, 9, 9], [1, 2, 8], [7, 8, 9], [1, 2, 3]], dtype=np.uint64)
+    assert candidate_pairs(query, stored).tolist() == [[0, 0], [1, 0], [3, 0]]
+    assert candidate_pairs(query, stored, 2).tolist() == [[1, 0], [3, 0]]
+    assert candidate_pairs(query, stored, 3).tolist() == [[3, 0]]
+    one, two = CopyConfig(min_shared=1), CopyConfig(min_shared=2)
+    p = 0.5 ** 3
+    assert one.candidate_probability(0.5) == pytest.approx(1 - (1 - p) ** 21)
+    assert two.candidate_probability(0.5) == pytest.approx(1 - (1 - p) ** 21 - 21 * p * (1 - p) ** 20)
 
 
 def _stage(store: Store, source: str, fid: str, texts: list[str]) -> None:
