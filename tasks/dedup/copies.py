@@ -33,6 +33,7 @@ from tasks import layout
 from tasks.dedup.minhash import MinhashConfig, signatures_of_hashes
 from tasks.dedup.minhash import band_keys as lsh_band_keys
 from tasks.fingerprints import SHINGLE_CHARS, distinct_sets, jaccard, match_form, ngram_hashes
+from tasks.ids import record_keys
 from tasks.storage import Store
 from tasks.tables import bucket_groups, bucketed_bytes, group_of_rows, groups_of, rows_matching
 
@@ -102,11 +103,13 @@ DEFAULT = CopyConfig()
 def index_schema(cfg: CopyConfig) -> pa.Schema:
     """The copy index of one partition: one row per band key, sorted, in row groups by the key's top byte (keys are
     hashes, so the buckets are even) — a query reads only its keys' buckets. The config and this format are
-    kept in the file, so a stale index is rebuilt, not misread. ``group`` is the staging row group holding the
-    key's record, so verification reads only the groups of its candidates."""
-    return pa.schema([("bucket", pa.uint16()), ("key", pa.uint64()), ("record_id", pa.string()),
+    kept in the file, so a stale index is rebuilt, not misread. ``record_key`` names the key's record by a 64-bit
+    hash of its id (``tasks.ids.record_keys``; the purge removes a deleted record's rows by it), ``group`` the
+    staging row group holding it, so verification reads only the groups of its candidates. A partition's index
+    has 21 rows a record: as id strings, ``record_id`` was 60% of the bytes a purge reads and rewrites."""
+    return pa.schema([("bucket", pa.uint16()), ("key", pa.uint64()), ("record_key", pa.uint64()),
                       ("group", pa.uint32())],
-                     metadata={_CONFIG_KEY: f"{cfg.index_name}/bucketed{BUCKET_BITS}/grouped".encode()})
+                     metadata={_CONFIG_KEY: f"{cfg.index_name}/bucketed{BUCKET_BITS}/grouped/keyed".encode()})
 
 
 def _bucket(keys: np.ndarray) -> np.ndarray:
@@ -161,16 +164,20 @@ def index_table(staged: pa.Table, groups: np.ndarray, cfg: CopyConfig = DEFAULT)
     keys = band_keys(staged.column("text").to_pylist(), cfg).ravel()
     order = np.argsort(keys, kind="stable")  # by key, hence by bucket (its top byte)
     rows = (np.arange(keys.size) // cfg.bands)[order]
-    owners = staged.column("record_id").take(pa.array(rows, pa.int64()))
-    return pa.table({"bucket": _bucket(keys[order]), "key": keys[order], "record_id": owners,
+    owners = record_keys(staged.column("record_id").to_pylist())[rows]
+    return pa.table({"bucket": _bucket(keys[order]), "key": keys[order], "record_key": owners,
                      "group": np.asarray(groups, np.uint32)[rows]}, schema=index_schema(cfg))
+
+
+def _index_bytes(table: pa.Table) -> bytes:
+    return bucketed_bytes(table, hashes=("key", "record_key"))
 
 
 def write_copy_index(store: Store, source: str, fid: str, staged: pa.Table, cfg: CopyConfig = DEFAULT) -> str:
     """Write a staging partition's copy index (ingest's parse step calls this beside the MinHash signatures, with
     staging just written in groups of ``layout.STAGING_GROUP_ROWS``)."""
     groups = np.arange(staged.num_rows) // layout.STAGING_GROUP_ROWS
-    return store.write_bytes(layout.copies(source, fid), bucketed_bytes(index_table(staged, groups, cfg)))
+    return store.write_bytes(layout.copies(source, fid), _index_bytes(index_table(staged, groups, cfg)))
 
 
 def partition_index(store: Store, source: str, fid: str, cfg: CopyConfig = DEFAULT,
@@ -193,32 +200,38 @@ def partition_index(store: Store, source: str, fid: str, cfg: CopyConfig = DEFAU
         parquet = pq.ParquetFile(fh)
         staged, groups = parquet.read(["record_id", "text"], use_threads=False), group_of_rows(parquet)
     table = index_table(staged, groups, cfg)
-    store.write_bytes(layout.copies(source, fid), bucketed_bytes(table))
+    store.write_bytes(layout.copies(source, fid), _index_bytes(table))
     return table if keys is None else table.filter(pc.is_in(table.column("key"), value_set=keys))
 
 
-def _candidate_rows(store: Store, key: str, ids: Iterable[str], groups: set[int]) -> pa.Table:
-    """The staged ``record_id`` and ``text`` of candidate ``ids`` from the row ``groups`` the index names; the whole
-    partition when one is not there (a staging file rewritten by an older version, or a record gone from it)."""
-    wanted = pa.array(sorted(ids), pa.string())
+def _keyed(rows: pa.Table, wanted: pa.Array) -> pa.Table:
+    """The staged rows whose record key is ``wanted``, with their keys as a ``record_key`` column."""
+    keys = pa.array(record_keys(rows.column("record_id").to_pylist()), pa.uint64())
+    rows = rows.append_column("record_key", keys)
+    return rows.filter(pc.is_in(keys, value_set=wanted))
+
+
+def _candidate_rows(store: Store, key: str, wanted_keys: Iterable[int], groups: set[int]) -> pa.Table:
+    """The staged ``record_id``, ``text`` and ``record_key`` of the candidates (by record key) from the row
+    ``groups`` the index names; the whole partition when one is not there (a staging file rewritten by an older
+    version, or a record gone from it)."""
+    wanted = pa.array(sorted(wanted_keys), pa.uint64())
     with store.open(key) as fh:
         parquet = pq.ParquetFile(fh)
-        rows = parquet.read_row_groups(sorted(groups), ["record_id", "text"], use_threads=False) \
+        rows = _keyed(parquet.read_row_groups(sorted(groups), ["record_id", "text"], use_threads=False), wanted) \
             if max(groups) < parquet.num_row_groups else None
-        rows = rows.filter(pc.is_in(rows.column("record_id"), value_set=wanted)) if rows is not None else None
         if rows is None or rows.num_rows < len(wanted):
-            rows = parquet.read(["record_id", "text"], use_threads=False)
-            rows = rows.filter(pc.is_in(rows.column("record_id"), value_set=wanted))
+            rows = _keyed(parquet.read(["record_id", "text"], use_threads=False), wanted)
     return rows
 
 
-def _sharing(index: pa.Table, queries_with: dict[int, list[int]], min_shared: int) -> dict[str, list[int]]:
-    """Record id -> the queries it shares at least ``min_shared`` bands with, from a partition's index rows of the
+def _sharing(index: pa.Table, queries_with: dict[int, list[int]], min_shared: int) -> dict[int, list[int]]:
+    """Record key -> the queries it shares at least ``min_shared`` bands with, from a partition's index rows of the
     queries' keys (a record has one key per band, so its rows matching a query count the bands they share)."""
-    shared: Counter[tuple[str, int]] = Counter()
-    for k, rid in zip(index.column("key").to_pylist(), index.column("record_id").to_pylist(), strict=True):
+    shared: Counter[tuple[int, int]] = Counter()
+    for k, rid in zip(index.column("key").to_pylist(), index.column("record_key").to_pylist(), strict=True):
         shared.update((rid, q) for q in queries_with[k])
-    out: dict[str, list[int]] = {}
+    out: dict[int, list[int]] = {}
     for (rid, q), bands in shared.items():
         if bands >= min_shared:
             out.setdefault(rid, []).append(q)
@@ -246,14 +259,14 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> li
             queries_with.setdefault(k, []).append(q)
     key_set = pa.array(sorted(queries_with), pa.uint64())
 
-    def candidates(key: str) -> tuple[dict[str, list[int]], pa.Table | None]:  # threads: I/O and Arrow decoding
-        """A partition's candidates (record id -> the queries it shares ``min_shared`` bands with) and their staged
-        rows (None when none)."""
+    def candidates(key: str) -> tuple[dict[int, list[int]], pa.Table | None]:  # threads: I/O and Arrow decoding
+        """A partition's candidates (record key -> the queries it shares ``min_shared`` bands with) and their
+        staged rows (None when none)."""
         index = partition_index(store, *layout.staged_partition(key), cfg, key_set)
         queries_of = _sharing(index, queries_with, cfg.min_shared)
         if not queries_of:
             return queries_of, None
-        groups = {g for rid, g in zip(index.column("record_id").to_pylist(), index.column("group").to_pylist(),
+        groups = {g for rid, g in zip(index.column("record_key").to_pylist(), index.column("group").to_pylist(),
                                       strict=True) if rid in queries_of}
         return queries_of, _candidate_rows(store, key, queries_of, groups)
 
@@ -266,7 +279,8 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT) -> li
         if rows is None:
             continue
         row_ids = rows.column("record_id").to_pylist()
-        local = np.array([(i, q) for i, rid in enumerate(row_ids) for q in queries_of[rid]], dtype=np.int64)
+        owners = rows.column("record_key").to_pylist()
+        local = np.array([(i, q) for i, rk in enumerate(owners) for q in queries_of[rk]], dtype=np.int64)
         hits = verified(local.reshape(-1, 2), shingle_sets(rows.column("text").to_pylist(), cfg), query_sets,
                         cfg.threshold)
         for i, q in hits:

@@ -30,7 +30,7 @@ from tasks.datasheet import Datasheet, load_datasheet
 from tasks.deletion.blocklist import BlockList, Withdrawal
 from tasks.deletion.locator import Located
 from tasks.errors import DatasheetError, ShardError
-from tasks.ids import content_hash, normalize_text
+from tasks.ids import content_hash, normalize_text, record_keys
 from tasks.readers import ReadLimits, csv_records, detect_format, jsonl_lines, read_jsonl_lines, read_rows
 from tasks.rows import RowKeys, raw_row_keys, row_keys
 from tasks.sources import file_id, list_raw_files, list_sources
@@ -40,12 +40,18 @@ from tasks.tables import filtered_bytes
 log = logging.getLogger(__name__)
 
 
+MATCHED_COLUMNS = ("record_id", "record_key", "content_hash")  # what names a row's record or text in a table
+
+
 def _hit_mask(table: pa.Table, ids: set[str], hashes: set[str]) -> pa.ChunkedArray | None:
-    """Rows whose record id or content hash is deleted; None when the table has neither column to match."""
+    """Rows whose record id (or its 64-bit ``record_key``, as the copy index names records) or content hash is
+    deleted; None when the table has none of those columns to match."""
     masks = []
-    for column, values in (("record_id", ids), ("content_hash", hashes)):
+    for column, values in (("record_id", ids), ("record_key", ids), ("content_hash", hashes)):
         if column in table.column_names and values:
-            masks.append(pc.fill_null(pc.is_in(table.column(column), value_set=pa.array(sorted(values))), False))
+            ordered = sorted(values)
+            value_set = pa.array(record_keys(ordered), pa.uint64()) if column == "record_key" else pa.array(ordered)
+            masks.append(pc.fill_null(pc.is_in(table.column(column), value_set=value_set), False))
     if not masks:
         return None
     mask = masks[0]
@@ -67,9 +73,10 @@ def purge_parquet(store: Store, ids: set[str], hashes: set[str], keys: list[str]
     read once, whole)."""
     rewritten = removed = 0
     for key in parquet_files(store) if keys is None else keys:
-        with store.open(key) as fh:
+        # a located file is read whole: one read of its bytes, not one a column chunk (the copy index has 4,096)
+        with pa.BufferReader(store.read_bytes(key)) if located else store.open(key) as fh:
             parquet = pq.ParquetFile(fh)
-            columns = [c for c in ("record_id", "content_hash") if c in parquet.schema_arrow.names]
+            columns = [c for c in MATCHED_COLUMNS if c in parquet.schema_arrow.names]
             if not columns:
                 continue
             looked = parquet.read(None if located else columns, use_threads=False)
