@@ -125,7 +125,7 @@ def _neighbours(store: Store, keys: StagedKeys, ids: set[str], hashes: set[str])
     by_id = _cluster_mates(store, ids)
     texts = keys.texts(ids)
     order = sorted(texts)
-    for rid, found in zip(order, find_copies(store, [texts[r] for r in order]), strict=True):
+    for rid, found in zip(order, find_copies(store, [texts[r] for r in order], own=order), strict=True):
         by_id.setdefault(rid, set()).update(found)
     return by_id, by_hash
 

@@ -99,6 +99,9 @@ def test_find_copies_reads_candidates_across_partitions_and_rebuilds_a_missing_i
     _stage(store, "tweets", "f2", ["Flu season starts early this year http://bit.ly/x", EDITS["a word inserted"]])
     assert not store.exists(layout.copies("reviews", "f1"))  # staged before the index existed
     assert find_copies(store, [REVIEW]) == [{"f1-0", "f2-1"}]
+    mine = [EDITS["one word swapped"], EDITS["a word inserted"]]  # the texts of f1-0 and f2-1: each is the other's
+    assert find_copies(store, mine) == [{"f1-0", "f2-1"}] * 2
+    assert find_copies(store, mine, own=["f1-0", "f2-1"]) == [{"f2-1"}, {"f1-0"}]  # not itself, still the other
     index = partition_index(store, "reviews", "f1")
     assert store.exists(layout.copies("reviews", "f1")) and index.num_rows == 2 * DEFAULT.bands
     assert set(index.column("record_key").to_pylist()) == set(record_keys(["f1-0", "f1-1"]).tolist())
