@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -35,6 +36,11 @@ class FieldMapping(BaseModel):
     consent: str | None = None
     consent_at: str | None = None
     tdm_reservation: str | None = None
+
+    @cached_property
+    def columns(self) -> frozenset[str]:
+        """The raw columns the mapping names (a row's others go to ``extra``): once a datasheet, not once a row."""
+        return frozenset(c for c in self.model_dump().values() if c)
 
 
 class Datasheet(BaseModel):

@@ -55,7 +55,7 @@ def _horner(chars: np.ndarray) -> np.ndarray:
     return sums
 
 
-def record_keys(record_ids: pa.Array | pa.ChunkedArray | list[str]) -> np.ndarray:
+def record_id_keys(record_ids: pa.Array | pa.ChunkedArray | list[str]) -> np.ndarray:
     """A 64-bit key of each record id (uint64): what an index that names records millions of times keeps instead
     of the id string (8 fixed bytes a row, read and rewritten at memory speed, against ~25 compressed ones).
     Vectorised over Arrow's buffers, a length at a time (a copy search hashes every row of the staging groups it

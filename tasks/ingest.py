@@ -226,8 +226,8 @@ def publish_partition(store: Store, source: str, fid: str) -> dict[str, Any]:
     """
     parse_marker = layout.ingest_marker("parse", source, fid)
     parsed, ledger = store.read_json(parse_marker), ledger_version(store)
-    blocks = standing_blocks(store, ledger).unless_copies_checked(parsed.get("copies_from")).sparing(
-        published_ids(store, source, fid))
+    blocks = standing_blocks(store, ledger).unless_copies_checked(parsed.get("copies_from"))
+    blocks = blocks.sparing(published_ids(store, source, fid)) if blocks else blocks  # no rules: nothing to spare
     keys = _staged_keys(store, source, fid, blocks.copies is not None, blocks.spared) if blocks else {}
     withdrawn = blocks.withdrawn(keys)
     mine, my_conflicts = clusters.partition_dedup(store, source, fid)
@@ -239,11 +239,11 @@ def publish_partition(store: Store, source: str, fid: str) -> dict[str, Any]:
     if skipped:  # a purge since may have removed records: count them as they are
         stats = {**before["stats"], "records": store.parquet_rows(layout.records(source, fid))}
     else:
-        staged = store.read_parquet(layout.staging(source, fid)).to_pylist()
+        staged = store.read_parquet(layout.staging(source, fid))
         stats = _write_partition(store, source, fid, staged, mine, my_conflicts, withdrawn)
         if withdrawn:
             clear_withdrawn(store, (source, fid, parsed["stats"]["file"]), withdrawn,
-                            {rec["source_uri"]: record_keys(rec) for rec in staged}, blocks)
+                            {rec["source_uri"]: record_keys(rec) for rec in staged.to_pylist()}, blocks)
     if blocks.copies is not None:  # staging is now checked against these fingerprints (only after the writes)
         store.write_json(parse_marker, {**parsed, "copies_from": list(blocks.copies_from)})
     done = {"digest": digest, "stats": stats, "inputs": publish_inputs(
@@ -302,35 +302,45 @@ def _staged_keys(store: Store, source: str, fid: str, with_text: bool, spared: f
     return {row["source_uri"]: record_keys(row) for row in table.to_pylist()}
 
 
-def _write_partition(store: Store, source: str, fid: str, staged: list[dict[str, Any]], mine: pa.Table,
+DUPLICATE_ID_DETAIL = "record id already used by an earlier row with different text"
+
+
+def _looked_up(values: pa.ChunkedArray, table: pa.Table, key: str, column: str) -> pa.ChunkedArray:
+    """``table[column]`` of the row whose ``key`` equals each of ``values`` (null where none)."""
+    return pc.take(table.column(column), pc.index_in(values, value_set=table.column(key)))
+
+
+def _is(values: pa.ChunkedArray, value: str) -> pa.ChunkedArray:
+    return pc.fill_null(pc.equal(values, value), False)
+
+
+def _write_partition(store: Store, source: str, fid: str, staged: pa.Table, mine: pa.Table,
                      my_conflicts: pa.Table, withdrawn: dict[str, Withdrawal]) -> dict[str, Any]:
-    """The records partition (and dedup quarantine) of the staged rows; returns the publish stats."""
-    kind = dict(zip(mine.column("record_id").to_pylist(), mine.column("kind").to_pylist(), strict=True))
-    cluster = dict(zip(mine.column("record_id").to_pylist(), mine.column("cluster_id").to_pylist(), strict=True))
-    conflict = dict(zip(my_conflicts.column("source_uri").to_pylist(), my_conflicts.column("reason").to_pylist(),
-                        strict=True))
-    rows, dup_rows = [], []
-    counts = Counter()
-    for rec in staged:
-        if rec["source_uri"] in withdrawn:  # counted by reason below
-            continue
-        why = conflict.get(rec["source_uri"])
-        if why == "duplicate_id":
-            dup_rows.append(_quarantine_row(source, rec["source_uri"], "duplicate_id",
-                                            "record id already used by an earlier row with different text",
-                                            rec["text"], rec["record_id"]))
-        elif why == "repeated_record" or kind.get(rec["record_id"]) == "exact":
-            counts["exact_duplicates"] += 1
-        else:
-            rec["near_dup_cluster"] = cluster.get(rec["record_id"])
-            rec["near_dup_kept"] = kind.get(rec["record_id"]) != "near"
-            rows.append(rec)
-    store.write_parquet(layout.records(source, fid),
-                        pa.Table.from_pylist(rows, schema=record_schema()), record_schema())
+    """The records partition (and dedup quarantine) of the staged rows; returns the publish stats. Withdrawn rows
+    are left out (counted by reason), rows whose id an earlier row holds with another text are quarantined, exact
+    duplicates dropped, and the rest written with their clusters: in Arrow, column by column (row by row in
+    Python it was two thirds of a partition's publish, 1.5 s of 2 at 100k rows)."""
+    uris, ids = staged.column("source_uri"), staged.column("record_id")
+    left = pc.invert(pc.fill_null(pc.is_in(uris, value_set=pa.array(sorted(withdrawn), pa.string())), False))
+    why = _looked_up(uris, my_conflicts, "source_uri", "reason")
+    kind = _looked_up(ids, mine, "record_id", "kind")
+    duplicate_id = pc.and_(left, _is(why, "duplicate_id"))
+    exact = pc.and_(pc.and_(left, pc.invert(duplicate_id)), pc.or_(_is(why, "repeated_record"), _is(kind, "exact")))
+    keep = pc.and_(pc.and_(left, pc.invert(duplicate_id)), pc.invert(exact))
+    rows = staged.filter(keep)
+    for column, values in (("near_dup_cluster", _looked_up(ids, mine, "record_id", "cluster_id").filter(keep)),
+                           ("near_dup_kept", pc.invert(_is(kind.filter(keep), "near")))):
+        rows = rows.set_column(rows.schema.get_field_index(column), column, values)
+    store.write_parquet(layout.records(source, fid), rows.cast(record_schema()), record_schema())
+    duplicates = staged.filter(duplicate_id).select(["source_uri", "text", "record_id"]).to_pydict().values()
+    dup_rows = [_quarantine_row(source, uri, "duplicate_id", DUPLICATE_ID_DETAIL, text, rid)
+                for uri, text, rid in zip(*duplicates, strict=True)]
     _write_quarantine(store, layout.quarantine(source, "dedup", fid), dup_rows)
-    return {"source": source, "partition": fid, "records": len(rows), "duplicate_id": len(dup_rows),
-            "exact_duplicates": counts["exact_duplicates"], **withdrawn_stats(withdrawn),
-            "near_dup_members": sum(1 for r in rows if r["near_dup_cluster"])}
+    clustered = pc.and_(pc.is_valid(rows.column("near_dup_cluster")),
+                        pc.not_equal(rows.column("near_dup_cluster"), ""))
+    return {"source": source, "partition": fid, "records": rows.num_rows, "duplicate_id": len(dup_rows),
+            "exact_duplicates": int(pc.sum(exact).as_py() or 0), **withdrawn_stats(withdrawn),
+            "near_dup_members": int(pc.sum(pc.fill_null(clustered, False)).as_py() or 0)}
 
 
 def staged_partitions(store: Store) -> list[tuple[str, str]]:

@@ -110,8 +110,7 @@ def to_record(raw: dict[str, Any], sheet: Datasheet, max_record_bytes: int) -> d
     default_collected = sheet.collected_at
     if default_collected is not None and not isinstance(default_collected, dt.datetime):
         default_collected = dt.datetime.combine(default_collected, dt.time(), tzinfo=dt.UTC)
-    mapped = {c for c in fm.model_dump().values() if c}
-    extra = {k: v for k, v in raw.items() if k not in mapped}
+    extra = {k: v for k, v in raw.items() if k not in fm.columns}
     return {
         "record_id": record_id(sheet.name, src_id), "text": text, "label": values["label"],
         "source": sheet.name, "source_record_id": src_id, "owner_id": values["owner_id"],

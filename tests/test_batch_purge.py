@@ -15,7 +15,7 @@ from tasks.deletion.apply import apply_batch, apply_pending, process_pending
 from tasks.deletion.batch import finish, plan, purge_pass, purge_target
 from tasks.deletion.locator import Locator, drop_entries
 from tasks.deletion.resolve import StagedKeys, resolve_all
-from tasks.ids import record_keys
+from tasks.ids import record_id_keys
 from tasks.policy import load_policy
 from tasks.sources import file_id
 from tasks.storage import Store
@@ -87,7 +87,7 @@ def test_deleting_one_record_rewrites_only_its_partition(spread: Store) -> None:
     assert files_containing(spread, [TEXTS[13]]) == []
     index = spread.read_parquet(layout.copies("films", _fid(2)), ["record_key"]).column("record_key").to_pylist()
     assert layout.copies("films", _fid(2)) in changed and index  # its copy index lost the record's band keys ...
-    assert int(record_keys([_rid(2, 3)])[0]) not in index and int(record_keys([_rid(2, 4)])[0]) in index  # only
+    assert int(record_id_keys([_rid(2, 3)])[0]) not in index and int(record_id_keys([_rid(2, 4)])[0]) in index  # only
 
 
 def test_soft_then_hard_in_one_batch(spread: Store) -> None:

@@ -33,7 +33,7 @@ from tasks import layout
 from tasks.dedup.minhash import MinhashConfig, signatures_of_hashes
 from tasks.dedup.minhash import band_keys as lsh_band_keys
 from tasks.fingerprints import SHINGLE_CHARS, distinct_sets, jaccard, match_form, ngram_hashes
-from tasks.ids import record_keys
+from tasks.ids import record_id_keys
 from tasks.storage import Store
 from tasks.tables import bucket_groups, bucketed_bytes, group_of_rows, groups_of, rows_matching
 
@@ -104,7 +104,7 @@ def index_schema(cfg: CopyConfig) -> pa.Schema:
     """The copy index of one partition: one row per band key, sorted, in row groups by the key's top byte (keys are
     hashes, so the buckets are even) — a query reads only its keys' buckets. The config and this format are
     kept in the file, so a stale index is rebuilt, not misread. ``record_key`` names the key's record by a 64-bit
-    hash of its id (``tasks.ids.record_keys``; the purge removes a deleted record's rows by it), ``group`` the
+    hash of its id (``tasks.ids.record_id_keys``; the purge removes a deleted record's rows by it), ``group`` the
     staging row group holding it, so verification reads only the groups of its candidates. A partition's index
     has 21 rows a record: as id strings, ``record_id`` was 60% of the bytes a purge reads and rewrites."""
     return pa.schema([("bucket", pa.uint16()), ("key", pa.uint64()), ("record_key", pa.uint64()),
@@ -164,7 +164,7 @@ def index_table(staged: pa.Table, groups: np.ndarray, cfg: CopyConfig = DEFAULT)
     keys = band_keys(staged.column("text").to_pylist(), cfg).ravel()
     order = np.argsort(keys, kind="stable")  # by key, hence by bucket (its top byte)
     rows = (np.arange(keys.size) // cfg.bands)[order]
-    owners = record_keys(staged.column("record_id").to_pylist())[rows]
+    owners = record_id_keys(staged.column("record_id"))[rows]
     return pa.table({"bucket": _bucket(keys[order]), "key": keys[order], "record_key": owners,
                      "group": np.asarray(groups, np.uint32)[rows]}, schema=index_schema(cfg))
 
@@ -206,7 +206,7 @@ def partition_index(store: Store, source: str, fid: str, cfg: CopyConfig = DEFAU
 
 def _keyed(rows: pa.Table, wanted: pa.Array) -> pa.Table:
     """The staged rows whose record key is ``wanted``, with their keys as a ``record_key`` column."""
-    keys = pa.array(record_keys(rows.column("record_id").to_pylist()), pa.uint64())
+    keys = pa.array(record_id_keys(rows.column("record_id")), pa.uint64())
     rows = rows.append_column("record_key", keys)
     return rows.filter(pc.is_in(keys, value_set=wanted))
 
@@ -263,7 +263,7 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT,
         for k in set(row.tolist()):
             queries_with.setdefault(k, []).append(q)
     key_set = pa.array(sorted(queries_with), pa.uint64())
-    own_keys = record_keys([own[i] for i in searched]).tolist() if own is not None else [None] * len(searched)
+    own_keys = record_id_keys([own[i] for i in searched]).tolist() if own is not None else [None] * len(searched)
 
     def candidates(key: str) -> tuple[dict[int, list[int]], pa.Table | None]:  # threads: I/O and Arrow decoding
         """A partition's candidates (record key -> the queries it shares ``min_shared`` bands with) and their

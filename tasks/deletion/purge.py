@@ -30,7 +30,7 @@ from tasks.datasheet import Datasheet, load_datasheet
 from tasks.deletion.blocklist import BlockList, Withdrawal
 from tasks.deletion.locator import Located
 from tasks.errors import DatasheetError, ShardError
-from tasks.ids import content_hash, normalize_text, record_keys
+from tasks.ids import content_hash, normalize_text, record_id_keys
 from tasks.readers import ReadLimits, csv_records, detect_format, jsonl_lines, read_jsonl_lines, read_rows
 from tasks.rows import RowKeys, raw_row_keys, row_keys
 from tasks.sources import file_id, list_raw_files, list_sources
@@ -50,7 +50,7 @@ def _hit_mask(table: pa.Table, ids: set[str], hashes: set[str]) -> pa.ChunkedArr
     for column, values in (("record_id", ids), ("record_key", ids), ("content_hash", hashes)):
         if column in table.column_names and values:
             ordered = sorted(values)
-            value_set = pa.array(record_keys(ordered), pa.uint64()) if column == "record_key" else pa.array(ordered)
+            value_set = pa.array(record_id_keys(ordered), pa.uint64()) if column == "record_key" else pa.array(ordered)
             masks.append(pc.fill_null(pc.is_in(table.column(column), value_set=value_set), False))
     if not masks:
         return None

@@ -25,7 +25,7 @@ from tasks.dedup.withdrawn import WithdrawnIndex
 from tasks.deletion.fingerprints import fingerprint_table
 from tasks.deletion.purge import purge_parquet
 from tasks.fingerprints import char_shingles, distinct_sets, jaccard, ngram_hashes, shingle_hashes
-from tasks.ids import record_keys
+from tasks.ids import record_id_keys
 from tasks.storage import Store
 
 REVIEW = ("A quietly devastating film about grief that trusts its actors and its silences, and earns every one of "
@@ -104,7 +104,7 @@ def test_find_copies_reads_candidates_across_partitions_and_rebuilds_a_missing_i
     assert find_copies(store, mine, own=["f1-0", "f2-1"]) == [{"f2-1"}, {"f1-0"}]  # not itself, still the other
     index = partition_index(store, "reviews", "f1")
     assert store.exists(layout.copies("reviews", "f1")) and index.num_rows == 2 * DEFAULT.bands
-    assert set(index.column("record_key").to_pylist()) == set(record_keys(["f1-0", "f1-1"]).tolist())
+    assert set(index.column("record_key").to_pylist()) == set(record_id_keys(["f1-0", "f1-1"]).tolist())
     keys = index.column("key").to_numpy()
     assert (np.diff(keys.astype(np.float64)) >= 0).all()  # sorted, so each bucket is one row group
     some = pa.array(keys[[0, 5, 30]], pa.uint64())  # the look-up of a few keys: their rows, every column
@@ -133,8 +133,8 @@ def test_candidates_are_read_from_the_staging_groups_the_index_names_and_a_purge
     assert sizes == [3, 3, 3]
     index = partition_index(store, "reviews", "f1")
     named = index.column("record_key").to_pylist()
-    assert len(named) == 9 * DEFAULT.bands and not set(record_keys(["f1-0", "f1-5"]).tolist()) & set(named)
-    keys_held = {g: set(record_keys(sorted(ids)).tolist()) for g, ids in held.items()}
+    assert len(named) == 9 * DEFAULT.bands and not set(record_id_keys(["f1-0", "f1-5"]).tolist()) & set(named)
+    keys_held = {g: set(record_id_keys(sorted(ids)).tolist()) for g, ids in held.items()}
     for key, group in zip(named, index.column("group").to_pylist(), strict=True):
         assert key in keys_held[group]
 
