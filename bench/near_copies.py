@@ -265,7 +265,7 @@ def banding(rows: list[dict[str, Any]], base: CopyConfig) -> list[dict[str, Any]
                                  (21, 3, 2), (24, 3, 2), (28, 3, 2), (21, 2, 3)):
         cfg = CopyConfig(ngram=base.ngram, threshold=base.threshold, bands=bands, rows=rows_, min_shared=shared)
         keys = band_keys(texts, cfg)
-        cand = candidate_pairs(keys[victims], keys, shared)
+        cand = candidate_pairs(keys[victims], keys, cfg.min_shared)
         found = {(int(i), int(v)) for i, v in cand} & true
         out.append({"num_perm": bands * rows_, "bands": bands, "rows": rows_, "min_shared": shared,
                     "true_pairs": len(true),
