@@ -11,6 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tasks.storage import repeating_columns
+
 
 def without_ids(table: pa.Table, ids: Iterable[str], column: str = "record_id") -> pa.Table:
     """Rows of ``table`` whose ``column`` is not in ``ids`` (nulls are kept)."""
@@ -49,7 +51,7 @@ def bucketed_bytes(table: pa.Table, bucket: str = "bucket", hashes: Iterable[str
     plain = set(hashes)
     codecs = {name: "none" if name in plain else "zstd" for name in table.column_names}
     with pq.ParquetWriter(sink, schema, compression=codecs,
-                          use_dictionary=[n for n in table.column_names if n not in plain]) as writer:
+                          use_dictionary=[n for n in repeating_columns(table) if n not in plain]) as writer:
         for start, stop in zip(starts, [*starts[1:], len(values)], strict=True):
             writer.write_table(table.slice(start, stop - start))  # an empty table: one empty row group
     return sink.getvalue()
@@ -109,7 +111,9 @@ def rows_matching(source: Any, groups: list[int], column: str, values: pa.Array,
         return parquet.schema_arrow.empty_table().select(columns)
     owner = np.repeat(np.arange(len(groups)), [parquet.metadata.row_group(g).num_rows for g in groups])
     held = np.unique(owner[hit])
-    in_held = np.isin(owner, held)
+    in_held = np.zeros(len(groups), bool)
+    in_held[held] = True
+    in_held = in_held[owner]
     table = pa.table({column: looked.filter(pa.array(in_held))})  # the looked column is not read twice
     others = [c for c in columns if c != column]
     if others:

@@ -42,6 +42,9 @@ SEARCH_THREADS = 4  # partitions' indexes read at once by a search
 # a key's bucket is its top bits: a one-text query (21 keys) reads 21/1024 of each partition's index. 256 buckets
 # read 4x the bytes (8 s a deletion at 10M records, cold cache); 4096 make the footer cost more than the reads
 BUCKET_BITS = 10
+# a search needing this share of a partition's row groups or more reads its index in one piece: a thousand texts'
+# keys fall in nearly every bucket, and 1,024 column-chunk reads of a file took 3x as long as one read of it whole
+WHOLE_READ_SHARE = 4
 
 
 @dataclass(frozen=True)
@@ -194,8 +197,11 @@ def partition_index(store: Store, source: str, fid: str, cfg: CopyConfig = DEFAU
                 return parquet.read(use_threads=False)
             if current:
                 read = groups_of(bucket_groups(parquet), _bucket(keys.to_numpy()).tolist())
-                return rows_matching(parquet, read, "key", keys, index_schema(cfg).names) if read else \
-                    index_schema(cfg).empty_table()
+                if not read:
+                    return index_schema(cfg).empty_table()
+                if len(read) * WHOLE_READ_SHARE >= parquet.num_row_groups:  # one read, not one per column chunk
+                    parquet = pq.ParquetFile(pa.BufferReader(store.read_bytes(key)))
+                return rows_matching(parquet, read, "key", keys, index_schema(cfg).names)
     with store.open(layout.staging(source, fid)) as fh:
         parquet = pq.ParquetFile(fh)
         staged, groups = parquet.read(["record_id", "text"], use_threads=False), group_of_rows(parquet)
