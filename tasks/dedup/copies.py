@@ -35,16 +35,13 @@ from tasks.dedup.minhash import band_keys as lsh_band_keys
 from tasks.fingerprints import SHINGLE_CHARS, distinct_sets, jaccard, match_form, ngram_hashes
 from tasks.ids import record_id_keys
 from tasks.storage import Store
-from tasks.tables import bucket_groups, bucketed_bytes, group_of_rows, groups_of, rows_matching
+from tasks.tables import bucket_groups, bucketed_bytes, group_of_rows, groups_of, rows_matching, whole_if_wide
 
 _CONFIG_KEY = b"copy_config"
 SEARCH_THREADS = 4  # partitions' indexes read at once by a search
 # a key's bucket is its top bits: a one-text query (21 keys) reads 21/1024 of each partition's index. 256 buckets
 # read 4x the bytes (8 s a deletion at 10M records, cold cache); 4096 make the footer cost more than the reads
 BUCKET_BITS = 10
-# a search needing this share of a partition's row groups or more reads its index in one piece: a thousand texts'
-# keys fall in nearly every bucket, and 1,024 column-chunk reads of a file took 3x as long as one read of it whole
-WHOLE_READ_SHARE = 4
 
 
 @dataclass(frozen=True)
@@ -199,8 +196,7 @@ def partition_index(store: Store, source: str, fid: str, cfg: CopyConfig = DEFAU
                 read = groups_of(bucket_groups(parquet), _bucket(keys.to_numpy()).tolist())
                 if not read:
                     return index_schema(cfg).empty_table()
-                if len(read) * WHOLE_READ_SHARE >= parquet.num_row_groups:  # one read, not one per column chunk
-                    parquet = pq.ParquetFile(pa.BufferReader(store.read_bytes(key)))
+                parquet = whole_if_wide(parquet, read, lambda: store.read_bytes(key))
                 return rows_matching(parquet, read, "key", keys, index_schema(cfg).names)
     with store.open(layout.staging(source, fid)) as fh:
         parquet = pq.ParquetFile(fh)

@@ -142,7 +142,7 @@ def drop_entries(store: Store, source: str, fid: str, withdrawn: Mapping[str, se
     key = layout.locator(source, fid)
     if not store.exists(key):
         return 0
-    table = store.read_parquet(key)
+    table = pq.read_table(pa.BufferReader(store.read_bytes(key)), use_threads=False)  # one read, not one a group
     hit = _entries_of(table, withdrawn)
     removed = int(pc.sum(hit).as_py() or 0)
     gone = np.array(sorted(n for loc in removed_lines if (n := _line(loc)) is not None), np.int64)
@@ -194,7 +194,8 @@ class Locator:
             opened = self._files[part]
             if opened is None:
                 return wanted
-            table = read_buckets(opened[0], opened[1], buckets, ["kind", "key"])
+            table = read_buckets(opened[0], opened[1], buckets, ["kind", "key"],
+                                 lambda: self.store.read_bytes(layout.locator(*part)))
             if table is None:
                 return []
             hit = pc.and_(pc.equal(table.column("kind"), kind), pc.is_in(table.column("key"), value_set=value_set))

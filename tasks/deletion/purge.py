@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from typing import Any
 
 import pyarrow as pa
@@ -43,15 +44,19 @@ log = logging.getLogger(__name__)
 MATCHED_COLUMNS = ("record_id", "record_key", "content_hash")  # what names a row's record or text in a table
 
 
-def _hit_mask(table: pa.Table, ids: set[str], hashes: set[str]) -> pa.ChunkedArray | None:
+def _matched_values(ids: set[str], hashes: set[str]) -> dict[str, pa.Array]:
+    """Per matched column, the deleted values it is looked up against (made once for all of a purge's files)."""
+    ordered = sorted(ids)
+    out = {"record_id": pa.array(ordered, pa.string()), "record_key": pa.array(record_id_keys(ordered), pa.uint64()),
+           "content_hash": pa.array(sorted(hashes), pa.string())}
+    return {column: values for column, values in out.items() if len(values)}
+
+
+def _hit_mask(table: pa.Table, matched: dict[str, pa.Array]) -> pa.ChunkedArray | None:
     """Rows whose record id (or its 64-bit ``record_key``, as the copy index names records) or content hash is
-    deleted; None when the table has none of those columns to match."""
-    masks = []
-    for column, values in (("record_id", ids), ("record_key", ids), ("content_hash", hashes)):
-        if column in table.column_names and values:
-            ordered = sorted(values)
-            value_set = pa.array(record_id_keys(ordered), pa.uint64()) if column == "record_key" else pa.array(ordered)
-            masks.append(pc.fill_null(pc.is_in(table.column(column), value_set=value_set), False))
+    deleted (``_matched_values``); None when the table has none of those columns to match."""
+    masks = [pc.fill_null(pc.is_in(table.column(column), value_set=values), False)
+             for column, values in matched.items() if column in table.column_names]
     if not masks:
         return None
     mask = masks[0]
@@ -72,6 +77,7 @@ def purge_parquet(store: Store, ids: set[str], hashes: set[str], keys: list[str]
     columns are read, unless the files are ``located`` (a partition the locator says holds the rows: each is then
     read once, whole)."""
     rewritten = removed = 0
+    matched = _matched_values(ids, hashes)
     for key in parquet_files(store) if keys is None else keys:
         # a located file is read whole: one read of its bytes, not one a column chunk (the copy index has 4,096)
         with pa.BufferReader(store.read_bytes(key)) if located else store.open(key) as fh:
@@ -80,7 +86,7 @@ def purge_parquet(store: Store, ids: set[str], hashes: set[str], keys: list[str]
             if not columns:
                 continue
             looked = parquet.read(None if located else columns, use_threads=False)
-            mask = _hit_mask(looked, ids, hashes)
+            mask = _hit_mask(looked, matched)
             hits = int(pc.sum(mask).as_py() or 0) if mask is not None else 0
             if not hits:
                 continue
@@ -92,7 +98,11 @@ def purge_parquet(store: Store, ids: set[str], hashes: set[str], keys: list[str]
 
 
 def _without_jsonl_lines(payload: bytes, doomed: set[str]) -> bytes:
-    return b"".join(line for n, line in enumerate(jsonl_lines(payload), start=1) if f"#L{n}" not in doomed)
+    """The payload without the doomed lines (``#L<n>``): the runs of lines between them joined whole."""
+    lines = jsonl_lines(payload)
+    cut = sorted({n - 1 for loc in doomed if loc.startswith("#L") and 0 < (n := int(loc[2:])) <= len(lines)})
+    bounds = [-1, *cut, len(lines)]
+    return b"".join(b"".join(lines[start + 1:stop]) for start, stop in pairwise(bounds))
 
 
 def _without_csv_rows(payload: bytes, doomed: set[str]) -> bytes:
