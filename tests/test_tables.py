@@ -9,7 +9,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.tables import GROUP_BUCKETS, bucket_groups, bucketed_bytes, filtered_bytes, read_buckets, rows_matching
+from tasks.storage import parquet_bytes, repeating_columns
+from tasks.tables import (
+    GROUP_BUCKETS,
+    bucket_groups,
+    bucketed_bytes,
+    filtered_bytes,
+    read_buckets,
+    rows_matching,
+    whole_if_wide,
+)
 
 
 def _file(data: bytes) -> pq.ParquetFile:
@@ -56,3 +65,50 @@ def test_rows_matching_reads_the_wide_columns_only_of_the_groups_holding_a_match
     monkeypatch.setattr(pq.ParquetFile, "read_row_groups", spy)
     rows_matching(parquet, [0, 1, 2, 3], "key", pa.array([12], pa.uint64()), ["record_id"])
     assert read == [[0, 1, 2, 3, "key"], [2, "record_id"]]
+
+
+def _dictionary_columns(data: bytes) -> dict[str, bool]:
+    group = _file(data).metadata.row_group(0)
+    return {group.column(j).path_in_schema: group.column(j).has_dictionary_page for j in range(group.num_columns)}
+
+
+def test_only_columns_whose_values_repeat_are_dictionary_encoded_and_a_rewrite_keeps_that() -> None:
+    n = 5000
+    table = pa.table({"record_id": [f"r{i:024x}" for i in range(n)], "license": ["cc-by"] * (n - 1) + ["mit"],
+                      "band_0": np.random.default_rng(1).integers(0, 2**63, n, dtype=np.uint64),
+                      "reasons": [["pii", "no_consent"][i % 2:] for i in range(n)],
+                      "ids": [[f"x{i}", f"y{i}"] for i in range(n)]})
+    assert repeating_columns(table) == ["license", "reasons.list.element"]
+    data = parquet_bytes(table)
+    written = {"record_id": False, "license": True, "band_0": False, "reasons.list.element": True,
+               "ids.list.element": False}
+    assert _dictionary_columns(data) == written
+    assert _dictionary_columns(filtered_bytes(_file(data), np.arange(n) % 3 > 0)) == written
+    assert _file(parquet_bytes(table)).read().equals(table)  # nothing lost: same values, same order
+
+
+def test_a_bucketed_file_keeps_its_hashes_plain_and_gives_repeating_columns_a_dictionary_without_a_codec() -> None:
+    table = pa.table({"bucket": np.repeat(np.arange(8, dtype=np.uint16), 500),
+                      "key": np.random.default_rng(2).integers(0, 2**63, 4000, dtype=np.uint64),
+                      "record_id": [f"r{i}" for i in range(4000)]})
+    group = _file(bucketed_bytes(table, hashes=("key",))).metadata.row_group(3)
+    codec = {group.column(j).path_in_schema: (group.column(j).compression, group.column(j).has_dictionary_page)
+             for j in range(group.num_columns)}
+    assert codec == {"bucket": ("UNCOMPRESSED", True), "key": ("UNCOMPRESSED", False), "record_id": ("ZSTD", False)}
+
+
+def test_a_read_of_most_groups_loads_the_file_once_and_finds_the_same_rows() -> None:
+    table = pa.table({"bucket": np.repeat(np.arange(16, dtype=np.uint16), 10), "key": np.arange(160, dtype=np.uint64)})
+    data = bucketed_bytes(table)
+    groups = bucket_groups(_file(data))
+    loads: list[int] = []
+
+    def load() -> bytes:
+        loads.append(1)
+        return data
+
+    few = read_buckets(_file(data), groups, {3}, ["key"], load)
+    assert not loads and few.column("key").to_pylist() == list(range(30, 40))
+    many = read_buckets(_file(data), groups, set(range(2, 16)), ["key"], load)
+    assert loads == [1] and many.column("key").to_pylist() == list(range(20, 160))
+    assert whole_if_wide(_file(data), [0, 1], load).num_row_groups == 16 and loads == [1]
