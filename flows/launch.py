@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from flows.delete import apply_deletions_flow, purge_flow
+from flows.delete import apply_deletions_flow, purge_flow, purge_runner
 from flows.deployments import emit_deletion_requested
 from flows.drill import canaries_flow, drill_flow
 from flows.ingest import ingest_flow
@@ -138,7 +138,7 @@ def run_apply(request_id: str | None = None, purge: bool = True) -> list[dict[st
 
 def run_purge() -> dict[str, Any]:
     ensure_prefect_api()
-    return purge_flow.with_options(task_runner=dask_task_runner(get_settings()))()
+    return purge_flow.with_options(task_runner=purge_runner())()
 
 
 def run_unlearn(request_id: str, cfg: UnlearnOptions) -> dict[str, Any]:

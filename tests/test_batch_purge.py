@@ -239,3 +239,18 @@ def test_a_purged_raw_file_is_neither_parsed_nor_published_again_by_the_next_ing
     marker = spread.read_json(layout.ingest_marker("parse", "films", _fid(4)))
     assert marker["fingerprint"]["size"] == spread.size("raw/films/f4.jsonl")
     assert files_containing(spread, [TEXTS[21]]) == []
+
+
+def test_a_purge_runs_two_partitions_at_a_time_on_threads_or_on_the_configured_scheduler(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from flows.delete import purge_flow, purge_runner
+
+    monkeypatch.delenv("CUSTODY_DASK_ADDRESS", raising=False)
+    local = purge_runner()
+    assert isinstance(local, ThreadPoolTaskRunner) and local._max_workers == 2  # no cluster to start for a purge
+    assert isinstance(purge_flow.task_runner, ThreadPoolTaskRunner) and purge_flow.task_runner._max_workers == 2
+    monkeypatch.setenv("CUSTODY_DASK_ADDRESS", "tcp://127.0.0.1:8786")
+    assert isinstance(purge_runner(), DaskTaskRunner)
