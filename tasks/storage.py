@@ -298,7 +298,14 @@ def repeating_columns(table: pa.Table) -> list[str]:
         while pa.types.is_list(column.type):  # a list's values are judged, and named by their leaf's path
             column, path = pc.list_flatten(column), f"{path}.list.element"
         values = column.slice(0, DICTIONARY_SAMPLE)
-        if not len(values) or pc.count_distinct(values, mode="all").as_py() * 2 <= len(values):
+        if pa.types.is_dictionary(column.type) or not len(values):  # encoded as one already: kept so
+            out.append(path)
+            continue
+        try:
+            distinct = pc.count_distinct(values, mode="all").as_py()
+        except pa.ArrowNotImplementedError:  # a struct's or a map's leaves: plain
+            continue
+        if distinct * 2 <= len(values):
             out.append(path)
     return out
 

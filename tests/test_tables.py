@@ -112,3 +112,12 @@ def test_a_read_of_most_groups_loads_the_file_once_and_finds_the_same_rows() -> 
     many = read_buckets(_file(data), groups, set(range(2, 16)), ["key"], load)
     assert loads == [1] and many.column("key").to_pylist() == list(range(20, 160))
     assert whole_if_wide(_file(data), [0, 1], load).num_row_groups == 16 and loads == [1]
+
+
+def test_columns_of_every_kind_are_written_back_as_they_were() -> None:
+    table = pa.table({"split": pa.array(["train", "test"] * 50).dictionary_encode(),
+                      "empty": pa.array([[]] * 100, pa.list_(pa.string())), "none": pa.nulls(100, pa.string()),
+                      "struct": pa.array([{"a": i} for i in range(100)]),
+                      "map": pa.array([[("k", i)] for i in range(100)], pa.map_(pa.string(), pa.int64()))})
+    assert repeating_columns(table) == ["split", "empty.list.element", "none"]
+    assert _file(parquet_bytes(table)).read().equals(table)
