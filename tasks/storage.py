@@ -290,8 +290,8 @@ DICTIONARY_SAMPLE = 4096  # rows a column's repetition is judged from
 def repeating_columns(table: pa.Table) -> list[str]:
     """The columns worth a dictionary: those whose first ``DICTIONARY_SAMPLE`` values repeat (at most half of them
     distinct). Ids, hashes, texts and band keys never repeat; dictionary-encoding them builds a dictionary of
-    every value only to fall back to plain pages, which made them 1.3-2x slower to write and up to 4x slower to
-    read, and the files larger (bench/README.md, "Deletions and ingest at 10M")."""
+    every value only to fall back to plain pages, which made them 1.3-2.3x slower to write and up to 4.5x slower to
+    read, and the files larger (bench/README.md, "Deletions at 10M (2026-12-04, later)")."""
     out = []
     for name, column in zip(table.column_names, table.columns, strict=True):
         path = name
