@@ -27,6 +27,9 @@ apply_pending = task(text_safe(apply.apply_pending), name="apply-deletions", cac
 purge_target = task(text_safe(batch.purge_target), name="purge-partition", cache_policy=NONE, retries=1)
 
 
+PURGE_THREADS = 2  # partitions purged at once here
+
+
 def purge_runner() -> Any:
     """The purge's task runner: the configured Dask scheduler's (the production profile, where the store is shared),
     else two threads here. A local purge's work is reading and rewriting Parquet, which Arrow does without the GIL:
@@ -34,10 +37,10 @@ def purge_runner() -> Any:
     processes took 26 s at 2.3 GB (its start and the batch's block list shipped to each task), and a one-record
     purge waited seconds for the cluster to start (bench/README.md, "Scale"). Two at a time either way: memory is
     bounded by partitions, not by the batch."""
-    return dask_task_runner() if get_settings().dask_address else ThreadPoolTaskRunner(max_workers=2)
+    return dask_task_runner() if get_settings().dask_address else ThreadPoolTaskRunner(max_workers=PURGE_THREADS)
 
 
-@flow(name="purge-deleted-bytes", task_runner=ThreadPoolTaskRunner(max_workers=2))  # a deployment's run too
+@flow(name="purge-deleted-bytes", task_runner=ThreadPoolTaskRunner(max_workers=PURGE_THREADS))  # a deployment's too
 def purge_flow() -> dict[str, Any]:
     """Purge the bytes of every applied request not purged yet, one task per affected partition."""
     store = Store.from_settings()

@@ -254,7 +254,11 @@ class Store:
 
     def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
         """Read in this thread: Arrow's reader threads on a Python file object outlived the read and aborted the
-        process at exit ("terminate called without an active exception", apache/arrow#34314, #50482)."""
+        process at exit ("terminate called without an active exception", apache/arrow#34314, #50482). A whole
+        table is read from the file's bytes in one read, not one read a column chunk (a locator's 256 row groups,
+        a copy index's 1,024)."""
+        if columns is None:
+            return pq.read_table(pa.BufferReader(self.read_bytes(key)), use_threads=False)
         with self.open(key) as fh:
             return pq.read_table(fh, columns=columns, use_threads=False, pre_buffer=False)
 

@@ -142,7 +142,7 @@ def drop_entries(store: Store, source: str, fid: str, withdrawn: Mapping[str, se
     key = layout.locator(source, fid)
     if not store.exists(key):
         return 0
-    table = pq.read_table(pa.BufferReader(store.read_bytes(key)), use_threads=False)  # one read, not one a group
+    table = store.read_parquet(key)
     hit = _entries_of(table, withdrawn)
     removed = int(pc.sum(hit).as_py() or 0)
     gone = np.array(sorted(n for loc in removed_lines if (n := _line(loc)) is not None), np.int64)
