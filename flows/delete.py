@@ -35,8 +35,8 @@ def purge_runner() -> Any:
     else two threads here. A local purge's work is reading and rewriting Parquet, which Arrow does without the GIL:
     two threads purged a 1,000-request batch over 30 partitions in 21 s at 1.7 GB, where a local cluster of two
     processes took 26 s at 2.3 GB (its start and the batch's block list shipped to each task), and a one-record
-    purge waited seconds for the cluster to start (bench/README.md, "Scale"). Two at a time either way: memory is
-    bounded by partitions, not by the batch."""
+    purge waited seconds for the cluster to start (one run each; bench/README.md, "Scale"). Two at a time either
+    way: memory is bounded by partitions, not by the batch."""
     return dask_task_runner() if get_settings().dask_address else ThreadPoolTaskRunner(max_workers=PURGE_THREADS)
 
 
