@@ -177,10 +177,16 @@ def dedup_part(kind: str, source: str | None = None, file_id: str | None = None)
 
 
 COPIES = f"{DEDUP}/copies"
+ARROW = ".arrow"
 
 
 def copies(source: str, file_id: str) -> str:
-    """The copy index of a staging partition: LSH band keys of its rows' character shingles."""
+    """The copy index of a staging partition: LSH band keys of its rows' character shingles (Arrow IPC)."""
+    return f"{_source_dir(COPIES, source)}/{file_id}{ARROW}"
+
+
+def copies_before_ipc(source: str, file_id: str) -> str:
+    """Where stores ingested before 2026-12-05 kept a partition's copy index (Parquet): removed when it is rebuilt."""
     return f"{_source_dir(COPIES, source)}/{file_id}{PARQUET}"
 
 

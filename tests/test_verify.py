@@ -115,13 +115,20 @@ def test_a_clean_store_is_reported_clean_with_what_was_scanned(store: Store, del
     assert store.read_json(layout.deletion_report(deleted, VERIFICATION_FILE))["clean"] is True
 
 
-@pytest.mark.parametrize("place", ["attributes", "raw_gzip", "report_json", "log", "near_miss"])
+@pytest.mark.parametrize("place", ["attributes", "arrow_ipc", "raw_gzip", "report_json", "log", "near_miss"])
 def test_a_leftover_planted_in_a_file_is_found(store: Store, deleted: str, custody_env: Path, place: str) -> None:
     key = {"attributes": "attributes/quality_v1/run1/source=rt/part-a.parquet", "raw_gzip": "raw/rt/b.jsonl.gz",
            "report_json": "reports/scoring/run1/top.json", "log": str(custody_env / "logs" / "custody.log"),
-           "near_miss": "reports/scoring/run1/near.json"}[place]
+           "near_miss": "reports/scoring/run1/near.json", "arrow_ipc": "dedup/copies/source=rt/a.arrow"}[place]
     if place == "attributes":
         store.write_parquet(key, pa.table({"record_id": ["r1", "r5"], "text": [OTHERS[0], DELETED[1].lower()]}))
+    elif place == "arrow_ipc":  # a dictionary-encoded string column in the second batch
+        batch = pa.record_batch({"text": pa.array([OTHERS[0], DELETED[1].lower()]).dictionary_encode()})
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, batch.schema) as writer:
+            writer.write_batch(batch.slice(0, 1))
+            writer.write_batch(batch.slice(1, 1))
+        store.write_bytes(key, sink.getvalue().to_pybytes())
     elif place == "raw_gzip":
         store.write_bytes(key, gzip.compress(f'{{"id": 1, "text": {json.dumps(EDITED)}}}\n'.encode()))
     elif place == "report_json":
@@ -138,7 +145,7 @@ def test_a_leftover_planted_in_a_file_is_found(store: Store, deleted: str, custo
     assert report["clean"] is False and report["hits"] == 1
     (hit,) = report["leftovers"]
     assert (hit["place"], hit["location"]) == ("logs" if place == "log" else "store", key)
-    assert hit["fingerprint"] == (1 if place in ("attributes", "report_json") else 0)
+    assert hit["fingerprint"] == (1 if place in ("attributes", "arrow_ipc", "report_json") else 0)
     assert DELETED[0] not in json.dumps(report) and DELETED[1] not in json.dumps(report).lower()
 
 

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
@@ -35,7 +36,7 @@ from tasks.dedup.minhash import band_keys as lsh_band_keys
 from tasks.fingerprints import SHINGLE_CHARS, distinct_sets, jaccard, match_form, ngram_hashes
 from tasks.ids import record_id_keys
 from tasks.storage import Store
-from tasks.tables import bucket_groups, bucketed_bytes, group_of_rows, groups_of, rows_matching, whole_if_wide
+from tasks.tables import WHOLE_READ_SHARE, group_of_rows
 
 _CONFIG_KEY = b"copy_config"
 SEARCH_THREADS = 4  # partitions' indexes read at once by a search
@@ -100,20 +101,88 @@ class CopyConfig:
 DEFAULT = CopyConfig()
 
 
+# a key's prefix, what the index keeps of it: its bucket's bits and the 32 after them. 42 bits of a hash tell a
+# partition's 2.1M keys apart (a query key's prefix matches another key's by chance once in ~2,000 partitions), and a
+# pair shares a chance match in two bands never; candidates are verified exactly anyway
+STORED_BITS = 32
+_PREFIX_SHIFT = np.uint64(64 - BUCKET_BITS - STORED_BITS)
+_STORED_MASK = np.uint64((1 << STORED_BITS) - 1)
+BUCKETS = 1 << BUCKET_BITS
+RECORD = pa.struct([("key", pa.uint64()), ("group", pa.uint16())])  # a record's id key and its staging row group
+
+
 def index_schema(cfg: CopyConfig) -> pa.Schema:
-    """The copy index of one partition: one row per band key, sorted, in row groups by the key's top byte (keys are
-    hashes, so the buckets are even) — a query reads only its keys' buckets. The config and this format are
-    kept in the file, so a stale index is rebuilt, not misread. ``record_key`` names the key's record by a 64-bit
-    hash of its id (``tasks.ids.record_id_keys``; the purge removes a deleted record's rows by it), ``group`` the
-    staging row group holding it, so verification reads only the groups of its candidates. A partition's index
-    has 21 rows a record: as id strings, ``record_id`` was 60% of the bytes a purge reads and rewrites."""
-    return pa.schema([("bucket", pa.uint16()), ("key", pa.uint64()), ("record_key", pa.uint64()),
-                      ("group", pa.uint32())],
-                     metadata={_CONFIG_KEY: f"{cfg.index_name}/bucketed{BUCKET_BITS}/grouped/keyed".encode()})
+    """The copy index of one partition, an Arrow IPC file of 1,024 record batches, one per bucket (a key's top
+    bits: keys are hashes, so the buckets are even): ``key`` holds the 32 bits of each band key after its
+    bucket's, sorted, and ``record`` its record, dictionary-encoded: the dictionary lists each staged record once
+    as its id's 64-bit hash (``tasks.ids.record_id_keys``; the purge removes a deleted record's rows by it) and the
+    staging row group holding it (verification reads only the groups of its candidates). 8 bytes a key and 10 a
+    record, 18 MB for 100k records, where Parquet took 35; a query reads only its keys' batches (memory-mapped on
+    disk, a range read each on S3) and a purge rewrites the file at the speed of a copy. The config and this
+    format are kept in the file, so a stale index is rebuilt, not misread."""
+    return pa.schema([("key", pa.uint32()), ("record", pa.dictionary(pa.int32(), RECORD))],
+                     metadata={_CONFIG_KEY: f"{cfg.index_name}/ipc-bucketed{BUCKET_BITS}/key{STORED_BITS}".encode()})
 
 
-def _bucket(keys: np.ndarray) -> np.ndarray:
-    return (keys >> np.uint64(64 - BUCKET_BITS)).astype(np.uint16)
+def _prefixes(keys: np.ndarray) -> np.ndarray:
+    return keys >> _PREFIX_SHIFT
+
+
+@dataclass(frozen=True)
+class IndexRows:
+    """A copy index (or some of its buckets) in memory: each band key's prefix (bucket and stored bits, sorted)
+    and its record's position in ``record_keys`` and ``groups`` (one entry per staged record)."""
+
+    prefixes: np.ndarray  # uint64
+    records: np.ndarray  # int32
+    record_keys: np.ndarray  # uint64
+    groups: np.ndarray  # uint16
+
+    def matching(self, keys: np.ndarray) -> pa.Table:
+        """For each band key of ``keys`` (uint64, distinct), the rows whose prefix is its, as ``key`` (the query's
+        key), ``record_key`` and ``group``."""
+        queries = np.unique(keys)
+        wanted = _prefixes(queries)
+        lo = np.searchsorted(self.prefixes, wanted, "left")
+        counts = np.searchsorted(self.prefixes, wanted, "right") - lo
+        rows = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
+        owners = self.records[rows]
+        return pa.table({"key": np.repeat(queries, counts), "record_key": self.record_keys[owners],
+                         "group": self.groups[owners]})
+
+    def without(self, dead: np.ndarray) -> IndexRows:
+        """The index without the rows of the records ``dead`` marks (bool, one per record), records renumbered."""
+        kept = ~dead[self.records]
+        renumbered = (np.cumsum(~dead) - 1).astype(np.int32)
+        return IndexRows(self.prefixes[kept], renumbered[self.records[kept]], self.record_keys[~dead],
+                         self.groups[~dead])
+
+    def to_bytes(self, schema: pa.Schema) -> bytes:
+        """As the IPC file ``index_schema`` describes: one batch per bucket (empty ones too), one dictionary."""
+        records = pa.DictionaryArray.from_arrays(
+            pa.array(self.records, pa.int32()),
+            pa.StructArray.from_arrays([pa.array(self.record_keys, pa.uint64()), pa.array(self.groups, pa.uint16())],
+                                       fields=list(RECORD)))
+        batch = pa.record_batch([pa.array((self.prefixes & _STORED_MASK).astype(np.uint32)), records], schema=schema)
+        bounds = np.searchsorted(self.prefixes >> np.uint64(STORED_BITS), np.arange(BUCKETS + 1, dtype=np.uint64))
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, schema) as writer:
+            for start, stop in pairwise(bounds.tolist()):
+                writer.write_batch(batch.slice(start, stop - start))
+        return sink.getvalue().to_pybytes()
+
+
+def _read_rows(reader: pa.ipc.RecordBatchFileReader, buckets: list[int]) -> IndexRows:
+    """The rows of ``buckets`` (sorted) of an open copy index."""
+    batches = [reader.get_batch(b) for b in buckets]
+    if not batches:
+        return IndexRows(np.empty(0, np.uint64), np.empty(0, np.int32), np.empty(0, np.uint64), np.empty(0, np.uint16))
+    dictionary = batches[0].column("record").dictionary  # one for the file
+    stored = np.concatenate([b.column("key").to_numpy() for b in batches]).astype(np.uint64)
+    bucket_of = np.repeat(np.asarray(buckets, np.uint64), [b.num_rows for b in batches])
+    records = np.concatenate([b.column("record").indices.to_numpy() for b in batches])
+    return IndexRows((bucket_of << np.uint64(STORED_BITS)) | stored, records, dictionary.field("key").to_numpy(),
+                     dictionary.field("group").to_numpy())
 
 
 def shingle_sets(texts: list[str], cfg: CopyConfig = DEFAULT) -> list[np.ndarray]:
@@ -158,52 +227,77 @@ def verified(pairs: np.ndarray, stored_sets: list[np.ndarray], query_sets: list[
     return pairs[np.asarray(keep, dtype=bool)] if len(pairs) else pairs
 
 
-def index_table(staged: pa.Table, groups: np.ndarray, cfg: CopyConfig = DEFAULT) -> pa.Table:
+def index_rows(staged: pa.Table, groups: np.ndarray, cfg: CopyConfig = DEFAULT) -> IndexRows:
     """The copy index of staged rows (``record_id``, ``text``, each row's staging row group in ``groups``): no
     text, only band keys, whose they are and where that record sits."""
-    keys = band_keys(staged.column("text").to_pylist(), cfg).ravel()
-    order = np.argsort(keys, kind="stable")  # by key, hence by bucket (its top byte)
-    rows = (np.arange(keys.size) // cfg.bands)[order]
-    owners = record_id_keys(staged.column("record_id"))[rows]
-    return pa.table({"bucket": _bucket(keys[order]), "key": keys[order], "record_key": owners,
-                     "group": np.asarray(groups, np.uint32)[rows]}, schema=index_schema(cfg))
-
-
-def _index_bytes(table: pa.Table) -> bytes:
-    return bucketed_bytes(table, hashes=("key", "record_key"))
+    if len(groups) and int(np.max(groups)) > np.iinfo(np.uint16).max:
+        raise ValueError(f"a staging partition of {len(groups):,} rows has more row groups than a copy index names")
+    prefixes = _prefixes(band_keys(staged.column("text").to_pylist(), cfg).ravel())
+    order = np.argsort(prefixes, kind="stable")  # by prefix, hence by bucket (its top bits)
+    owners = (order // cfg.bands).astype(np.int32)
+    ids = record_id_keys(staged.column("record_id"))
+    return IndexRows(prefixes[order], owners, ids, np.asarray(groups, np.uint16))
 
 
 def write_copy_index(store: Store, source: str, fid: str, staged: pa.Table, cfg: CopyConfig = DEFAULT) -> str:
     """Write a staging partition's copy index (ingest's parse step calls this beside the MinHash signatures, with
     staging just written in groups of ``layout.STAGING_GROUP_ROWS``)."""
     groups = np.arange(staged.num_rows) // layout.STAGING_GROUP_ROWS
-    return store.write_bytes(layout.copies(source, fid), _index_bytes(index_table(staged, groups, cfg)))
+    return store.write_bytes(layout.copies(source, fid), index_rows(staged, groups, cfg).to_bytes(index_schema(cfg)))
 
 
-def partition_index(store: Store, source: str, fid: str, cfg: CopyConfig = DEFAULT,
-                    keys: pa.Array | None = None) -> pa.Table:
-    """A partition's copy index (only the rows of band ``keys``, uint64, when given: the key column of their
-    buckets is read to look, the other columns only from the row groups holding one); built from staging (and
-    written) when missing or made with another config or format, so stores ingested before it are still searched."""
-    key = layout.copies(source, fid)
-    if store.exists(key):
-        with store.open(key) as fh:
-            parquet = pq.ParquetFile(fh)  # one footer read for the check and the buckets
-            current = (parquet.schema_arrow.metadata or {}).get(_CONFIG_KEY) == index_schema(cfg).metadata[_CONFIG_KEY]
-            if current and keys is None:
-                return parquet.read(use_threads=False)
-            if current:
-                read = groups_of(bucket_groups(parquet), _bucket(keys.to_numpy()).tolist())
-                if not read:
-                    return index_schema(cfg).empty_table()
-                parquet = whole_if_wide(parquet, read, lambda: store.read_bytes(key))
-                return rows_matching(parquet, read, "key", keys, index_schema(cfg).names)
+def _current(reader: pa.ipc.RecordBatchFileReader, cfg: CopyConfig) -> bool:
+    return (reader.schema.metadata or {}).get(_CONFIG_KEY) == index_schema(cfg).metadata[_CONFIG_KEY] \
+        and reader.num_record_batches == BUCKETS
+
+
+def _rebuilt(store: Store, source: str, fid: str, cfg: CopyConfig) -> IndexRows:
+    """A partition's copy index made from its staging and written, in place of a missing or stale one (made with
+    another config, or as Parquet before 2026-12-05: that file goes)."""
     with store.open(layout.staging(source, fid)) as fh:
         parquet = pq.ParquetFile(fh)
         staged, groups = parquet.read(["record_id", "text"], use_threads=False), group_of_rows(parquet)
-    table = index_table(staged, groups, cfg)
-    store.write_bytes(layout.copies(source, fid), _index_bytes(table))
-    return table if keys is None else table.filter(pc.is_in(table.column("key"), value_set=keys))
+    rows = index_rows(staged, groups, cfg)
+    store.write_bytes(layout.copies(source, fid), rows.to_bytes(index_schema(cfg)))
+    store.delete(layout.copies_before_ipc(source, fid))
+    return rows
+
+
+def partition_index(store: Store, source: str, fid: str, keys: np.ndarray, cfg: CopyConfig = DEFAULT) -> pa.Table:
+    """The rows of a partition's copy index whose key (its prefix) is one of the band ``keys`` (uint64), as
+    ``IndexRows.matching`` gives them: only their buckets are read. An index missing, or made with another config
+    or format, is rebuilt from staging first, so stores ingested before it are still searched."""
+    key = layout.copies(source, fid)
+    buckets = np.unique(_prefixes(keys) >> np.uint64(STORED_BITS)).tolist()
+    if store.exists(key):
+        with store.random_access(key, whole=len(buckets) * WHOLE_READ_SHARE >= BUCKETS) as source_file:
+            reader = pa.ipc.open_file(source_file)
+            if _current(reader, cfg):
+                return _read_rows(reader, buckets).matching(keys)
+    return _rebuilt(store, source, fid, cfg).matching(keys)
+
+
+def purge_index(store: Store, source: str, fid: str, ids: set[str], cfg: CopyConfig = DEFAULT) -> int:
+    """Remove the deleted records' rows (by id) from a partition's copy index; returns how many went. The file is
+    rewritten only when it holds one; a stale index (another config or format) is removed instead, to be rebuilt
+    from the purged staging when next searched. Rows are matched by their record, so a re-run removes nothing
+    more."""
+    key = layout.copies(source, fid)
+    if not ids or not store.exists(key):
+        return 0
+    with store.random_access(key, whole=True) as source_file:
+        reader = pa.ipc.open_file(source_file)
+        if not _current(reader, cfg):
+            store.delete(key)
+            return 0
+        rows = _read_rows(reader, list(range(BUCKETS)))
+        dead = np.isin(rows.record_keys, record_id_keys(sorted(ids)))
+        if not dead.any():
+            return 0
+        kept = rows.without(dead)
+        data = kept.to_bytes(reader.schema)
+    store.write_bytes(key, data)
+    return len(rows.prefixes) - len(kept.prefixes)
 
 
 def _keyed(rows: pa.Table, wanted: pa.Array) -> pa.Table:
@@ -249,10 +343,9 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT,
     but for its ``own`` record, when the text is a record's: that one is known, and verifying it would read the
     staging groups of every deleted record (at 1,000 requests, nearly all the store's text).
 
-    One pass over the staging partitions: the row groups of the queries' key buckets in each partition's index
-    give the candidates (1/1024 of the index per key; their key column is read to look, the record ids only of the
-    groups where a key matched), and only the staging row groups holding them (8,192 rows
-    each, named by the index) are read back for their texts and verified.
+    One pass over the staging partitions: the batches of the queries' key buckets in each partition's index give
+    the candidates (1/1024 of the index per key, searched by binary search), and only the staging row groups
+    holding them (8,192 rows each, named by the index) are read back for their texts and verified.
     """
     found: list[set[str]] = [set() for _ in texts]
     searched = [i for i, t in enumerate(texts) if t and match_form(t)]  # punctuation alone has no shingle
@@ -264,13 +357,13 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT,
     for q, row in enumerate(query_keys):
         for k in set(row.tolist()):
             queries_with.setdefault(k, []).append(q)
-    key_set = pa.array(sorted(queries_with), pa.uint64())
+    key_set = np.fromiter(queries_with, np.uint64, len(queries_with))
     own_keys = record_id_keys([own[i] for i in searched]).tolist() if own is not None else [None] * len(searched)
 
     def candidates(key: str) -> tuple[dict[int, list[int]], pa.Table | None]:  # threads: I/O and Arrow decoding
         """A partition's candidates (record key -> the queries it shares ``min_shared`` bands with) and their
         staged rows (None when none)."""
-        index = partition_index(store, *layout.staged_partition(key), cfg, key_set)
+        index = partition_index(store, *layout.staged_partition(key), key_set, cfg)
         queries_of = _sharing(index, queries_with, cfg.min_shared, own_keys)
         if not queries_of:
             return queries_of, None
@@ -279,8 +372,8 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT,
         return queries_of, _candidate_rows(store, key, queries_of, groups)
 
     staged = store.list(layout.staging_dir(), layout.PARQUET)
-    # threads overlap the reads; memory holds a few partitions' key columns (of the queries' buckets) and the
-    # groups where a key matched, never whole indexes
+    # threads overlap the reads; memory holds a few partitions' indexes (of the queries' buckets) and the groups
+    # where a key matched
     with ThreadPoolExecutor(SEARCH_THREADS) as pool:
         found_in = list(pool.map(candidates, staged))
     for queries_of, rows in found_in:

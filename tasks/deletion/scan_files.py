@@ -1,8 +1,9 @@
 """One file's strings, whatever its format: what ``custody verify-deletion`` matches against deleted texts.
 
 A file is opened as a stream and decoded by its content, not trusted by its name alone: gzip is decompressed (by
-magic), Parquet is read batch by batch (every string column, dictionary-encoded or in lists), JSON documents give
-every string value (JSONL and CSV: per line and per cell), anything else that is text is read in chunks of lines.
+magic), Parquet and Arrow IPC are read batch by batch (every string column, dictionary-encoded or in lists), JSON
+documents give every string value (JSONL and CSV: per line and per cell), anything else that is text is read in
+chunks of lines.
 Images, tensors and model weights cannot quote a text the way these can and are skipped, by extension or magic,
 and counted as such. Memory stays bounded by a Parquet batch or a text chunk, whatever the file's size.
 """
@@ -24,7 +25,7 @@ from typing import IO, Any
 BINARY_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".pdf", ".safetensors", ".bin", ".pt", ".pth",
                    ".ckpt", ".onnx", ".npy", ".npz", ".h5", ".msgpack", ".zip", ".tar", ".zst", ".whl")
 BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF", b"PK\x03\x04", b"\x93NUMPY", b"\x28\xb5\x2f\xfd")
-GZIP_MAGIC, PARQUET_MAGIC = b"\x1f\x8b", b"PAR1"
+GZIP_MAGIC, PARQUET_MAGIC, ARROW_MAGIC = b"\x1f\x8b", b"PAR1", b"ARROW1"
 TEXT_CHUNK_CHARS = 1 << 20  # a chunk of whole lines up to ~1 MiB: long enough for any record, bounded in memory
 PARQUET_BATCH_ROWS = 65_536
 MAX_JSON_CHARS = 64 << 20  # a JSON document is parsed whole up to this size, else read as text
@@ -92,8 +93,8 @@ def value_strings(value: Any, path: str = "") -> Iterator[Blob]:
         yield from json_strings(value, path or "$")
 
 
-def _parquet_column_strings(column: Any, name: str, offset: int) -> Iterator[Blob]:
-    """Distinct strings of one Parquet column batch (repeated values are matched once), each at its first row."""
+def _column_strings(column: Any, name: str, offset: int) -> Iterator[Blob]:
+    """Distinct strings of one column batch (repeated values are matched once), each at its first row."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -121,7 +122,19 @@ def parquet_strings(fh: IO[bytes]) -> Iterator[Blob]:
     offset = 0
     for batch in pq.ParquetFile(fh).iter_batches(batch_size=PARQUET_BATCH_ROWS):
         for name, column in zip(batch.schema.names, batch.columns, strict=True):
-            yield from _parquet_column_strings(column, name, offset)
+            yield from _column_strings(column, name, offset)
+        offset += batch.num_rows
+
+
+def arrow_strings(fh: IO[bytes]) -> Iterator[Blob]:
+    """An Arrow IPC file's strings (a copy index has none: it is read to show so), batch by batch."""
+    import pyarrow as pa
+
+    reader, offset = pa.ipc.open_file(pa.PythonFile(fh, mode="r")), 0
+    for i in range(reader.num_record_batches):
+        batch = reader.get_batch(i)
+        for name, column in zip(batch.schema.names, batch.columns, strict=True):
+            yield from _column_strings(column, name, offset)
         offset += batch.num_rows
 
 
@@ -182,6 +195,9 @@ def file_strings(name: str, fh: IO[bytes]) -> Iterator[Blob | Skipped]:
         stream, head = _sniff(stream)  # type: ignore[arg-type]
     if head.startswith(PARQUET_MAGIC):
         yield from parquet_strings(io.BytesIO(stream.read()) if not stream.seekable() else stream)
+        return
+    if head.startswith(ARROW_MAGIC):
+        yield from arrow_strings(io.BytesIO(stream.read()) if not stream.seekable() else stream)
         return
     if head.startswith(PICKLE_MAGIC):  # never unpickled: read as text, its strings are UTF-8 inside
         yield from _text_chunks(io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline=""))

@@ -11,12 +11,15 @@ import pytest
 
 from tasks import layout
 from tasks.dedup.copies import (
+    BUCKET_BITS,
+    BUCKETS,
     DEFAULT,
     CopyConfig,
     band_keys,
     candidate_pairs,
     find_copies,
     partition_index,
+    purge_index,
     shingle_sets,
     verified,
     write_copy_index,
@@ -102,18 +105,42 @@ def test_find_copies_reads_candidates_across_partitions_and_rebuilds_a_missing_i
     mine = [EDITS["one word swapped"], EDITS["a word inserted"]]  # the texts of f1-0 and f2-1: each is the other's
     assert find_copies(store, mine) == [{"f1-0", "f2-1"}] * 2
     assert find_copies(store, mine, own=["f1-0", "f2-1"]) == [{"f2-1"}, {"f1-0"}]  # not itself, still the other
-    index = partition_index(store, "reviews", "f1")
+    texts = [EDITS["one word swapped"], HALF]
+    index = partition_index(store, "reviews", "f1", band_keys(texts).ravel())
     assert store.exists(layout.copies("reviews", "f1")) and index.num_rows == 2 * DEFAULT.bands
     assert set(index.column("record_key").to_pylist()) == set(record_id_keys(["f1-0", "f1-1"]).tolist())
+    reader = pa.ipc.open_file(store.random_access(layout.copies("reviews", "f1")))
+    assert reader.num_record_batches == BUCKETS
+    for bucket in {int(k) >> (64 - BUCKET_BITS) for k in index.column("key").to_pylist()}:  # its batch holds it
+        stored = reader.get_batch(bucket).column("key").to_numpy()
+        assert len(stored) and (np.diff(stored.astype(np.int64)) >= 0).all()  # sorted: searched by bisection
     keys = index.column("key").to_numpy()
-    assert (np.diff(keys.astype(np.float64)) >= 0).all()  # sorted, so each bucket is one row group
-    some = pa.array(keys[[0, 5, 30]], pa.uint64())  # the look-up of a few keys: their rows, every column
-    assert partition_index(store, "reviews", "f1", keys=some).column("key").to_pylist() == some.to_pylist()
-    assert partition_index(store, "reviews", "f1", keys=pa.array([1, 2], pa.uint64())).num_rows == 0
-    stale = partition_index(store, "reviews", "f1", CopyConfig(bands=4, rows=2))  # another config: rebuilt
+    some = keys[[0, 5, 30]]  # the look-up of a few keys: their rows
+    assert sorted(partition_index(store, "reviews", "f1", some).column("key").to_pylist()) == sorted(some.tolist())
+    assert partition_index(store, "reviews", "f1", np.array([1, 2], np.uint64)).num_rows == 0
+    other = CopyConfig(bands=4, rows=2)
+    stale = partition_index(store, "reviews", "f1", band_keys(texts, other).ravel(), other)  # another config: rebuilt
     assert stale.num_rows == 2 * 4
     _stage(store, "tweets", "f3", ["!!!", "..."])
     assert find_copies(store, ["", "?!"]) == [set(), set()]  # no shingle, no copy: not every punctuation-only row
+
+
+def test_a_purge_removes_only_the_deleted_records_rows_once_and_a_stale_index_goes_whole(store: Store) -> None:
+    texts = [EDITS["one word swapped"], HALF, REVIEW]
+    _stage(store, "reviews", "f1", texts)
+    store.write_parquet(layout.copies_before_ipc("reviews", "f1"), pa.table({"record_key": [1]}))  # an older store's
+    queried = band_keys(texts).ravel()
+    assert partition_index(store, "reviews", "f1", queried).num_rows == 3 * DEFAULT.bands
+    assert not store.exists(layout.copies_before_ipc("reviews", "f1"))  # rebuilt: the Parquet index went
+    assert purge_index(store, "reviews", "f1", {"f1-1", "elsewhere"}) == DEFAULT.bands
+    before = store.read_bytes(layout.copies("reviews", "f1"))
+    assert purge_index(store, "reviews", "f1", {"f1-1"}) == 0  # a re-run: nothing more, nothing rewritten
+    assert store.read_bytes(layout.copies("reviews", "f1")) == before
+    left = partition_index(store, "reviews", "f1", queried)
+    assert sorted(set(left.column("record_key").to_pylist())) == sorted(record_id_keys(["f1-0", "f1-2"]).tolist())
+    assert left.num_rows == 2 * DEFAULT.bands and find_copies(store, [REVIEW]) == [{"f1-0", "f1-2"}]
+    assert purge_index(store, "reviews", "f1", {"f1-0"}, CopyConfig(bands=4, rows=2)) == 0  # stale for that config
+    assert not store.exists(layout.copies("reviews", "f1"))  # so it is removed, to be rebuilt from staging
 
 
 def test_candidates_are_read_from_the_staging_groups_the_index_names_and_a_purge_keeps_them_there(
@@ -126,12 +153,13 @@ def test_candidates_are_read_from_the_staging_groups_the_index_names_and_a_purge
     store.write_parquet(layout.staging("reviews", "f1"), staged, group_rows=layout.STAGING_GROUP_ROWS)
     write_copy_index(store, "reviews", "f1", staged)
     purge_parquet(store, {"f1-0", "f1-5"}, set())  # rows leave groups 0 and 1: the others must not move
+    assert purge_index(store, "reviews", "f1", {"f1-0", "f1-5"}) == 2 * DEFAULT.bands
     with store.open(layout.staging("reviews", "f1")) as fh:
         parquet = pq.ParquetFile(fh)
         sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
         held = {i: set(parquet.read_row_group(i, ["record_id"]).column("record_id").to_pylist()) for i in range(3)}
     assert sizes == [3, 3, 3]
-    index = partition_index(store, "reviews", "f1")
+    index = partition_index(store, "reviews", "f1", band_keys(texts).ravel())
     named = index.column("record_key").to_pylist()
     assert len(named) == 9 * DEFAULT.bands and not set(record_id_keys(["f1-0", "f1-5"]).tolist()) & set(named)
     keys_held = {g: set(record_id_keys(sorted(ids)).tolist()) for g, ids in held.items()}
