@@ -101,11 +101,11 @@ class CopyConfig:
 DEFAULT = CopyConfig()
 
 
-# a key's prefix, what the index keeps of it: its bucket's bits and the 32 after them. 42 bits of a hash tell a
-# partition's 2.1M keys apart (a query key's prefix matches another key's by chance once in ~2,000 partitions), and a
-# pair shares a chance match in two bands never; candidates are verified exactly anyway
+# what the index keeps of a band key: the 32 bits after its bucket's (the bucket is its batch). 42 bits of a hash
+# tell a partition's 2.1M keys apart (a query key matches another key by chance once in ~2,000 partitions), a pair
+# shares chance matches in two bands never, and candidates are verified exactly anyway
 STORED_BITS = 32
-_PREFIX_SHIFT = np.uint64(64 - BUCKET_BITS - STORED_BITS)
+_STORED_SHIFT = np.uint64(64 - BUCKET_BITS - STORED_BITS)
 _STORED_MASK = np.uint64((1 << STORED_BITS) - 1)
 BUCKETS = 1 << BUCKET_BITS
 RECORD = pa.struct([("key", pa.uint64()), ("group", pa.uint16())])  # a record's id key and its staging row group
@@ -124,29 +124,40 @@ def index_schema(cfg: CopyConfig) -> pa.Schema:
                      metadata={_CONFIG_KEY: f"{cfg.index_name}/ipc-bucketed{BUCKET_BITS}/key{STORED_BITS}".encode()})
 
 
-def _prefixes(keys: np.ndarray) -> np.ndarray:
-    return keys >> _PREFIX_SHIFT
+def _split(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Band keys' buckets and stored bits."""
+    buckets = (keys >> np.uint64(64 - BUCKET_BITS)).astype(np.int64)
+    return buckets, ((keys >> _STORED_SHIFT) & _STORED_MASK).astype(np.uint32)
 
 
 @dataclass(frozen=True)
 class IndexRows:
-    """A copy index (or some of its buckets) in memory: each band key's prefix (bucket and stored bits, sorted)
-    and its record's position in ``record_keys`` and ``groups`` (one entry per staged record)."""
+    """A copy index (or some of its buckets) in memory: each band key's stored bits (sorted within its bucket;
+    ``bounds[b]:bounds[b + 1]`` are bucket ``b``'s rows, its ``BUCKETS + 1`` offsets) and its record's position
+    in ``record_keys`` and ``groups`` (one entry per staged record). Kept as the file holds them: a purge filters
+    and writes them back without a 64-bit temporary (fresh memory is the cost at this size: every page zeroed)."""
 
-    prefixes: np.ndarray  # uint64
+    stored: np.ndarray  # uint32
+    bounds: np.ndarray  # int64
     records: np.ndarray  # int32
     record_keys: np.ndarray  # uint64
     groups: np.ndarray  # uint16
 
     def matching(self, keys: np.ndarray) -> pa.Table:
-        """For each band key of ``keys`` (uint64, distinct), the rows whose prefix is its, as ``key`` (the query's
-        key), ``record_key`` and ``group``."""
+        """For each band key of ``keys`` (uint64, distinct), the rows holding its bits in its bucket, as ``key``
+        (the query's key), ``record_key`` and ``group``: a binary search in each bucket the keys fall in."""
         queries = np.unique(keys)
-        wanted = _prefixes(queries)
-        lo = np.searchsorted(self.prefixes, wanted, "left")
-        counts = np.searchsorted(self.prefixes, wanted, "right") - lo
-        rows = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
-        owners = self.records[rows]
+        buckets, wanted = _split(queries)
+        lo, hi = np.empty(len(queries), np.int64), np.empty(len(queries), np.int64)
+        edges = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1], True]).tolist()  # queries by bucket
+        for start, stop in pairwise(edges):
+            first, last = self.bounds[buckets[start]], self.bounds[buckets[start] + 1]
+            rows = self.stored[first:last]
+            lo[start:stop] = first + np.searchsorted(rows, wanted[start:stop], "left")
+            hi[start:stop] = first + np.searchsorted(rows, wanted[start:stop], "right")
+        counts = hi - lo
+        found = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
+        owners = self.records[found]
         return pa.table({"key": np.repeat(queries, counts), "record_key": self.record_keys[owners],
                          "group": self.groups[owners]})
 
@@ -154,7 +165,8 @@ class IndexRows:
         """The index without the rows of the records ``dead`` marks (bool, one per record), records renumbered."""
         kept = ~dead[self.records]
         renumbered = (np.cumsum(~dead) - 1).astype(np.int32)
-        return IndexRows(self.prefixes[kept], renumbered[self.records[kept]], self.record_keys[~dead],
+        bounds = np.r_[0, np.cumsum(kept)][self.bounds]
+        return IndexRows(self.stored[kept], bounds, renumbered[self.records[kept]], self.record_keys[~dead],
                          self.groups[~dead])
 
     def to_bytes(self, schema: pa.Schema) -> bytes:
@@ -163,25 +175,26 @@ class IndexRows:
             pa.array(self.records, pa.int32()),
             pa.StructArray.from_arrays([pa.array(self.record_keys, pa.uint64()), pa.array(self.groups, pa.uint16())],
                                        fields=list(RECORD)))
-        batch = pa.record_batch([pa.array((self.prefixes & _STORED_MASK).astype(np.uint32)), records], schema=schema)
-        bounds = np.searchsorted(self.prefixes >> np.uint64(STORED_BITS), np.arange(BUCKETS + 1, dtype=np.uint64))
+        batch = pa.record_batch([pa.array(self.stored, pa.uint32()), records], schema=schema)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, schema) as writer:
-            for start, stop in pairwise(bounds.tolist()):
+            for start, stop in pairwise(self.bounds.tolist()):
                 writer.write_batch(batch.slice(start, stop - start))
         return sink.getvalue().to_pybytes()
 
 
 def _read_rows(reader: pa.ipc.RecordBatchFileReader, buckets: list[int]) -> IndexRows:
-    """The rows of ``buckets`` (sorted) of an open copy index."""
+    """The rows of ``buckets`` (sorted) of an open copy index (the others' offsets are empty ranges)."""
     batches = [reader.get_batch(b) for b in buckets]
+    sizes = np.zeros(BUCKETS, np.int64)
+    sizes[buckets] = [b.num_rows for b in batches]
     if not batches:
-        return IndexRows(np.empty(0, np.uint64), np.empty(0, np.int32), np.empty(0, np.uint64), np.empty(0, np.uint16))
+        return IndexRows(np.empty(0, np.uint32), np.zeros(BUCKETS + 1, np.int64), np.empty(0, np.int32),
+                         np.empty(0, np.uint64), np.empty(0, np.uint16))
     dictionary = batches[0].column("record").dictionary  # one for the file
-    stored = np.concatenate([b.column("key").to_numpy() for b in batches]).astype(np.uint64)
-    bucket_of = np.repeat(np.asarray(buckets, np.uint64), [b.num_rows for b in batches])
+    stored = np.concatenate([b.column("key").to_numpy() for b in batches])
     records = np.concatenate([b.column("record").indices.to_numpy() for b in batches])
-    return IndexRows((bucket_of << np.uint64(STORED_BITS)) | stored, records, dictionary.field("key").to_numpy(),
+    return IndexRows(stored, np.r_[0, np.cumsum(sizes)], records, dictionary.field("key").to_numpy(),
                      dictionary.field("group").to_numpy())
 
 
@@ -232,11 +245,12 @@ def index_rows(staged: pa.Table, groups: np.ndarray, cfg: CopyConfig = DEFAULT) 
     text, only band keys, whose they are and where that record sits."""
     if len(groups) and int(np.max(groups)) > np.iinfo(np.uint16).max:
         raise ValueError(f"a staging partition of {len(groups):,} rows has more row groups than a copy index names")
-    prefixes = _prefixes(band_keys(staged.column("text").to_pylist(), cfg).ravel())
-    order = np.argsort(prefixes, kind="stable")  # by prefix, hence by bucket (its top bits)
-    owners = (order // cfg.bands).astype(np.int32)
+    keys = band_keys(staged.column("text").to_pylist(), cfg).ravel()
+    order = np.argsort(keys >> _STORED_SHIFT, kind="stable")  # by bucket (the top bits), then by stored bits
+    buckets, stored = _split(keys[order])
+    bounds = np.searchsorted(buckets, np.arange(BUCKETS + 1))
     ids = record_id_keys(staged.column("record_id"))
-    return IndexRows(prefixes[order], owners, ids, np.asarray(groups, np.uint16))
+    return IndexRows(stored, bounds, (order // cfg.bands).astype(np.int32), ids, np.asarray(groups, np.uint16))
 
 
 def write_copy_index(store: Store, source: str, fid: str, staged: pa.Table, cfg: CopyConfig = DEFAULT) -> str:
@@ -268,7 +282,7 @@ def partition_index(store: Store, source: str, fid: str, keys: np.ndarray, cfg: 
     ``IndexRows.matching`` gives them: only their buckets are read. An index missing, or made with another config
     or format, is rebuilt from staging first, so stores ingested before it are still searched."""
     key = layout.copies(source, fid)
-    buckets = np.unique(_prefixes(keys) >> np.uint64(STORED_BITS)).tolist()
+    buckets = np.unique(_split(keys)[0]).tolist()
     if store.exists(key):
         with store.random_access(key, whole=len(buckets) * WHOLE_READ_SHARE >= BUCKETS) as source_file:
             reader = pa.ipc.open_file(source_file)
@@ -297,7 +311,7 @@ def purge_index(store: Store, source: str, fid: str, ids: set[str], cfg: CopyCon
         kept = rows.without(dead)
         data = kept.to_bytes(reader.schema)
     store.write_bytes(key, data)
-    return len(rows.prefixes) - len(kept.prefixes)
+    return len(rows.stored) - len(kept.stored)
 
 
 def _keyed(rows: pa.Table, wanted: pa.Array) -> pa.Table:

@@ -24,10 +24,10 @@ from tasks import layout
 from tasks.config import get_settings
 from tasks.deletion.batch import Target, partitions_by_stem, purge_pass
 from tasks.deletion.blocklist import BlockList, requests_blocks
-from tasks.deletion.fingerprints import write_fingerprints
+from tasks.deletion.fingerprints import store_salt, write_fingerprints
 from tasks.deletion.locks import store_lock
 from tasks.deletion.purge import Found, find_in
-from tasks.deletion.requests import APPLIED, OPEN, PENDING, RECEIVED, list_requests, load, set_status
+from tasks.deletion.requests import APPLIED, OPEN, PENDING, RECEIVED, for_each, list_requests, load, set_status
 from tasks.deletion.resolve import StagedKeys, resolve_all
 from tasks.deletion.tombstones import write_tombstones
 from tasks.deletion.vault import write_vaults
@@ -89,24 +89,26 @@ def apply_batch(store: Store, docs: list[dict[str, Any]], keys: StagedKeys,
     vaulted = write_vaults(store, docs, keys)
     ids = set().union(*(d["resolved"]["record_ids"] for d in docs))
     hash_of = keys.hashes_of(ids)
-    for doc in docs:
-        write_tombstones(store, doc, hash_of)
+    for_each(lambda doc: write_tombstones(store, doc, hash_of), docs)
     targets = _targets(store, keys, docs)
     found = _unstaged_rows(store, requests_blocks(docs), set().union(*map(set, targets)),
                            set(keys.locator.partitions))
     texts = keys.texts(ids)
     due = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=get_settings().purge_deadline_hours)).isoformat()
-    out = []
-    for doc, mine in zip(docs, targets, strict=True):
+    store_salt(store)  # made once, before the requests' fingerprints are written side by side
+
+    def applied(pair: tuple[dict[str, Any], list[Target]]) -> dict[str, Any]:
+        doc, mine = pair
         rid = doc["request_id"]
         staged = [texts[r] for r in doc["resolved"]["record_ids"] if r in texts]
         remembered = write_fingerprints(store, rid, staged + found.texts.get(rid, []))
-        out.append(set_status(store, doc, APPLIED, applied={
+        return set_status(store, doc, APPLIED, applied={
             "vaulted_for_unlearning": vaulted[rid], "fingerprints": remembered,
             "withdrawn_texts_found": len(found.texts.get(rid, [])),
             "soft_seconds": round(time.perf_counter() - started, 3),
-            "purge": {"state": PENDING, "due_by": due, "targets": [list(t) for t in mine]}}))
-    return out
+            "purge": {"state": PENDING, "due_by": due, "targets": [list(t) for t in mine]}})
+
+    return for_each(applied, zip(docs, targets, strict=True))
 
 
 def apply_pending(store: Store, request_id: str | None = None) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from tasks.deletion.blocklist import BlockList, requests_blocks
 from tasks.deletion.locator import drop_entries, located_lines
 from tasks.deletion.locks import store_lock
 from tasks.deletion.purge import find_in, parquet_files, purge_found, purge_parquet
-from tasks.deletion.requests import DONE, load, pending, save
+from tasks.deletion.requests import DONE, for_each, load, pending, save
 from tasks.storage import Store
 
 Target = tuple[str, str, str]  # (source, file id, raw key): one partition a purge rewrites
@@ -97,15 +97,17 @@ def finish(store: Store, plan: Plan, reports: list[dict[str, int]], started: flo
         for key, value in report.items():
             totals[key] = totals.get(key, 0) + value
     now = dt.datetime.now(dt.UTC).isoformat()
-    done = []
-    for doc in (load(store, rid) for rid in plan.request_ids):  # the pass's requests, not the whole ledger
+
+    def purged(request_id: str) -> dict[str, Any]:  # the pass's requests, not the whole ledger
+        doc = load(store, request_id)
         purge = {**doc["applied"]["purge"], "state": DONE, "purged_at": now, "batch_requests": len(plan.request_ids),
                  "targets_rewritten": len(plan.targets), **totals,
                  "pass_seconds": round(time.perf_counter() - started, 3) if started else None}
         doc = save(store, doc, applied={**doc["applied"], **totals, "purge": purge})
         record_purge(store, doc["request_id"], doc["applied"])
-        done.append(doc)
-    return done
+        return doc
+
+    return for_each(purged, plan.request_ids)
 
 
 def purge_pass(store: Store, run: Callable[[Plan], list[dict[str, int]]] | None = None) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from tasks import layout
 from tasks.dedup.clusters import read_clusters
 from tasks.dedup.copies import find_copies
 from tasks.deletion.locator import Locator, PartitionRef
-from tasks.deletion.requests import RESOLVED, set_status
+from tasks.deletion.requests import RESOLVED, for_each, set_status
 from tasks.rows import KEY_COLUMNS
 from tasks.storage import Store
 
@@ -168,14 +168,16 @@ def resolve_all(store: Store, docs: list[dict[str, Any]], keys: StagedKeys | Non
         ids = _ids_of(selected)
         states.append(_Growing(ids, _ids_of(selected, "content_hash"), len(ids)))
     _grow(store, keys, states)
-    out = []
-    for doc, state in zip(docs, states, strict=True):
+
+    def resolved(pair: tuple[dict[str, Any], _Growing]) -> dict[str, Any]:
+        doc, state = pair
         ids = sorted(state.ids)
         digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-        out.append(set_status(store, doc, RESOLVED, resolved={
+        return set_status(store, doc, RESOLVED, resolved={
             "record_ids": ids, "content_hashes": sorted(state.hashes),
-            "counts": {"selected": state.selected, "duplicates": len(ids) - state.selected}, "ids_digest": digest}))
-    return out
+            "counts": {"selected": state.selected, "duplicates": len(ids) - state.selected}, "ids_digest": digest})
+
+    return for_each(resolved, zip(docs, states, strict=True))
 
 
 def resolve(store: Store, doc: dict[str, Any]) -> dict[str, Any]:
