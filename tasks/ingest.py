@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from tasks import layout
 from tasks.datasheet import Datasheet
 from tasks.dedup import MinhashConfig, clusters, signatures
-from tasks.dedup.copies import write_copy_index
+from tasks.dedup.copy_index import write_copy_index
 from tasks.dedup.sharded import cluster_partitions
 from tasks.deletion.blocklist import BlockList, Withdrawal, ledger_version, standing_blocks
 from tasks.deletion.locator import write_locator

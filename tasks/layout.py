@@ -34,6 +34,7 @@ PURGED_PREFIXES = (RECORDS, STAGING, QUARANTINE, VALIDATION, ATTRIBUTES, DEDUP, 
 DATASHEET_FILE = "source.yaml"
 RECORD_PART_PREFIX = "part-"
 PARQUET = ".parquet"
+ARROW = ".arrow"  # Arrow IPC: the indexes a deletion maps and bisects (copy index, locator)
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,12 @@ def partition_key(part: Partition) -> str:
 
 
 def locator(source: str, file_id: str) -> str:
-    """The deletion locator of a partition (``tasks.deletion.locator``): which keys its rows have."""
+    """The deletion locator of a partition (``tasks.deletion.locator``): which keys its rows have (Arrow IPC)."""
+    return f"{_source_dir(LOCATOR, source)}/{file_id}{ARROW}"
+
+
+def locator_before_ipc(source: str, file_id: str) -> str:
+    """Where stores ingested before 2026-12-05 kept a partition's locator (Parquet): converted when first read."""
     return f"{_source_dir(LOCATOR, source)}/{file_id}{PARQUET}"
 
 
@@ -177,7 +183,6 @@ def dedup_part(kind: str, source: str | None = None, file_id: str | None = None)
 
 
 COPIES = f"{DEDUP}/copies"
-ARROW = ".arrow"
 
 
 def copies(source: str, file_id: str) -> str:

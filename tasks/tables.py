@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,31 @@ def bucketed_bytes(table: pa.Table, bucket: str = "bucket", hashes: Iterable[str
         for start, stop in zip(starts, [*starts[1:], len(values)], strict=True):
             writer.write_table(table.slice(start, stop - start))  # an empty table: one empty row group
     return sink.getvalue()
+
+
+def bucketed_ipc_bytes(batch: pa.RecordBatch, bounds: np.ndarray) -> bytes:
+    """``batch`` (sorted by bucket; ``bounds``, each bucket's first row and the end) as an Arrow IPC file of one
+    record batch per bucket, empty ones too, so batch ``b`` is bucket ``b``: a look-up maps (or range-reads) only
+    its buckets' batches, and a rewrite is a copy of the arrays, with no encoding. Dictionaries are written once."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, batch.schema) as writer:
+        for start, stop in pairwise(bounds.tolist()):
+            writer.write_batch(batch.slice(start, stop - start))
+    return sink.getvalue().to_pybytes()
+
+
+def ipc_buckets(reader: pa.ipc.RecordBatchFileReader, buckets: list[int]) -> tuple[list[pa.RecordBatch], np.ndarray]:
+    """The batches of ``buckets`` (sorted) of a file ``bucketed_ipc_bytes`` wrote, and the row offsets they have
+    when laid end to end (the other buckets empty): what was read, with the bounds to write it back."""
+    batches = [reader.get_batch(b) for b in buckets]
+    sizes = np.zeros(reader.num_record_batches, np.int64)
+    sizes[buckets] = [b.num_rows for b in batches]
+    return batches, np.r_[0, np.cumsum(sizes)]
+
+
+def kept_bounds(bounds: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Bucket offsets (``ipc_buckets``) once only the rows ``kept`` marks remain."""
+    return np.r_[0, np.cumsum(kept)][bounds]
 
 
 def _parquet(source: Any) -> pq.ParquetFile:

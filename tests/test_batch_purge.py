@@ -164,6 +164,28 @@ def test_a_purge_after_certification_updates_the_certificate(spread: Store) -> N
         key(certificate.CERT_MD)).decode()
 
 
+def test_a_locator_kept_as_parquet_is_converted_and_still_sends_the_purge_to_the_located_lines(spread: Store) -> None:
+    """Stores ingested before 2026-12-05 kept each locator as Parquet rows of the keys themselves."""
+    staged = spread.read_parquet(layout.staging("films", _fid(1)), ["record_id", "content_hash", "owner_id",
+                                                                    "source_uri"]).to_pylist()
+    rows = [(kind, row[column], [int(row["source_uri"].rsplit("#L", 1)[1])]) for row in staged
+            for kind, column in (("record_id", "record_id"), ("content_hash", "content_hash"), ("owner", "owner_id"))]
+    old = pa.table({"bucket": pa.array([0] * len(rows), pa.uint16()), "kind": [r[0] for r in rows],
+                    "key": [r[1] for r in rows], "lines": pa.array([r[2] for r in rows], pa.list_(pa.int32()))})
+    size = str(spread.size("raw/films/f1.jsonl")).encode()
+    spread.write_parquet(layout.locator_before_ipc("films", _fid(1)),
+                         old.replace_schema_metadata({b"raw_size": size, b"unreadable_rows": b"0"}))
+    spread.delete(layout.locator("films", _fid(1)))
+    assert Locator(spread).find("owner", {"owner1-1"}) == {("films", _fid(1))}  # not every partition: converted
+    assert spread.exists(layout.locator("films", _fid(1)))
+    assert not spread.exists(layout.locator_before_ipc("films", _fid(1)))  # the owners' names went with it
+    requests.submit(spread, "owner", ["owner1-1"])
+    [done] = process_pending(spread)
+    purge = done["applied"]["purge"]
+    assert purge["raw_files_read_by_locator"] == 1 and purge["raw_rows_removed"] == 2
+    assert done["applied"]["purge"]["targets"] == [["films", _fid(1), "raw/films/f1.jsonl"]]
+
+
 def _raw_lines(store: Store, f: int) -> list[str]:
     return store.read_bytes(f"raw/films/f{f}.jsonl").decode().splitlines()
 

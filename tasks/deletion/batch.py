@@ -23,7 +23,7 @@ from typing import Any
 
 from tasks import layout
 from tasks.certificate import record_purge
-from tasks.dedup.copies import purge_index
+from tasks.dedup.copy_index import purge_index
 from tasks.deletion.blocklist import BlockList, requests_blocks
 from tasks.deletion.locator import drop_entries, located_lines
 from tasks.deletion.locks import store_lock

@@ -5,8 +5,12 @@ partition — ``(source, file id)`` — is knowing every file a deletion has to 
 writes one locator file per partition from the keys of every row it read (staged or quarantined; the raw file
 holds them all), so a deletion reads the locator instead of the store.
 
-A locator file holds ``(bucket, kind, key)`` rows, one row group per bucket of a hash of the key: a look-up reads
-each file's footer and only the row groups of the keys' buckets, ~1/256 of the locator. Entries are never missing
+A locator file holds one entry per distinct ``(kind, key)``: a 64-bit blake2b hash of the two (``entry_key``; a
+hash, so no owner name or id is kept twice) with the lines holding it, as an Arrow IPC file of 256 batches, one
+per bucket of the hash's top bits, sorted: a look-up maps (or range-reads) only its keys' batches and bisects them,
+and a purge filters the arrays and writes them back without encoding anything. A hash that matched by chance
+names a partition that does not hold the key, which the reading that confirms every located partition tells; a
+blake2b hash of another's key cannot be made on purpose. Entries are never missing
 (each partition's are written with its staging) and may be stale (a purged row's entries go with the purge): a
 located partition is always read to confirm. A partition without a locator (a store ingested before it existed)
 is always a candidate, so old stores are searched as before, only slower.
@@ -30,23 +34,33 @@ from functools import cached_property
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tasks import layout
 from tasks.rows import RowKeys
 from tasks.storage import Store
-from tasks.tables import bucket_groups, bucketed_bytes, read_buckets
+from tasks.tables import bucketed_ipc_bytes, ipc_buckets, kept_bounds
 
-BUCKETS = 256
+BUCKET_BITS = 8
+BUCKETS = 1 << BUCKET_BITS
 KINDS = ("record_id", "content_hash", "owner")
-LOCATOR_SCHEMA = pa.schema([("bucket", pa.uint16()), ("kind", pa.string()), ("key", pa.string()),
-                            ("lines", pa.list_(pa.int32()))])
+LOCATOR_SCHEMA = pa.schema([("key", pa.uint64()), ("lines", pa.list_(pa.int32()))])
+FORMAT, LOCATOR_FORMAT = b"locator_format", b"ipc-bucketed8/blake2b64"
 RAW_SIZE, UNREADABLE = b"raw_size", b"unreadable_rows"  # the locator's metadata: what its lines are valid for
 PartitionRef = tuple[str, str]  # (source, file id)
 
 
-def bucket_of(kind: str, key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{kind}\0{key}".encode(), digest_size=2).digest(), "big") % BUCKETS
+def entry_key(kind: str, key: str) -> int:
+    """The 64-bit hash a locator keeps of a key of ``kind``."""
+    return int.from_bytes(hashlib.blake2b(f"{kind}\0{key}".encode(), digest_size=8).digest(), "big")
+
+
+def entry_keys(withdrawn: Mapping[str, Iterable[str]]) -> np.ndarray:
+    """The entry keys of some keys by kind, sorted and distinct (uint64)."""
+    return np.unique(np.array([entry_key(kind, v) for kind, values in withdrawn.items() for v in values], np.uint64))
+
+
+def _bucket(keys: np.ndarray) -> np.ndarray:
+    return (keys >> np.uint64(64 - BUCKET_BITS)).astype(np.int64)
 
 
 def _line(location: str) -> int | None:
@@ -54,35 +68,98 @@ def _line(location: str) -> int | None:
     return int(location[2:]) if location.startswith("#L") else None
 
 
-def locator_table(keys: Mapping[str, RowKeys], raw_size: int | None = None, unreadable: int = 0) -> pa.Table:
-    """The distinct ``(kind, key)`` entries of rows (by location), sorted by bucket, each with its JSONL lines
-    (null for other formats), and the raw file's size and unreadable rows as metadata (when ``raw_size``).
-    Grouped with Arrow: ingest writes one per raw file, ~3 entries a row."""
+@dataclass(frozen=True)
+class Entries:
+    """A locator (or some of its buckets) in memory: entry keys sorted, each entry's lines, the file's metadata."""
+
+    keys: np.ndarray  # uint64
+    lines: pa.Array  # list<int32>, null for a raw file of another format than JSONL
+    bounds: np.ndarray  # each bucket's first entry, and the end
+    meta: dict[bytes, bytes]
+
+    def find(self, wanted: np.ndarray) -> np.ndarray:
+        """Which entries are of the ``wanted`` entry keys (sorted), as a mask."""
+        at = np.minimum(np.searchsorted(wanted, self.keys), max(len(wanted) - 1, 0))
+        return wanted[at] == self.keys if len(wanted) else np.zeros(len(self.keys), bool)
+
+    def holds(self, wanted: np.ndarray) -> np.ndarray:
+        """Which of the ``wanted`` entry keys (sorted) the entries hold, as a mask over them."""
+        at = np.minimum(np.searchsorted(self.keys, wanted), max(len(self.keys) - 1, 0))
+        return self.keys[at] == wanted if len(self.keys) else np.zeros(len(wanted), bool)
+
+    def to_bytes(self) -> bytes:
+        schema = LOCATOR_SCHEMA.with_metadata({**self.meta, FORMAT: LOCATOR_FORMAT})
+        return bucketed_ipc_bytes(pa.record_batch([pa.array(self.keys, pa.uint64()), self.lines], schema=schema),
+                                  self.bounds)
+
+
+def locator_entries(keys: Mapping[str, RowKeys], raw_size: int | None = None, unreadable: int = 0) -> Entries:
+    """The distinct ``(kind, key)`` entries of rows (by location), each with its JSONL lines (null for other
+    formats), and the raw file's size and unreadable rows as metadata (when ``raw_size``); ingest writes one per
+    raw file, ~3 entries a row."""
     jsonl = all(loc.startswith("#L") for loc in keys)
-    lines = pa.array([_line(loc) for loc in keys], pa.int32())
-    rows = list(keys.values())
-    table = pa.concat_tables([pa.table({"kind": pa.array([kind] * len(rows), pa.string()),
-                                        "key": pa.array([getattr(row, attr) for row in rows], pa.string()),
-                                        "line": lines}) for kind, attr in zip(KINDS, ("record_id", "content_hash",
-                                                                                      "owner"), strict=True)])
-    table = table.filter(pc.is_valid(table.column("key"))).group_by(["kind", "key"], use_threads=False).aggregate(
-        [("line", "list")])
-    kinds, values = table.column("kind").to_pylist(), table.column("key").to_pylist()
-    table = pa.table({"bucket": pa.array([bucket_of(k, v) for k, v in zip(kinds, values, strict=True)], pa.uint16()),
-                      "kind": table.column("kind"), "key": table.column("key"),
-                      "lines": table.column("line_list") if jsonl else pa.nulls(table.num_rows, pa.list_(pa.int32()))})
-    table = table.filter(pc.not_equal(table.column("key"), "")).sort_by(
-        [("bucket", "ascending"), ("kind", "ascending"), ("key", "ascending")]).cast(LOCATOR_SCHEMA)
-    if raw_size is None or not jsonl:
-        return table
-    return table.replace_schema_metadata({RAW_SIZE: str(raw_size), UNREADABLE: str(unreadable)})
+    hashed, lines = [], []
+    for location, row in keys.items():
+        line = _line(location) if jsonl else 0
+        for kind, value in zip(KINDS, (row.record_id, row.content_hash, row.owner), strict=True):
+            if value:
+                hashed.append(entry_key(kind, value))
+                lines.append(line)
+    flat, numbers = np.array(hashed, np.uint64), np.array(lines, np.int32)
+    order = np.lexsort((numbers, flat))
+    flat, numbers = flat[order], numbers[order]
+    starts = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]]) if len(flat) else np.empty(0, np.int64)
+    distinct = flat[starts]
+    offsets = pa.array(np.r_[starts, len(flat)].astype(np.int32))
+    listed = pa.ListArray.from_arrays(offsets, pa.array(numbers, pa.int32())) if jsonl \
+        else pa.nulls(len(distinct), pa.list_(pa.int32()))
+    meta = {RAW_SIZE: str(raw_size).encode(), UNREADABLE: str(unreadable).encode()} \
+        if raw_size is not None and jsonl else {}
+    return Entries(distinct, listed, np.searchsorted(_bucket(distinct), np.arange(BUCKETS + 1)), meta)
 
 
 def write_locator(store: Store, source: str, fid: str, keys: Mapping[str, RowKeys], raw_size: int | None = None,
                   unreadable: int = 0) -> str:
     """The partition's locator from the keys of every row its raw file holds, by location (ingest's parse step);
     ``raw_size`` and ``unreadable`` (rows the reader could not parse) make its lines usable by a purge."""
-    return store.write_bytes(layout.locator(source, fid), bucketed_bytes(locator_table(keys, raw_size, unreadable)))
+    return store.write_bytes(layout.locator(source, fid), locator_entries(keys, raw_size, unreadable).to_bytes())
+
+
+def _converted(store: Store, source: str, fid: str) -> None:
+    """A Parquet locator (``(bucket, kind, key, lines)`` rows, as stores ingested before 2026-12-05 kept them)
+    rewritten as entry keys; the Parquet file goes."""
+    old = store.read_parquet(layout.locator_before_ipc(source, fid))
+    keys = np.array([entry_key(k, v) for k, v in zip(old.column("kind").to_pylist(), old.column("key").to_pylist(),
+                                                     strict=True)], np.uint64)
+    order = np.argsort(keys, kind="stable")
+    meta = {k: v for k, v in (old.schema.metadata or {}).items() if k in (RAW_SIZE, UNREADABLE)}
+    entries = Entries(keys[order], old.column("lines").combine_chunks().take(pa.array(order)),
+                      np.searchsorted(_bucket(keys[order]), np.arange(BUCKETS + 1)), meta)
+    store.write_bytes(layout.locator(source, fid), entries.to_bytes())
+    store.delete(layout.locator_before_ipc(source, fid))
+
+
+def _reader(store: Store, source: str, fid: str, whole: bool = False) -> pa.ipc.RecordBatchFileReader | None:
+    """A partition's locator opened (converted first, if it is still Parquet); None when it has none."""
+    key = layout.locator(source, fid)
+    if not store.exists(key):
+        if not store.exists(layout.locator_before_ipc(source, fid)):
+            return None
+        _converted(store, source, fid)
+    return pa.ipc.open_file(store.random_access(key, whole))
+
+
+def _read(reader: pa.ipc.RecordBatchFileReader, buckets: list[int]) -> Entries:
+    """The entries of ``buckets`` (sorted) of an open locator."""
+    batches, bounds = ipc_buckets(reader, buckets)
+    keys = np.concatenate([b.column("key").to_numpy() for b in batches]) if batches else np.empty(0, np.uint64)
+    lines = pa.concat_arrays([b.column("lines") for b in batches]) if batches \
+        else pa.array([], pa.list_(pa.int32()))
+    return Entries(keys, lines, bounds, dict(reader.schema.metadata or {}))
+
+
+def _buckets_of(wanted: np.ndarray) -> list[int]:
+    return np.unique(_bucket(wanted)).tolist()
 
 
 @dataclass(frozen=True)
@@ -97,30 +174,16 @@ def located_lines(store: Store, source: str, fid: str, raw_key: str, withdrawn: 
                   ) -> Located | None:
     """The lines of the partition's raw file holding any of ``withdrawn`` keys (by kind), read from the buckets
     of those keys; None when the locator cannot say (no locator, no lines, or a raw file changed since)."""
-    key = layout.locator(source, fid)
-    if not store.exists(key):
+    reader = _reader(store, source, fid)
+    if reader is None:
         return None
-    with store.open(key) as fh:
-        parquet = pq.ParquetFile(fh)
-        meta = parquet.schema_arrow.metadata or {}
-        if RAW_SIZE not in meta or int(meta[RAW_SIZE]) != store.size(raw_key):
-            return None
-        buckets = {bucket_of(kind, v) for kind, values in withdrawn.items() for v in values}
-        table = read_buckets(parquet, bucket_groups(parquet), buckets, ["kind", "key", "lines"])
-    found = set() if table is None else set(pc.list_flatten(table.column("lines").filter(
-        _entries_of(table, withdrawn))).to_pylist())
-    return Located(found, int(meta[UNREADABLE]))
-
-
-def _entries_of(table: pa.Table, withdrawn: Mapping[str, Iterable[str]]) -> pa.ChunkedArray | pa.Array:
-    """Which of a locator's entries are of ``withdrawn`` keys (by kind), as a mask."""
-    hit: pa.ChunkedArray | pa.Array = pa.array(np.zeros(table.num_rows, dtype=bool))
-    for kind, values in withdrawn.items():
-        if values:
-            mine = pc.and_(pc.equal(table.column("kind"), kind),
-                           pc.is_in(table.column("key"), value_set=pa.array(sorted(values), pa.string())))
-            hit = pc.or_(hit, mine)
-    return hit
+    meta = reader.schema.metadata or {}
+    if RAW_SIZE not in meta or int(meta[RAW_SIZE]) != store.size(raw_key):
+        return None
+    wanted = entry_keys(withdrawn)
+    entries = _read(reader, _buckets_of(wanted))
+    found = pc.list_flatten(entries.lines.filter(pa.array(entries.find(wanted)))).to_pylist()
+    return Located(set(found), int(meta[UNREADABLE]))
 
 
 def _renumbered(lines: pa.Array, removed: np.ndarray) -> pa.Array:
@@ -139,29 +202,28 @@ def drop_entries(store: Store, source: str, fid: str, withdrawn: Mapping[str, se
     """Remove the entries of withdrawn keys (by kind) from a partition's locator (the purge); returns how many.
     When the purge removed ``removed_lines`` (locations) from the raw file ``raw_key``, the other entries' lines
     are renumbered and its new size recorded, so the next purge can trust them."""
-    key = layout.locator(source, fid)
-    if not store.exists(key):
+    reader = _reader(store, source, fid, whole=True)
+    if reader is None:
         return 0
-    table = store.read_parquet(key)
-    hit = _entries_of(table, withdrawn)
-    removed = int(pc.sum(hit).as_py() or 0)
+    entries = _read(reader, list(range(BUCKETS)))
+    hit = entries.find(entry_keys(withdrawn))
+    removed = int(hit.sum())
     gone = np.array(sorted(n for loc in removed_lines if (n := _line(loc)) is not None), np.int64)
-    meta = table.schema.metadata or {}
     if not removed and not len(gone):
         return 0
-    table = table.filter(pc.invert(hit))
-    if "lines" in table.column_names and RAW_SIZE in meta and raw_key is not None:
-        table = table.set_column(table.column_names.index("lines"), "lines",
-                                 _renumbered(table.column("lines").combine_chunks(), gone))
-        table = table.replace_schema_metadata({**meta, RAW_SIZE: str(store.size(raw_key))})
-    store.write_bytes(key, bucketed_bytes(table))
+    kept = ~hit
+    lines, meta = entries.lines.filter(pa.array(kept)), entries.meta
+    if RAW_SIZE in meta and raw_key is not None:
+        lines, meta = _renumbered(lines, gone), {**meta, RAW_SIZE: str(store.size(raw_key)).encode()}
+    store.write_bytes(layout.locator(source, fid),
+                      Entries(entries.keys[kept], lines, kept_bounds(entries.bounds, kept), meta).to_bytes())
     return removed
 
 
 class Locator:
-    """Look-ups over every partition's locator for one resolution pass: each file is opened and its footer read
-    once (a pass looks up several kinds, several times), the files are read by a few threads at once (reads are
-    I/O and Arrow decoding, which release the GIL), and every answer is kept, so a key is looked up once."""
+    """Look-ups over every partition's locator for one resolution pass: each file is opened once (a pass looks up
+    several kinds, several times), the files are read by a few threads at once (mapping and bisecting release the
+    GIL), and every answer is kept, so a key is looked up once."""
 
     THREADS = 4
 
@@ -173,33 +235,24 @@ class Locator:
     def partitions(self) -> list[PartitionRef]:
         return [layout.staged_partition(k) for k in self.store.list(layout.staging_dir(), layout.PARQUET)]
 
-    def _open(self, part: PartitionRef) -> tuple[pq.ParquetFile, dict[int, list[int]]] | None:
-        key = layout.locator(*part)
-        if not self.store.exists(key):
-            return None
-        parquet = pq.ParquetFile(self.store.open(key))  # kept open for this pass's look-ups
-        return parquet, bucket_groups(parquet)
-
     @cached_property
-    def _files(self) -> dict[PartitionRef, tuple[pq.ParquetFile, dict[int, list[int]]] | None]:
-        """Per partition: its open locator and bucket -> row groups, or None when it has no locator."""
+    def _files(self) -> dict[PartitionRef, pa.ipc.RecordBatchFileReader | None]:
+        """Per partition: its open locator, or None when it has none."""
         with ThreadPoolExecutor(self.THREADS) as pool:
-            return dict(zip(self.partitions, pool.map(self._open, self.partitions), strict=True))
+            return dict(zip(self.partitions, pool.map(lambda p: _reader(self.store, *p), self.partitions),
+                            strict=True))
 
     def _lookup(self, kind: str, wanted: list[str]) -> dict[str, set[PartitionRef]]:
-        buckets = {bucket_of(kind, v) for v in wanted}
-        value_set = pa.array(wanted, pa.string())
+        hashed = np.array([entry_key(kind, v) for v in wanted], np.uint64)
+        order = np.argsort(hashed)
+        buckets = _buckets_of(hashed)
 
         def holds(part: PartitionRef) -> list[str]:
-            opened = self._files[part]
-            if opened is None:
+            reader = self._files[part]
+            if reader is None:
                 return wanted
-            table = read_buckets(opened[0], opened[1], buckets, ["kind", "key"],
-                                 lambda: self.store.read_bytes(layout.locator(*part)))
-            if table is None:
-                return []
-            hit = pc.and_(pc.equal(table.column("kind"), kind), pc.is_in(table.column("key"), value_set=value_set))
-            return table.column("key").filter(hit).to_pylist()
+            present = _read(reader, buckets).holds(hashed[order])
+            return [wanted[i] for i in order[present].tolist()]
 
         out: dict[str, set[PartitionRef]] = {v: set() for v in wanted}
         with ThreadPoolExecutor(self.THREADS) as pool:

@@ -2,7 +2,7 @@
 
 A model learns the text, not the row, so the selected records bring along every record with the same content
 hash (exact copies, under any owner or source), every member of their near-duplicate clusters, and every
-lightly edited copy of their text that ``tasks.dedup.copies`` finds (character shingles: the word-shingle
+lightly edited copy of their text that ``tasks.dedup.copy_index`` finds (character shingles: the word-shingle
 clusters miss a one-word edit of a short text) — and those bring along theirs, to a fixed point. Staging is
 read, not records, so rows that publishing dropped as duplicates are found too.
 
@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from tasks import layout
 from tasks.dedup.clusters import read_clusters
-from tasks.dedup.copies import find_copies
+from tasks.dedup.copy_index import find_copies
 from tasks.deletion.locator import Locator, PartitionRef
 from tasks.deletion.requests import RESOLVED, for_each, set_status
 from tasks.rows import KEY_COLUMNS

@@ -10,20 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks import layout
-from tasks.dedup.copies import (
-    BUCKET_BITS,
-    BUCKETS,
-    DEFAULT,
-    CopyConfig,
-    band_keys,
-    candidate_pairs,
-    find_copies,
-    partition_index,
-    purge_index,
-    shingle_sets,
-    verified,
-    write_copy_index,
-)
+from tasks.dedup.copies import DEFAULT, CopyConfig, band_keys, candidate_pairs, shingle_sets, verified
+from tasks.dedup.copy_index import BUCKET_BITS, BUCKETS, find_copies, partition_index, purge_index, write_copy_index
 from tasks.dedup.withdrawn import WithdrawnIndex
 from tasks.deletion.fingerprints import fingerprint_table
 from tasks.deletion.purge import purge_parquet
