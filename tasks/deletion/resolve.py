@@ -53,6 +53,7 @@ class StagedKeys:
     def __init__(self, store: Store, locator: Locator | None = None) -> None:
         self.store, self.locator = store, locator or Locator(store)
         self._tables: dict[PartitionRef, pa.Table] = {}
+        self._texts: dict[str, str] = {}  # staged texts read so far (a resolution's, then its apply's, by id)
 
     def _table(self, parts: set[PartitionRef]) -> pa.Table:
         for part in parts - self._tables.keys():
@@ -81,12 +82,14 @@ class StagedKeys:
         return dict(_pairs(self.rows("record_id", ids), "record_id", "content_hash"))
 
     def texts(self, ids: set[str]) -> dict[str, str]:
-        """The staged texts of ``ids`` (only their partitions' text columns are read)."""
-        out: dict[str, str] = {}
-        for part in sorted(self.locator.find("record_id", ids)):
+        """The staged texts of ``ids`` (only their partitions' text columns are read, and only for ids whose text
+        this resolution has not read yet: its apply asks again for every text its rounds read, 1.7 s of a
+        thousand requests' 21 s soft step at 10M records)."""
+        unread = ids - self._texts.keys()
+        for part in sorted(self.locator.find("record_id", unread)) if unread else ():
             staged = self.store.read_parquet(layout.staging(*part), ["record_id", "text"])
-            out.update(_pairs(_rows_with(staged, "record_id", ids), "record_id", "text"))
-        return out
+            self._texts.update(_pairs(_rows_with(staged, "record_id", unread), "record_id", "text"))
+        return {r: self._texts[r] for r in ids if r in self._texts}
 
 
 def _cluster_mates(store: Store, ids: set[str]) -> dict[str, set[str]]:
