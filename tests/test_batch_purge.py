@@ -11,11 +11,13 @@ import pyarrow as pa
 import pytest
 
 from tasks import certificate, layout, passed, provenance
+from tasks.config import get_settings
 from tasks.deletion import requests
 from tasks.deletion.apply import apply_batch, apply_pending, process_pending
 from tasks.deletion.batch import finish, plan, purge_pass, purge_target
 from tasks.deletion.locator import Locator, drop_entries
 from tasks.deletion.resolve import StagedKeys, resolve_all
+from tasks.deletion.verify import verify_deletion
 from tasks.ids import record_id_keys
 from tasks.policy import load_policy
 from tasks.sources import file_id
@@ -278,3 +280,11 @@ def test_a_purge_runs_two_partitions_at_a_time_on_threads_or_on_the_configured_s
     assert isinstance(purge_flow.task_runner, ThreadPoolTaskRunner) and purge_flow.task_runner._max_workers == 2
     monkeypatch.setenv("CUSTODY_DASK_ADDRESS", "tcp://127.0.0.1:8786")
     assert isinstance(purge_runner(), DaskTaskRunner)
+
+
+def test_verify_deletion_reads_the_arrow_indexes_and_finds_a_purged_store_clean(spread: Store) -> None:
+    requests.submit(spread, "record_id", [_rid(2, 3)])
+    [done] = process_pending(spread)
+    report = verify_deletion(spread, get_settings(), done["request_id"])
+    assert report["clean"] is True and report["complete"] is True and report["fingerprints"] == 1
+    assert not [reason for reason in report["not_scanned"] if reason != "binary"]  # the .arrow files were read

@@ -122,8 +122,10 @@ def test_a_leftover_planted_in_a_file_is_found(store: Store, deleted: str, custo
            "near_miss": "reports/scoring/run1/near.json", "arrow_ipc": "dedup/copies/source=rt/a.arrow"}[place]
     if place == "attributes":
         store.write_parquet(key, pa.table({"record_id": ["r1", "r5"], "text": [OTHERS[0], DELETED[1].lower()]}))
-    elif place == "arrow_ipc":  # a dictionary-encoded string column in the second batch
-        batch = pa.record_batch({"text": pa.array([OTHERS[0], DELETED[1].lower()]).dictionary_encode()})
+    elif place == "arrow_ipc":  # in the second batch, a string field of a dictionary-encoded struct column
+        texts = pa.array([OTHERS[0], DELETED[1].lower()])
+        records = pa.StructArray.from_arrays([pa.array([1, 2], pa.uint64()), texts], names=["key", "text"])
+        batch = pa.record_batch({"record": pa.DictionaryArray.from_arrays(pa.array([0, 1], pa.int32()), records)})
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, batch.schema) as writer:
             writer.write_batch(batch.slice(0, 1))

@@ -99,8 +99,12 @@ def _column_strings(column: Any, name: str, offset: int) -> Iterator[Blob]:
     import pyarrow.compute as pc
 
     kind = column.type
-    if pa.types.is_dictionary(kind):
-        column, kind = column.cast(kind.value_type), kind.value_type
+    if pa.types.is_dictionary(kind):  # decoded by taking, which every value type allows (a cast does not)
+        column, kind = column.dictionary.take(column.indices), kind.value_type
+    if pa.types.is_struct(kind):  # each field in turn (the copy index's records are structs)
+        for i, field in enumerate(kind):
+            yield from _column_strings(column.field(i), f"{name}.{field.name}", offset)
+        return
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
         rows = pc.list_parent_indices(column)
         column, kind = pc.list_flatten(column), kind.value_type
