@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from itertools import pairwise
 from typing import Any
 
@@ -11,8 +11,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
-from tasks.storage import repeating_columns
 
 
 def without_ids(table: pa.Table, ids: Iterable[str], column: str = "record_id") -> pa.Table:
@@ -33,31 +31,6 @@ def join_on_id(left: pa.Table, right: pa.Table, column: str = "record_id") -> pa
     for name in taken.column_names:
         left = left.append_column(name, taken.column(name))
     return left
-
-
-GROUP_BUCKETS = b"group_buckets"  # a bucketed file's metadata: each row group's bucket (uint16, in order)
-
-
-def bucketed_bytes(table: pa.Table, bucket: str = "bucket", hashes: Iterable[str] = ()) -> bytes:
-    """``table`` (sorted by its integer ``bucket`` column) as Parquet with one row group per bucket, so a look-up
-    reads the footer and only the row groups of the buckets it needs (``bucket_groups``, ``read_buckets``); each
-    group's bucket is also kept in the file's metadata, so a look-up need not walk 1,024 groups' statistics.
-    Columns of ``hashes`` (random bits: no codec or dictionary shrinks them) are stored plain, which reads and
-    writes them several times faster, and columns whose values repeat take a dictionary and no codec: in a
-    thousand small row groups a codec's per-chunk cost outweighed what it saved (a copy index rewritten 30% faster,
-    no larger). ``filtered_bytes`` keeps each column's encoding when it rewrites the file."""
-    sink = io.BytesIO()
-    values = table.column(bucket).to_numpy()
-    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]]).tolist() if len(values) else [0]
-    groups = values[starts].astype(np.uint16).tobytes() if len(values) else b""
-    schema = table.schema.with_metadata({**(table.schema.metadata or {}), GROUP_BUCKETS: groups})
-    plain = set(hashes)
-    dictionary = [n for n in repeating_columns(table) if n not in plain]
-    codecs = {name: "none" if name in plain or name in dictionary else "zstd" for name in table.column_names}
-    with pq.ParquetWriter(sink, schema, compression=codecs, use_dictionary=dictionary) as writer:
-        for start, stop in zip(starts, [*starts[1:], len(values)], strict=True):
-            writer.write_table(table.slice(start, stop - start))  # an empty table: one empty row group
-    return sink.getvalue()
 
 
 def bucketed_ipc_bytes(batch: pa.RecordBatch, bounds: np.ndarray) -> bytes:
@@ -89,81 +62,9 @@ def _parquet(source: Any) -> pq.ParquetFile:
     return source if isinstance(source, pq.ParquetFile) else pq.ParquetFile(source)
 
 
-def bucket_groups(source: Any) -> dict[int, list[int]]:
-    """Bucket -> the row groups that may hold it, by each group's min and max bucket (its first column): one group
-    per bucket in a file ``bucketed_bytes`` wrote; any other layout (a file rewritten whole) still reads right.
-    ``source``: an open file, or a ``ParquetFile`` already read (its footer is not read again)."""
-    parquet = _parquet(source)
-    meta, out = parquet.metadata, {}
-    kept = (parquet.schema_arrow.metadata or {}).get(GROUP_BUCKETS)
-    if kept is not None and len(kept) == 2 * meta.num_row_groups:  # as written (a purge keeps every group)
-        for group, bucket in enumerate(np.frombuffer(kept, np.uint16).tolist()):
-            out.setdefault(bucket, []).append(group)
-        return out
-    for i in range(meta.num_row_groups):
-        stats = meta.row_group(i).column(0).statistics
-        if meta.row_group(i).num_rows and stats is not None and stats.has_min_max:
-            for bucket in range(stats.min, stats.max + 1):
-                out.setdefault(bucket, []).append(i)
-    return out
-
-
-def groups_of(groups: dict[int, list[int]], buckets: Iterable[int]) -> list[int]:
-    """The row groups (sorted) that may hold any of ``buckets``, by a ``bucket_groups`` map."""
-    return sorted({g for b in set(buckets) for g in groups.get(b, ())})
-
-
-# a read of this share of a file's row groups or more reads the file in one piece: a thousand deletions' keys fall
-# in nearly every bucket, and 1,024 column-chunk reads of a copy index took 3x as long as one read of it whole
+# a look-up that needs a quarter (1 / WHOLE_READ_SHARE) or more of a bucketed file's buckets reads it in one piece:
+# a thousand deletions' keys fall in nearly every bucket, and a thousand small reads cost more than one whole
 WHOLE_READ_SHARE = 4
-
-
-def whole_if_wide(parquet: pq.ParquetFile, groups: list[int], load: Callable[[], bytes]) -> pq.ParquetFile:
-    """``parquet``, or the same file read in one piece (``load``: its bytes) when ``groups`` are a large share of
-    its row groups."""
-    if len(groups) * WHOLE_READ_SHARE < parquet.num_row_groups:
-        return parquet
-    return pq.ParquetFile(pa.BufferReader(load()))
-
-
-def read_buckets(source: Any, groups: dict[int, list[int]], buckets: Iterable[int], columns: list[str],
-                 load: Callable[[], bytes] | None = None) -> pa.Table | None:
-    """The rows of ``buckets`` (None when the file has none of them); ``source`` as for ``bucket_groups``; with
-    ``load`` (the file's bytes), a read of many buckets reads the file in one piece (``whole_if_wide``)."""
-    wanted = set(buckets)
-    read = groups_of(groups, wanted)
-    if not read:
-        return None
-    parquet = _parquet(source)
-    parquet = whole_if_wide(parquet, read, load) if load else parquet
-    table = parquet.read_row_groups(read, columns=list(dict.fromkeys(["bucket", *columns])), use_threads=False)
-    mine = pc.is_in(table.column("bucket"), value_set=pa.array(sorted(wanted), table.schema.field("bucket").type))
-    if not pc.all(mine).as_py():  # a row group holding other buckets too (a file not laid out by bucket)
-        table = table.filter(mine)
-    return table.select(columns)
-
-
-def rows_matching(source: Any, groups: list[int], column: str, values: pa.Array, columns: list[str]) -> pa.Table:
-    """The rows of row ``groups`` whose ``column`` is one of ``values``, as ``columns``: the one column is read to
-    look, the others only from the groups that hold a match (a look-up of a few keys in an index of millions reads
-    a few groups' wide columns, or none)."""
-    parquet = _parquet(source)
-    looked = parquet.read_row_groups(groups, columns=[column], use_threads=False).column(column)
-    hit = pc.fill_null(pc.is_in(looked, value_set=values), False).to_numpy(zero_copy_only=False)
-    if not hit.any():
-        return parquet.schema_arrow.empty_table().select(columns)
-    owner = np.repeat(np.arange(len(groups)), [parquet.metadata.row_group(g).num_rows for g in groups])
-    held = np.unique(owner[hit])
-    in_held = np.zeros(len(groups), bool)
-    in_held[held] = True
-    in_held = in_held[owner]
-    table = pa.table({column: looked.filter(pa.array(in_held))})  # the looked column is not read twice
-    others = [c for c in columns if c != column]
-    if others:
-        rest = parquet.read_row_groups([groups[i] for i in held.tolist()], columns=others, use_threads=False)
-        for field, values in zip(rest.schema, rest.columns, strict=True):
-            table = table.append_column(field, values)
-    return table.select(columns).filter(pa.array(hit[in_held], pa.bool_()))
 
 
 def _encoding_of(meta: pq.FileMetaData) -> dict[str, Any]:
