@@ -53,6 +53,21 @@ def ipc_buckets(reader: pa.ipc.RecordBatchFileReader, buckets: list[int]) -> tup
     return batches, np.r_[0, np.cumsum(sizes)]
 
 
+def top_bits(keys: np.ndarray, bits: int) -> np.ndarray:
+    """Each uint64 key's top ``bits`` bits: its bucket in a bucketed IPC file (keys are hashes: buckets are even)."""
+    return (keys >> np.uint64(64 - bits)).astype(np.int64)
+
+
+def bucket_bounds(buckets: np.ndarray, count: int) -> np.ndarray:
+    """Each of ``count`` buckets' first row and the end, for rows sorted by their ``buckets``."""
+    return np.searchsorted(buckets, np.arange(count + 1))
+
+
+def reads_whole(buckets: int, count: int) -> bool:
+    """Whether a look-up of ``buckets`` of a file's ``count`` reads the file in one piece (``WHOLE_READ_SHARE``)."""
+    return buckets * WHOLE_READ_SHARE >= count
+
+
 def kept_bounds(bounds: np.ndarray, kept: np.ndarray) -> np.ndarray:
     """Bucket offsets (``ipc_buckets``) once only the rows ``kept`` marks remain."""
     return np.r_[0, np.cumsum(kept)][bounds]

@@ -26,7 +26,15 @@ from tasks.dedup.copies import DEFAULT, CopyConfig, band_keys, shingle_sets, ver
 from tasks.fingerprints import match_form
 from tasks.ids import record_id_keys
 from tasks.storage import Store
-from tasks.tables import WHOLE_READ_SHARE, bucketed_ipc_bytes, group_of_rows, ipc_buckets, kept_bounds
+from tasks.tables import (
+    bucket_bounds,
+    bucketed_ipc_bytes,
+    group_of_rows,
+    ipc_buckets,
+    kept_bounds,
+    reads_whole,
+    top_bits,
+)
 
 _CONFIG_KEY = b"copy_config"
 SEARCH_THREADS = 4  # partitions' indexes read at once by a search
@@ -58,8 +66,7 @@ def index_schema(cfg: CopyConfig) -> pa.Schema:
 
 def _split(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Band keys' buckets and stored bits."""
-    buckets = (keys >> np.uint64(64 - BUCKET_BITS)).astype(np.int64)
-    return buckets, ((keys >> _STORED_SHIFT) & _STORED_MASK).astype(np.uint32)
+    return top_bits(keys, BUCKET_BITS), ((keys >> _STORED_SHIFT) & _STORED_MASK).astype(np.uint32)
 
 
 @dataclass(frozen=True)
@@ -130,7 +137,7 @@ def index_rows(staged: pa.Table, groups: np.ndarray, cfg: CopyConfig = DEFAULT) 
     keys = band_keys(staged.column("text").to_pylist(), cfg).ravel()
     order = np.argsort(keys >> _STORED_SHIFT, kind="stable")  # by bucket (the top bits), then by stored bits
     buckets, stored = _split(keys[order])
-    bounds = np.searchsorted(buckets, np.arange(BUCKETS + 1))
+    bounds = bucket_bounds(buckets, BUCKETS)
     ids = record_id_keys(staged.column("record_id"))
     return IndexRows(stored, bounds, (order // cfg.bands).astype(np.int32), ids, np.asarray(groups, np.uint16))
 
@@ -166,7 +173,7 @@ def partition_index(store: Store, source: str, fid: str, keys: np.ndarray, cfg: 
     key = layout.copies(source, fid)
     buckets = np.unique(_split(keys)[0]).tolist()
     if store.exists(key):
-        with store.random_access(key, whole=len(buckets) * WHOLE_READ_SHARE >= BUCKETS) as source_file:
+        with store.random_access(key, whole=reads_whole(len(buckets), BUCKETS)) as source_file:
             reader = pa.ipc.open_file(source_file)
             if _current(reader, cfg):
                 return _read_rows(reader, buckets).matching(keys)

@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 from tasks import layout
 from tasks.rows import RowKeys
 from tasks.storage import Store
-from tasks.tables import bucketed_ipc_bytes, ipc_buckets, kept_bounds
+from tasks.tables import bucket_bounds, bucketed_ipc_bytes, ipc_buckets, kept_bounds, reads_whole, top_bits
 
 BUCKET_BITS = 8
 BUCKETS = 1 << BUCKET_BITS
@@ -59,8 +59,9 @@ def entry_keys(withdrawn: Mapping[str, Iterable[str]]) -> np.ndarray:
     return np.unique(np.array([entry_key(kind, v) for kind, values in withdrawn.items() for v in values], np.uint64))
 
 
-def _bucket(keys: np.ndarray) -> np.ndarray:
-    return (keys >> np.uint64(64 - BUCKET_BITS)).astype(np.int64)
+def _bounds(keys: np.ndarray) -> np.ndarray:
+    """Each bucket's first entry and the end, for entry keys sorted."""
+    return bucket_bounds(top_bits(keys, BUCKET_BITS), BUCKETS)
 
 
 def _line(location: str) -> int | None:
@@ -115,7 +116,7 @@ def locator_entries(keys: Mapping[str, RowKeys], raw_size: int | None = None, un
         else pa.nulls(len(distinct), pa.list_(pa.int32()))
     meta = {RAW_SIZE: str(raw_size).encode(), UNREADABLE: str(unreadable).encode()} \
         if raw_size is not None and jsonl else {}
-    return Entries(distinct, listed, np.searchsorted(_bucket(distinct), np.arange(BUCKETS + 1)), meta)
+    return Entries(distinct, listed, _bounds(distinct), meta)
 
 
 def write_locator(store: Store, source: str, fid: str, keys: Mapping[str, RowKeys], raw_size: int | None = None,
@@ -133,20 +134,21 @@ def _converted(store: Store, source: str, fid: str) -> None:
                                                      strict=True)], np.uint64)
     order = np.argsort(keys, kind="stable")
     meta = {k: v for k, v in (old.schema.metadata or {}).items() if k in (RAW_SIZE, UNREADABLE)}
-    entries = Entries(keys[order], old.column("lines").combine_chunks().take(pa.array(order)),
-                      np.searchsorted(_bucket(keys[order]), np.arange(BUCKETS + 1)), meta)
+    entries = Entries(keys[order], old.column("lines").combine_chunks().take(pa.array(order)), _bounds(keys[order]),
+                      meta)
     store.write_bytes(layout.locator(source, fid), entries.to_bytes())
     store.delete(layout.locator_before_ipc(source, fid))
 
 
-def _reader(store: Store, source: str, fid: str, whole: bool = False) -> pa.ipc.RecordBatchFileReader | None:
-    """A partition's locator opened (converted first, if it is still Parquet); None when it has none."""
+def _opened(store: Store, source: str, fid: str, whole: bool = False) -> pa.NativeFile | None:
+    """A partition's locator file opened (``Store.random_access``; converted first, if it is still Parquet); None
+    when it has none."""
     key = layout.locator(source, fid)
     if not store.exists(key):
         if not store.exists(layout.locator_before_ipc(source, fid)):
             return None
         _converted(store, source, fid)
-    return pa.ipc.open_file(store.random_access(key, whole))
+    return store.random_access(key, whole)
 
 
 def _read(reader: pa.ipc.RecordBatchFileReader, buckets: list[int]) -> Entries:
@@ -159,7 +161,7 @@ def _read(reader: pa.ipc.RecordBatchFileReader, buckets: list[int]) -> Entries:
 
 
 def _buckets_of(wanted: np.ndarray) -> list[int]:
-    return np.unique(_bucket(wanted)).tolist()
+    return np.unique(top_bits(wanted, BUCKET_BITS)).tolist()
 
 
 @dataclass(frozen=True)
@@ -174,14 +176,16 @@ def located_lines(store: Store, source: str, fid: str, raw_key: str, withdrawn: 
                   ) -> Located | None:
     """The lines of the partition's raw file holding any of ``withdrawn`` keys (by kind), read from the buckets
     of those keys; None when the locator cannot say (no locator, no lines, or a raw file changed since)."""
-    reader = _reader(store, source, fid)
-    if reader is None:
+    opened = _opened(store, source, fid)
+    if opened is None:
         return None
-    meta = reader.schema.metadata or {}
-    if RAW_SIZE not in meta or int(meta[RAW_SIZE]) != store.size(raw_key):
-        return None
-    wanted = entry_keys(withdrawn)
-    entries = _read(reader, _buckets_of(wanted))
+    with opened:
+        reader = pa.ipc.open_file(opened)
+        meta = reader.schema.metadata or {}
+        if RAW_SIZE not in meta or int(meta[RAW_SIZE]) != store.size(raw_key):
+            return None
+        wanted = entry_keys(withdrawn)
+        entries = _read(reader, _buckets_of(wanted))
     found = pc.list_flatten(entries.lines.filter(pa.array(entries.find(wanted)))).to_pylist()
     return Located(set(found), int(meta[UNREADABLE]))
 
@@ -202,10 +206,11 @@ def drop_entries(store: Store, source: str, fid: str, withdrawn: Mapping[str, se
     """Remove the entries of withdrawn keys (by kind) from a partition's locator (the purge); returns how many.
     When the purge removed ``removed_lines`` (locations) from the raw file ``raw_key``, the other entries' lines
     are renumbered and its new size recorded, so the next purge can trust them."""
-    reader = _reader(store, source, fid, whole=True)
-    if reader is None:
+    opened = _opened(store, source, fid, whole=True)
+    if opened is None:
         return 0
-    entries = _read(reader, list(range(BUCKETS)))
+    with opened:
+        entries = _read(pa.ipc.open_file(opened), list(range(BUCKETS)))
     hit = entries.find(entry_keys(withdrawn))
     removed = int(hit.sum())
     gone = np.array(sorted(n for loc in removed_lines if (n := _line(loc)) is not None), np.int64)
@@ -238,20 +243,30 @@ class Locator:
     @cached_property
     def _files(self) -> dict[PartitionRef, pa.ipc.RecordBatchFileReader | None]:
         """Per partition: its open locator, or None when it has none."""
+
+        def reader(part: PartitionRef) -> pa.ipc.RecordBatchFileReader | None:
+            opened = _opened(self.store, *part)
+            return None if opened is None else pa.ipc.open_file(opened)
+
         with ThreadPoolExecutor(self.THREADS) as pool:
-            return dict(zip(self.partitions, pool.map(lambda p: _reader(self.store, *p), self.partitions),
-                            strict=True))
+            return dict(zip(self.partitions, pool.map(reader, self.partitions), strict=True))
 
     def _lookup(self, kind: str, wanted: list[str]) -> dict[str, set[PartitionRef]]:
         hashed = np.array([entry_key(kind, v) for v in wanted], np.uint64)
         order = np.argsort(hashed)
         buckets = _buckets_of(hashed)
+        whole = reads_whole(len(buckets), BUCKETS)  # on S3, one read of each file, not one a batch (on disk: mapped)
 
         def holds(part: PartitionRef) -> list[str]:
             reader = self._files[part]
             if reader is None:
                 return wanted
-            present = _read(reader, buckets).holds(hashed[order])
+            if whole:
+                with self.store.random_access(layout.locator(*part), whole=True) as opened:
+                    entries = _read(pa.ipc.open_file(opened), buckets)
+            else:
+                entries = _read(reader, buckets)
+            present = entries.holds(hashed[order])
             return [wanted[i] for i in order[present].tolist()]
 
         out: dict[str, set[PartitionRef]] = {v: set() for v in wanted}

@@ -5,7 +5,7 @@ magic), Parquet and Arrow IPC are read batch by batch (every string column, dict
 documents give every string value (JSONL and CSV: per line and per cell), anything else that is text is read in
 chunks of lines.
 Images, tensors and model weights cannot quote a text the way these can and are skipped, by extension or magic,
-and counted as such. Memory stays bounded by a Parquet batch or a text chunk, whatever the file's size.
+and counted as such. Memory stays bounded by a table's batch or a text chunk, whatever the file's size.
 """
 
 from __future__ import annotations
@@ -120,26 +120,27 @@ def _column_strings(column: Any, name: str, offset: int) -> Iterator[Blob]:
             yield Blob(f"{name}[row {offset + row}]", value)
 
 
-def parquet_strings(fh: IO[bytes]) -> Iterator[Blob]:
-    import pyarrow.parquet as pq
-
+def _batch_strings(batches: Iterable[Any]) -> Iterator[Blob]:
+    """The strings of Arrow record batches read one after another, each at its row in the file."""
     offset = 0
-    for batch in pq.ParquetFile(fh).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+    for batch in batches:
         for name, column in zip(batch.schema.names, batch.columns, strict=True):
             yield from _column_strings(column, name, offset)
         offset += batch.num_rows
+
+
+def parquet_strings(fh: IO[bytes]) -> Iterator[Blob]:
+    import pyarrow.parquet as pq
+
+    yield from _batch_strings(pq.ParquetFile(fh).iter_batches(batch_size=PARQUET_BATCH_ROWS))
 
 
 def arrow_strings(fh: IO[bytes]) -> Iterator[Blob]:
     """An Arrow IPC file's strings (a copy index has none: it is read to show so), batch by batch."""
     import pyarrow as pa
 
-    reader, offset = pa.ipc.open_file(pa.PythonFile(fh, mode="r")), 0
-    for i in range(reader.num_record_batches):
-        batch = reader.get_batch(i)
-        for name, column in zip(batch.schema.names, batch.columns, strict=True):
-            yield from _column_strings(column, name, offset)
-        offset += batch.num_rows
+    reader = pa.ipc.open_file(pa.PythonFile(fh, mode="r"))
+    yield from _batch_strings(reader.get_batch(i) for i in range(reader.num_record_batches))
 
 
 def _text_chunks(text: Iterable[str]) -> Iterator[Blob]:
@@ -197,12 +198,10 @@ def file_strings(name: str, fh: IO[bytes]) -> Iterator[Blob | Skipped]:
     if head.startswith(GZIP_MAGIC):
         stream, name = gzip.GzipFile(fileobj=stream), name.removesuffix(".gz")
         stream, head = _sniff(stream)  # type: ignore[arg-type]
-    if head.startswith(PARQUET_MAGIC):
-        yield from parquet_strings(io.BytesIO(stream.read()) if not stream.seekable() else stream)
-        return
-    if head.startswith(ARROW_MAGIC):
-        yield from arrow_strings(io.BytesIO(stream.read()) if not stream.seekable() else stream)
-        return
+    for magic, tables in ((PARQUET_MAGIC, parquet_strings), (ARROW_MAGIC, arrow_strings)):
+        if head.startswith(magic):  # both read by seeking to their footer
+            yield from tables(io.BytesIO(stream.read()) if not stream.seekable() else stream)
+            return
     if head.startswith(PICKLE_MAGIC):  # never unpickled: read as text, its strings are UTF-8 inside
         yield from _text_chunks(io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline=""))
         return
