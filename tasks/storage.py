@@ -191,11 +191,14 @@ class Store:
         return self.fs.open(self._unlinked(key), mode)
 
     def random_access(self, key: str, whole: bool = False) -> pa.NativeFile:
-        """An Arrow file of ``key`` to read parts of: memory-mapped on a local root (only the pages read are read),
-        else the object read ``whole`` in one request or opened for range reads."""
+        """An Arrow file of ``key`` to read parts of: read ``whole`` in one request (one sequential read of a local
+        file: mapped, a copy index not in the page cache took 48 ms to read through, against 17), else
+        memory-mapped on a local root (only the pages read are read) or opened for range reads."""
+        if whole:
+            return pa.BufferReader(self.read_bytes(key))
         if self.protocol == "file":
             return pa.memory_map(self._unlinked(key))
-        return pa.BufferReader(self.read_bytes(key)) if whole else pa.PythonFile(self.open(key), mode="r")
+        return pa.PythonFile(self.open(key), mode="r")
 
     def write_bytes(self, key: str, data: bytes) -> str:
         """Write atomically: readers see the old object or the whole new one, never a partial file."""

@@ -58,8 +58,9 @@ def index_schema(cfg: CopyConfig) -> pa.Schema:
     as its id's 64-bit hash (``tasks.ids.record_id_keys``; the purge removes a deleted record's rows by it) and the
     staging row group holding it (verification reads only the groups of its candidates). 8 bytes a key and 10 a
     record, 18 MB for 100k records, where Parquet took 35; a query reads only its keys' batches (memory-mapped on
-    disk, a range read each on S3) and a purge rewrites the file at the speed of a copy. The config and this
-    format are kept in the file, so a stale index is rebuilt, not misread."""
+    disk, a range read each on S3; the whole file in one read when they are most) and a purge rewrites the file
+    at the speed of a copy. The config and this format are kept in the file, so a stale index is rebuilt, not
+    misread."""
     return pa.schema([("key", pa.uint32()), ("record", pa.dictionary(pa.int32(), RECORD))],
                      metadata={_CONFIG_KEY: f"{cfg.index_name}/ipc-bucketed{BUCKET_BITS}/key{STORED_BITS}".encode()})
 

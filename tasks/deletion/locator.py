@@ -255,7 +255,7 @@ class Locator:
         hashed = np.array([entry_key(kind, v) for v in wanted], np.uint64)
         order = np.argsort(hashed)
         buckets = _buckets_of(hashed)
-        whole = reads_whole(len(buckets), BUCKETS)  # on S3, one read of each file, not one a batch (on disk: mapped)
+        whole = reads_whole(len(buckets), BUCKETS)  # one sequential read of each file, not one a batch
 
         def holds(part: PartitionRef) -> list[str]:
             reader = self._files[part]

@@ -32,7 +32,7 @@ from tasks.deletion.blocklist import BlockList, Withdrawal
 from tasks.deletion.locator import Located
 from tasks.errors import DatasheetError, ShardError
 from tasks.ids import content_hash, normalize_text, record_id_keys
-from tasks.readers import ReadLimits, csv_records, detect_format, jsonl_lines, read_jsonl_lines, read_rows
+from tasks.readers import ReadLimits, csv_records, detect_format, jsonl_line_offsets, read_jsonl_lines, read_rows
 from tasks.rows import RowKeys, raw_row_keys, row_keys
 from tasks.sources import file_id, list_raw_files, list_sources
 from tasks.storage import Store
@@ -99,10 +99,10 @@ def purge_parquet(store: Store, ids: set[str], hashes: set[str], keys: list[str]
 
 def _without_jsonl_lines(payload: bytes, doomed: set[str]) -> bytes:
     """The payload without the doomed lines (``#L<n>``): the runs of lines between them joined whole."""
-    lines = jsonl_lines(payload)
-    cut = sorted({n - 1 for loc in doomed if loc.startswith("#L") and 0 < (n := int(loc[2:])) <= len(lines)})
-    bounds = [-1, *cut, len(lines)]
-    return b"".join(b"".join(lines[start + 1:stop]) for start, stop in pairwise(bounds))
+    offsets = jsonl_line_offsets(payload).tolist()
+    cut = sorted({n for loc in doomed if loc.startswith("#L") and 0 < (n := int(loc[2:])) < len(offsets)})
+    view = memoryview(payload)
+    return b"".join(view[offsets[after]:offsets[before - 1]] for after, before in pairwise([0, *cut, len(offsets)]))
 
 
 def _without_csv_rows(payload: bytes, doomed: set[str]) -> bytes:

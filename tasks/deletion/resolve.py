@@ -15,6 +15,8 @@ them), so a thousand requests cost a few passes, not a thousand.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,7 @@ from tasks.deletion.requests import RESOLVED, for_each, set_status
 from tasks.rows import KEY_COLUMNS
 from tasks.storage import Store
 
+READ_THREADS = 2  # staging files a resolution reads at once
 SELECTOR_COLUMN = {"owner": "owner_id", "record_id": "record_id", "source": "source", "text": "content_hash"}
 LOCATOR_KIND = {"owner_id": "owner", "record_id": "record_id", "content_hash": "content_hash"}
 
@@ -55,9 +58,18 @@ class StagedKeys:
         self._tables: dict[PartitionRef, pa.Table] = {}
         self._texts: dict[str, str] = {}  # staged texts read so far (a resolution's, then its apply's, by id)
 
+    def _read(self, parts: Iterable[PartitionRef], columns: list[str],
+              keep: Callable[[pa.Table], pa.Table] = lambda table: table) -> dict[PartitionRef, pa.Table]:
+        """What ``keep`` keeps of the staging ``columns`` of ``parts``, a few files at once: a thousand scattered
+        requests read every partition's, and Arrow decodes without the GIL (one at a time, the key columns took
+        4.7 s at 10M records)."""
+        parts = sorted(parts)
+        with ThreadPoolExecutor(READ_THREADS) as pool:
+            kept = pool.map(lambda part: keep(self.store.read_parquet(layout.staging(*part), columns)), parts)
+            return dict(zip(parts, kept, strict=True))
+
     def _table(self, parts: set[PartitionRef]) -> pa.Table:
-        for part in parts - self._tables.keys():
-            self._tables[part] = self.store.read_parquet(layout.staging(*part), KEY_COLUMNS)
+        self._tables.update(self._read(parts - self._tables.keys(), KEY_COLUMNS))
         tables = [self._tables[p] for p in sorted(parts)]
         return pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.string()) for c in KEY_COLUMNS})
 
@@ -86,9 +98,10 @@ class StagedKeys:
         this resolution has not read yet: its apply asks again for every text its rounds read, 1.7 s of a
         thousand requests' 21 s soft step at 10M records)."""
         unread = ids - self._texts.keys()
-        for part in sorted(self.locator.find("record_id", unread)) if unread else ():
-            staged = self.store.read_parquet(layout.staging(*part), ["record_id", "text"])
-            self._texts.update(_pairs(_rows_with(staged, "record_id", unread), "record_id", "text"))
+        parts = self.locator.find("record_id", unread) if unread else set()
+        found = self._read(parts, ["record_id", "text"], lambda rows: _rows_with(rows, "record_id", unread))
+        for staged in found.values():
+            self._texts.update(_pairs(staged, "record_id", "text"))
         return {r: self._texts[r] for r in ids if r in self._texts}
 
 
