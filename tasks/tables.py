@@ -44,6 +44,17 @@ def bucketed_ipc_bytes(batch: pa.RecordBatch, bounds: np.ndarray) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def ipc_reader(source: pa.NativeFile, batches: int) -> pa.ipc.RecordBatchFileReader | None:
+    """A bucketed IPC file opened, or None when it is not one of ``batches`` batches (corrupt, cut short, or of
+    another layout). The indexes are derived data: a caller rebuilds one or looks everywhere instead, so a damaged
+    index never keeps a deletion from finishing (it raised, and the request stayed pending at every retry)."""
+    try:
+        reader = pa.ipc.open_file(source)
+    except (pa.ArrowInvalid, OSError):
+        return None
+    return reader if reader.num_record_batches == batches else None
+
+
 def ipc_buckets(reader: pa.ipc.RecordBatchFileReader, buckets: list[int]) -> tuple[list[pa.RecordBatch], np.ndarray]:
     """The batches of ``buckets`` (sorted) of a file ``bucketed_ipc_bytes`` wrote, and the row offsets they have
     when laid end to end (the other buckets empty): what was read, with the bounds to write it back."""

@@ -288,3 +288,21 @@ def test_verify_deletion_reads_the_arrow_indexes_and_finds_a_purged_store_clean(
     report = verify_deletion(spread, get_settings(), done["request_id"])
     assert report["clean"] is True and report["complete"] is True and report["fingerprints"] == 1
     assert not [reason for reason in report["not_scanned"] if reason != "binary"]  # the .arrow files were read
+
+
+@pytest.mark.parametrize("damage", ["cut short", "not arrow"])
+def test_a_damaged_copy_index_or_locator_never_keeps_a_deletion_from_finishing(spread: Store, damage: str) -> None:
+    """The indexes are derived data: a damaged copy index is rebuilt from staging, a damaged locator is read as
+    none (the partition is looked at whole) and removed by the purge; the request is applied and purged."""
+    for key in (layout.copies("films", _fid(2)), layout.locator("films", _fid(2))):
+        data = spread.read_bytes(key)
+        spread.write_bytes(key, data[:len(data) // 2] if damage == "cut short" else b"not an arrow file" * 100)
+    assert Locator(spread).find("record_id", {_rid(2, 3)}) == {("films", _fid(2))}  # a candidate for every key
+    requests.submit(spread, "record_id", [_rid(2, 3)])
+    [done] = process_pending(spread)
+    assert done["applied"]["purge"]["state"] == requests.DONE and done["resolved"]["record_ids"] == [_rid(2, 3)]
+    assert files_containing(spread, [TEXTS[13]]) == [] and files_containing(spread, [TEXTS[14]])
+    assert not spread.exists(layout.locator("films", _fid(2)))  # removed: the next purge parses the raw file whole
+    records = pa.ipc.open_file(spread.random_access(layout.copies("films", _fid(2)))).get_batch(0).column("record")
+    keys = records.dictionary.field("key").to_pylist()  # rebuilt from staging, then purged
+    assert int(record_id_keys([_rid(2, 3)])[0]) not in keys and int(record_id_keys([_rid(2, 4)])[0]) in keys

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.storage import parquet_bytes, repeating_columns
-from tasks.tables import bucketed_ipc_bytes, filtered_bytes, ipc_buckets, kept_bounds
+from tasks.tables import bucketed_ipc_bytes, filtered_bytes, ipc_buckets, ipc_reader, kept_bounds
 
 
 def _file(data: bytes) -> pq.ParquetFile:
@@ -32,6 +32,15 @@ def test_a_bucketed_ipc_file_has_a_batch_per_bucket_empty_ones_too_and_reads_bac
     again = pa.ipc.open_file(pa.BufferReader(bucketed_ipc_bytes(batch.filter(pa.array(kept)),
                                                                 kept_bounds(bounds, kept))))
     assert again.get_batch(2).num_rows == 0 and again.get_batch(4).equals(reader.get_batch(4))
+
+
+def test_a_bucketed_ipc_file_opens_only_whole_and_of_its_bucket_count() -> None:
+    keys = np.arange(64, dtype=np.uint64)
+    data = bucketed_ipc_bytes(pa.record_batch({"key": pa.array(keys)}), np.arange(0, 65, 8))  # 8 buckets of 8
+    assert ipc_reader(pa.BufferReader(data), 8).get_batch(3).column("key").to_pylist() == list(range(24, 32))
+    assert ipc_reader(pa.BufferReader(data), 16) is None  # another layout
+    assert ipc_reader(pa.BufferReader(data[:len(data) // 2]), 8) is None  # cut short
+    assert ipc_reader(pa.BufferReader(b"not an Arrow file" * 64), 8) is None
 
 
 def test_a_purge_rewrite_keeps_every_row_group_where_it_was() -> None:

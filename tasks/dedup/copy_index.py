@@ -31,6 +31,7 @@ from tasks.tables import (
     bucketed_ipc_bytes,
     group_of_rows,
     ipc_buckets,
+    ipc_reader,
     kept_bounds,
     reads_whole,
     top_bits,
@@ -150,14 +151,16 @@ def write_copy_index(store: Store, source: str, fid: str, staged: pa.Table, cfg:
     return store.write_bytes(layout.copies(source, fid), index_rows(staged, groups, cfg).to_bytes(index_schema(cfg)))
 
 
-def _current(reader: pa.ipc.RecordBatchFileReader, cfg: CopyConfig) -> bool:
-    return (reader.schema.metadata or {}).get(_CONFIG_KEY) == index_schema(cfg).metadata[_CONFIG_KEY] \
-        and reader.num_record_batches == BUCKETS
+def _current_reader(source_file: pa.NativeFile, cfg: CopyConfig) -> pa.ipc.RecordBatchFileReader | None:
+    """The copy index open, or None when it is damaged or stale (made with another config or format)."""
+    reader = ipc_reader(source_file, BUCKETS)
+    config = (reader.schema.metadata or {}).get(_CONFIG_KEY) if reader is not None else None
+    return reader if config == index_schema(cfg).metadata[_CONFIG_KEY] else None
 
 
 def _rebuilt(store: Store, source: str, fid: str, cfg: CopyConfig) -> IndexRows:
     """A partition's copy index made from its staging and written, in place of a missing or stale one (made with
-    another config, or as Parquet before 2026-12-05: that file goes)."""
+    another config, as Parquet before 2026-12-05, or damaged: that file goes)."""
     with store.open(layout.staging(source, fid)) as fh:
         parquet = pq.ParquetFile(fh)
         staged, groups = parquet.read(["record_id", "text"], use_threads=False), group_of_rows(parquet)
@@ -169,29 +172,27 @@ def _rebuilt(store: Store, source: str, fid: str, cfg: CopyConfig) -> IndexRows:
 
 def partition_index(store: Store, source: str, fid: str, keys: np.ndarray, cfg: CopyConfig = DEFAULT) -> pa.Table:
     """The rows of a partition's copy index whose key (its prefix) is one of the band ``keys`` (uint64), as
-    ``IndexRows.matching`` gives them: only their buckets are read. An index missing, or made with another config
-    or format, is rebuilt from staging first, so stores ingested before it are still searched."""
+    ``IndexRows.matching`` gives them: only their buckets are read. An index missing, damaged, or made with
+    another config or format, is rebuilt from staging first, so stores ingested before it are still searched."""
     key = layout.copies(source, fid)
     buckets = np.unique(_split(keys)[0]).tolist()
     if store.exists(key):
         with store.random_access(key, whole=reads_whole(len(buckets), BUCKETS)) as source_file:
-            reader = pa.ipc.open_file(source_file)
-            if _current(reader, cfg):
+            if (reader := _current_reader(source_file, cfg)) is not None:
                 return _read_rows(reader, buckets).matching(keys)
     return _rebuilt(store, source, fid, cfg).matching(keys)
 
 
 def purge_index(store: Store, source: str, fid: str, ids: set[str], cfg: CopyConfig = DEFAULT) -> int:
     """Remove the deleted records' rows (by id) from a partition's copy index; returns how many went. The file is
-    rewritten only when it holds one; a stale index (another config or format) is removed instead, to be rebuilt
+    rewritten only when it holds one; a stale or damaged index is removed instead, to be rebuilt
     from the purged staging when next searched. Rows are matched by their record, so a re-run removes nothing
     more."""
     key = layout.copies(source, fid)
     if not ids or not store.exists(key):
         return 0
     with store.random_access(key, whole=True) as source_file:
-        reader = pa.ipc.open_file(source_file)
-        if not _current(reader, cfg):
+        if (reader := _current_reader(source_file, cfg)) is None:
             store.delete(key)
             return 0
         rows = _read_rows(reader, list(range(BUCKETS)))

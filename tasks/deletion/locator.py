@@ -26,6 +26,7 @@ purge back to the full parse.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,7 +39,17 @@ import pyarrow.compute as pc
 from tasks import layout
 from tasks.rows import RowKeys
 from tasks.storage import Store
-from tasks.tables import bucket_bounds, bucketed_ipc_bytes, ipc_buckets, kept_bounds, reads_whole, top_bits
+from tasks.tables import (
+    bucket_bounds,
+    bucketed_ipc_bytes,
+    ipc_buckets,
+    ipc_reader,
+    kept_bounds,
+    reads_whole,
+    top_bits,
+)
+
+log = logging.getLogger(__name__)
 
 BUCKET_BITS = 8
 BUCKETS = 1 << BUCKET_BITS
@@ -180,9 +191,9 @@ def located_lines(store: Store, source: str, fid: str, raw_key: str, withdrawn: 
     if opened is None:
         return None
     with opened:
-        reader = pa.ipc.open_file(opened)
-        meta = reader.schema.metadata or {}
-        if RAW_SIZE not in meta or int(meta[RAW_SIZE]) != store.size(raw_key):
+        reader = ipc_reader(opened, BUCKETS)
+        meta = (reader.schema.metadata or {}) if reader is not None else {}
+        if reader is None or RAW_SIZE not in meta or int(meta[RAW_SIZE]) != store.size(raw_key):
             return None
         wanted = entry_keys(withdrawn)
         entries = _read(reader, _buckets_of(wanted))
@@ -205,12 +216,18 @@ def drop_entries(store: Store, source: str, fid: str, withdrawn: Mapping[str, se
                  removed_lines: Iterable[str] = (), raw_key: str | None = None) -> int:
     """Remove the entries of withdrawn keys (by kind) from a partition's locator (the purge); returns how many.
     When the purge removed ``removed_lines`` (locations) from the raw file ``raw_key``, the other entries' lines
-    are renumbered and its new size recorded, so the next purge can trust them."""
+    are renumbered and its new size recorded, so the next purge can trust them. A damaged locator is removed: the
+    partition is then looked at whole, as one ingested before there were locators."""
     opened = _opened(store, source, fid, whole=True)
     if opened is None:
         return 0
     with opened:
-        entries = _read(pa.ipc.open_file(opened), list(range(BUCKETS)))
+        reader = ipc_reader(opened, BUCKETS)
+        entries = _read(reader, list(range(BUCKETS))) if reader is not None else None
+    if entries is None:
+        log.warning("the locator of %s/%s is damaged: removed", source, fid)
+        store.delete(layout.locator(source, fid))
+        return 0
     hit = entries.find(entry_keys(withdrawn))
     removed = int(hit.sum())
     gone = np.array(sorted(n for loc in removed_lines if (n := _line(loc)) is not None), np.int64)
@@ -246,7 +263,7 @@ class Locator:
 
         def reader(part: PartitionRef) -> pa.ipc.RecordBatchFileReader | None:
             opened = _opened(self.store, *part)
-            return None if opened is None else pa.ipc.open_file(opened)
+            return None if opened is None else ipc_reader(opened, BUCKETS)  # damaged: as if it had none
 
         with ThreadPoolExecutor(self.THREADS) as pool:
             return dict(zip(self.partitions, pool.map(reader, self.partitions), strict=True))
@@ -263,7 +280,10 @@ class Locator:
                 return wanted
             if whole:
                 with self.store.random_access(layout.locator(*part), whole=True) as opened:
-                    entries = _read(pa.ipc.open_file(opened), buckets)
+                    whole_file = ipc_reader(opened, BUCKETS)
+                    if whole_file is None:
+                        return wanted
+                    entries = _read(whole_file, buckets)
             else:
                 entries = _read(reader, buckets)
             present = entries.holds(hashed[order])
