@@ -3,9 +3,9 @@ batched pass over the partitions they touch (hard), with a report.
 
 ``custody delete`` acknowledges a request first (``tasks.deletion.requests.submit``), then runs
 ``apply_deletions_flow``; ``custody purge`` and the ``custody-purge`` deployment run ``purge_flow`` on its own, for
-every request applied with ``--defer-purge`` (or by a deployment) since the last pass. Partitions are purged as
-parallel tasks, two at a time (``purge_runner``: threads, or the configured Dask scheduler's workers), inside
-``tasks.deletion.batch.purge_pass``, which holds the apply lock throughout.
+every request applied with ``--defer-purge`` (or by a deployment) since the last pass. Partitions are purged in
+shares, as parallel tasks, two at a time (``purge_runner``: threads, or the configured Dask scheduler's workers),
+inside ``tasks.deletion.batch.purge_pass``, which holds the apply lock throughout.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from tasks.deletion import apply, batch, requests
 from tasks.storage import Store
 
 apply_pending = task(text_safe(apply.apply_pending), name="apply-deletions", cache_policy=NONE, retries=1)
-purge_target = task(text_safe(batch.purge_target), name="purge-partition", cache_policy=NONE, retries=1)
+purge_targets = task(text_safe(batch.purge_targets), name="purge-partitions", cache_policy=NONE, retries=1)
 
 
 PURGE_THREADS = 2  # partitions purged at once here
+PURGE_TASKS = 8 * PURGE_THREADS  # a pass's shares of partitions, a task each
 
 
 def purge_runner() -> Any:
@@ -42,10 +43,12 @@ def purge_runner() -> Any:
 
 @flow(name="purge-deleted-bytes", task_runner=ThreadPoolTaskRunner(max_workers=PURGE_THREADS))  # a deployment's too
 def purge_flow() -> dict[str, Any]:
-    """Purge the bytes of every applied request not purged yet, one task per affected partition."""
+    """Purge the bytes of every applied request not purged yet: the affected partitions in ``PURGE_TASKS`` tasks of
+    nearly equal shares, two running at a time."""
     store = Store.from_settings()
-    done = batch.purge_pass(store, lambda work: track_futures(
-        [purge_target.submit(store, work.blocks, t, files) for t, files in work.jobs()], "purge partitions"))
+    done = batch.purge_pass(store, lambda work: [report for share in track_futures(
+        [purge_targets.submit(store, work.blocks, jobs) for jobs in work.shares(PURGE_TASKS)], "purge partitions")
+        for report in share])
     if not done:
         return {"requests": []}
     purge = done[0]["applied"]["purge"]

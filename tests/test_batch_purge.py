@@ -14,7 +14,7 @@ from tasks import certificate, layout, passed, provenance
 from tasks.config import get_settings
 from tasks.deletion import requests
 from tasks.deletion.apply import apply_batch, apply_pending, process_pending
-from tasks.deletion.batch import finish, plan, purge_pass, purge_target
+from tasks.deletion.batch import finish, plan, purge_pass, purge_target, purge_targets
 from tasks.deletion.locator import Locator, drop_entries
 from tasks.deletion.resolve import StagedKeys, resolve_all
 from tasks.deletion.verify import verify_deletion
@@ -306,3 +306,16 @@ def test_a_damaged_copy_index_or_locator_never_keeps_a_deletion_from_finishing(s
     records = pa.ipc.open_file(spread.random_access(layout.copies("films", _fid(2)))).get_batch(0).column("record")
     keys = records.dictionary.field("key").to_pylist()  # rebuilt from staging, then purged
     assert int(record_id_keys([_rid(2, 3)])[0]) not in keys and int(record_id_keys([_rid(2, 4)])[0]) in keys
+
+
+def test_a_pass_is_dealt_into_even_shares_that_purge_every_partition_once(spread: Store) -> None:
+    for f in range(FILES):
+        requests.submit(spread, "owner", [f"owner{f}-0"])
+    work = plan(spread, apply_pending(spread))
+    shares = work.shares(4)
+    assert len(shares) == 4 and sorted(job[0] for share in shares for job in share) == work.targets
+    assert sorted(map(len, shares)) == [1, 1, 2, 2] and len(work.shares(16)) == FILES  # no empty share
+    reports = [report for share in shares for report in purge_targets(spread, work.blocks, share)]
+    done = finish(spread, work, reports)
+    assert len(done) == FILES and {d["applied"]["purge"]["state"] for d in done} == {requests.DONE}
+    assert files_containing(spread, [TEXTS[f * 5 + i] for f in range(FILES) for i in (0, 2, 4)]) == []
