@@ -19,6 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.progress import text_safe, track_futures
 from flows.runtime import dask_task_runner
+from tasks.batching import dealt
 from tasks.config import get_settings
 from tasks.deletion import apply, batch, requests
 from tasks.storage import Store
@@ -46,9 +47,12 @@ def purge_flow() -> dict[str, Any]:
     """Purge the bytes of every applied request not purged yet: the affected partitions in ``PURGE_TASKS`` tasks of
     nearly equal shares, two running at a time."""
     store = Store.from_settings()
-    done = batch.purge_pass(store, lambda work: [report for share in track_futures(
-        [purge_targets.submit(store, work.blocks, jobs) for jobs in work.shares(PURGE_TASKS)], "purge partitions")
-        for report in share])
+
+    def run(work: batch.Plan) -> list[dict[str, int]]:
+        shares = [purge_targets.submit(store, work.blocks, jobs) for jobs in dealt(work.jobs(), PURGE_TASKS)]
+        return [report for share in track_futures(shares, "purge partitions") for report in share]
+
+    done = batch.purge_pass(store, run)
     if not done:
         return {"requests": []}
     purge = done[0]["applied"]["purge"]

@@ -14,6 +14,7 @@ from prefect.cache_policies import NONE
 
 from flows.progress import retry_transient, text_safe, track_futures
 from tasks import ingest
+from tasks.batching import dealt
 from tasks.datasheet import load_datasheet
 from tasks.errors import DatasheetError
 from tasks.sources import readable_sources
@@ -22,7 +23,8 @@ from tasks.storage import Store
 parse_file = task(text_safe(ingest.parse_file), name="parse-file", cache_policy=NONE, retries=2,
                   retry_condition_fn=retry_transient)
 cluster_store = task(text_safe(ingest.cluster_store), name="cluster-near-duplicates", cache_policy=NONE)
-publish_partition = task(text_safe(ingest.publish_partition), name="publish-partition", cache_policy=NONE)
+publish_partitions = task(text_safe(ingest.publish_partitions), name="publish-partitions", cache_policy=NONE)
+PUBLISH_TASKS = 16  # the publishes a run would change, in this many shares
 
 
 def summarize(parsed: list[dict], published: list[dict], clusters: dict, errors: dict[str, str]) -> list[dict]:
@@ -73,9 +75,10 @@ def ingest_flow(sources: list[str] | None = None, cfg: ingest.IngestConfig | Non
     clusters = cluster_store.submit(store, cfg).result()
     partitions = ingest.staged_partitions(store)
     unchanged = ingest.unchanged_publishes(store, partitions)  # and for each partition a publish would change
-    published = [*unchanged.values(), *track_futures([publish_partition.submit(store, src, fid)
-                                                      for src, fid in partitions if (src, fid) not in unchanged],
-                                                     "publish records")]
+    changed = [part for part in partitions if part not in unchanged]
+    shares = [publish_partitions.submit(store, share) for share in dealt(changed, PUBLISH_TASKS)]
+    published = [*unchanged.values(), *(stats for share in track_futures(shares, "publish records")
+                                        for stats in share)]
     table = summarize(parsed, published, clusters, errors)
     create_table_artifact(key="ingest-summary", table=table, description="Ingestion per source")
     return {"sources": table, "clusters": clusters, "errors": errors}

@@ -9,13 +9,13 @@ Three idempotent steps, each safe to kill and re-run (keys: ``tasks.layout``):
    (``tasks.withdrawal``).
 2. ``cluster_store`` (once, over all signatures): exact duplicates, id conflicts and near-dup clusters — the
    membership deletions follow later.
-3. ``publish_partition`` (one task per file, in parallel): staging rows minus duplicates and withdrawn rows
-   (checked again: a deletion may have run since the parse), with their cluster, into the file's records
-   partition; skipped when the inputs have not changed.
+3. ``publish_partition`` (tasks of a few partitions each, in parallel): staging rows minus duplicates and
+   withdrawn rows (checked again: a deletion may have run since the parse), with their cluster, into the file's
+   records partition; skipped when the inputs have not changed.
 
-Each step writes its outputs atomically and a completion marker last. The flow makes tasks only of the work a run
-would change (``files_to_parse``, ``unchanged_publishes``: listings and markers decide), so a one-file delivery
-into a large store is one parse, the clustering pass and the publishes its clusters reach.
+Each step writes its outputs atomically and a completion marker last. The flow makes tasks only of the work a run would
+change (``files_to_parse``, ``unchanged_publishes``: listings and markers decide), so a one-file delivery into a large
+store is one parse, the clustering pass and the publishes its clusters reach.
 """
 
 from __future__ import annotations
@@ -221,9 +221,8 @@ def publish_partition(store: Store, source: str, fid: str) -> dict[str, Any]:
     A partition is published again only when its inputs changed: the parse that staged it (``parsed_at``; a
     purge, which takes the same rows out of staging and records, keeps it), its clusters and conflicts, and its
     withdrawn rows. Deciding that reads staging's key columns (texts only for a near-copy check); an unchanged
-    partition costs that and its records' row count, not a rewrite (after a batch of deletions, every partition
-    it touched was published again by the next one-file delivery: 237 s at 10M records).
-    """
+    partition costs that and its records' row count, not a rewrite (which took 237 s at 10M records when a
+    one-file delivery after a batch of deletions published every partition the batch touched)."""
     parse_marker = layout.ingest_marker("parse", source, fid)
     parsed, ledger = store.read_json(parse_marker), ledger_version(store)
     blocks = standing_blocks(store, ledger).unless_copies_checked(parsed.get("copies_from"))
@@ -251,6 +250,11 @@ def publish_partition(store: Store, source: str, fid: str) -> dict[str, Any]:
     if done != before:  # last, once: the inputs' versions are read after every write above
         store.write_json(marker, done)
     return {**stats, "skipped": skipped}
+
+
+def publish_partitions(store: Store, partitions: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """``publish_partition`` of each of some partitions, in turn: a flow's task (``tasks.batching.dealt``)."""
+    return [publish_partition(store, source, fid) for source, fid in partitions]
 
 
 def _publish_input_keys(source: str, fid: str) -> list[str]:

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from tasks import certificate, layout, passed, provenance
+from tasks.batching import dealt
 from tasks.config import get_settings
 from tasks.deletion import requests
 from tasks.deletion.apply import apply_batch, apply_pending, process_pending
@@ -312,9 +313,9 @@ def test_a_pass_is_dealt_into_even_shares_that_purge_every_partition_once(spread
     for f in range(FILES):
         requests.submit(spread, "owner", [f"owner{f}-0"])
     work = plan(spread, apply_pending(spread))
-    shares = work.shares(4)
+    shares = dealt(work.jobs(), 4)
     assert len(shares) == 4 and sorted(job[0] for share in shares for job in share) == work.targets
-    assert sorted(map(len, shares)) == [1, 1, 2, 2] and len(work.shares(16)) == FILES  # no empty share
+    assert sorted(map(len, shares)) == [1, 1, 2, 2] and len(dealt(work.jobs(), 16)) == FILES  # no empty share
     reports = [report for share in shares for report in purge_targets(spread, work.blocks, share)]
     done = finish(spread, work, reports)
     assert len(done) == FILES and {d["applied"]["purge"]["state"] for d in done} == {requests.DONE}

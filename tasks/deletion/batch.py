@@ -48,11 +48,6 @@ class Plan:
         """Each target with its files: ``purge_target``'s work, one call each."""
         return [(t, self.files.get(t[:2], [])) for t in self.targets]
 
-    def shares(self, count: int) -> list[list[tuple[Target, list[str]]]]:
-        """The jobs dealt round-robin into at most ``count`` shares of nearly equal size (``purge_targets``)."""
-        jobs = self.jobs()
-        return [share for i in range(count) if (share := jobs[i::count])]
-
 
 def partitions_by_stem(targets: Iterable[Target]) -> dict[tuple[str, str], tuple[str, str]]:
     """``(source, stem)`` -> ``(source, file id)`` for every stem a target partition's files have
@@ -93,9 +88,8 @@ def purge_target(store: Store, blocks: BlockList, target: Target, files: list[st
 
 
 def purge_targets(store: Store, blocks: BlockList, jobs: list[tuple[Target, list[str]]]) -> list[dict[str, int]]:
-    """Purge some partitions one after another (``purge_target`` each): a flow's task is a share of the pass, not
-    a partition, because a task's orchestration costs as much as purging a small partition (a hundred tasks took
-    ~5 s of a 10M-record pass's 33 on two cores, the orchestrator's server included)."""
+    """Purge some partitions one after another (``purge_target`` each): a flow's task is a share of the pass
+    (``tasks.batching.dealt``), not a partition."""
     return [purge_target(store, blocks, target, files) for target, files in jobs]
 
 
