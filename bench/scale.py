@@ -37,6 +37,7 @@ from scale_corpus import (  # bench/ modules, imported as cli_readonly.py does
     write_delivery,
 )
 from scale_measure import exponents, machine, measure, prefect_server, prefect_task_times
+from scale_plot import plot
 
 from tasks import layout
 from tasks.deletion import requests
@@ -296,11 +297,13 @@ def summarise(doc: dict[str, Any]) -> None:
 
 
 def write(doc: dict[str, Any], out: Path) -> None:
+    """The results as JSON, and their figure beside it (``scale_plot``: ``scale.json`` -> ``scale.png``)."""
     summarise(doc)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     tmp.replace(out)
+    plot(doc, out.with_suffix(".png"))
 
 
 def run_size(args: argparse.Namespace, doc: dict[str, Any], corpus: str, n: int) -> None:
