@@ -320,3 +320,27 @@ def test_a_pass_is_dealt_into_even_shares_that_purge_every_partition_once(spread
     done = finish(spread, work, reports)
     assert len(done) == FILES and {d["applied"]["purge"]["state"] for d in done} == {requests.DONE}
     assert files_containing(spread, [TEXTS[f * 5 + i] for f in range(FILES) for i in (0, 2, 4)]) == []
+
+
+def test_a_resolution_past_its_key_cache_budget_reads_again_and_finds_the_same(spread: Store) -> None:
+    """Memory follows the cache's budget, not the store: with none, every look-up reads the key columns again
+    and the requests resolve and apply as with the whole store cached."""
+    docs = [requests.submit(spread, "owner", [f"owner{f}-1"]) for f in range(FILES)]
+    reads: list[str] = []
+    original = spread.read_parquet
+
+    def counted(key: str, columns: list[str] | None = None):  # instrumentation, not a fake: the real read runs
+        reads.append(key)
+        return original(key, columns)
+
+    spread.read_parquet = counted  # type: ignore[method-assign]
+    uncached = StagedKeys(spread, cache_bytes=0)
+    resolved = resolve_all(spread, docs, uncached)
+    keyed = [k for k in reads if k.startswith(layout.STAGING)]
+    assert not uncached._tables and len(keyed) > len(set(keyed))  # nothing kept: partitions read again
+    cached = StagedKeys(spread)
+    assert [d["resolved"]["record_ids"] for d in resolved] == [
+        sorted(cached.rows("owner_id", {f"owner{f}-1"}).column("record_id").to_pylist()) for f in range(FILES)]
+    assert cached.partitions_of("owner_id", {"owner3-1"}) == {("films", _fid(3))}
+    applied = apply_batch(spread, resolved, uncached)
+    assert [len(d["resolved"]["record_ids"]) for d in applied] == [2] * FILES

@@ -15,6 +15,7 @@ them), so a thousand requests cost a few passes, not a thousand.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,13 +33,15 @@ from tasks.rows import KEY_COLUMNS
 from tasks.storage import Store
 
 READ_THREADS = 2  # staging files a resolution reads at once
+KEY_CACHE_BYTES = 2 << 30  # staging key columns a resolution keeps (at 10M records all of them: ~1 GB)
 SELECTOR_COLUMN = {"owner": "owner_id", "record_id": "record_id", "source": "source", "text": "content_hash"}
 LOCATOR_KIND = {"owner_id": "owner", "record_id": "record_id", "content_hash": "content_hash"}
 
 
-def _rows_with(table: pa.Table, column: str, values: set[str] | list[str]) -> pa.Table:
+def _rows_with(table: pa.Table, column: str, values: set[str] | list[str] | pa.Array) -> pa.Table:
     """Rows whose ``column`` is one of ``values`` (nulls never match)."""
-    hit = pc.is_in(table.column(column), value_set=pa.array(sorted(values), pa.string()))
+    wanted = values if isinstance(values, pa.Array) else pa.array(sorted(values), pa.string())
+    hit = pc.is_in(table.column(column), value_set=wanted)
     return table.filter(pc.fill_null(hit, False))
 
 
@@ -51,11 +54,16 @@ def _pairs(table: pa.Table, key: str, value: str) -> list[tuple[str, str]]:
 
 
 class StagedKeys:
-    """The key columns of the staging partitions a resolution touches, each read once."""
+    """The key columns of the staging partitions a resolution touches, read once each while they fit the cache's
+    budget (``cache_bytes``: beyond it a partition is read again when asked again), and looked up partition by
+    partition: a thousand scattered requests touch every partition, whose key columns took 1 GB at 10M records,
+    so memory follows the budget and the rows found, not the store."""
 
-    def __init__(self, store: Store, locator: Locator | None = None) -> None:
-        self.store, self.locator = store, locator or Locator(store)
+    def __init__(self, store: Store, locator: Locator | None = None, cache_bytes: int = KEY_CACHE_BYTES) -> None:
+        self.store, self.locator, self.cache_bytes = store, locator or Locator(store), cache_bytes
         self._tables: dict[PartitionRef, pa.Table] = {}
+        self._cached_bytes = 0
+        self._lock = threading.Lock()
         self._texts: dict[str, str] = {}  # staged texts read so far (a resolution's, then its apply's, by id)
 
     def _read(self, parts: Iterable[PartitionRef], columns: list[str],
@@ -68,26 +76,39 @@ class StagedKeys:
             kept = pool.map(lambda part: keep(self.store.read_parquet(layout.staging(*part), columns)), parts)
             return dict(zip(parts, kept, strict=True))
 
-    def _table(self, parts: set[PartitionRef]) -> pa.Table:
-        self._tables.update(self._read(parts - self._tables.keys(), KEY_COLUMNS))
-        tables = [self._tables[p] for p in sorted(parts)]
-        return pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.string()) for c in KEY_COLUMNS})
+    def _keys(self, part: PartitionRef) -> pa.Table:
+        """A partition's key columns: cached, or read (and cached while the budget allows)."""
+        with self._lock:
+            if part in self._tables:
+                return self._tables[part]
+        table = self.store.read_parquet(layout.staging(*part), KEY_COLUMNS)
+        with self._lock:
+            if part not in self._tables and self._cached_bytes + table.nbytes <= self.cache_bytes:
+                self._tables[part] = table
+                self._cached_bytes += table.nbytes
+        return table
+
+    def _found(self, parts: Iterable[PartitionRef], column: str, values: set[str]) -> dict[PartitionRef, pa.Table]:
+        """Per partition, its staged rows whose ``column`` is one of ``values``."""
+        wanted = pa.array(sorted(values), pa.string())
+        parts = sorted(parts)
+        with ThreadPoolExecutor(READ_THREADS) as pool:
+            return dict(zip(parts, pool.map(lambda part: _rows_with(self._keys(part), column, wanted), parts),
+                            strict=True))
+
+    def _located(self, column: str, values: set[str]) -> set[PartitionRef]:
+        if column == "source":
+            return {p for p in self.locator.partitions if p[0] in values}
+        return self.locator.find(LOCATOR_KIND[column], values)
 
     def rows(self, column: str, values: set[str]) -> pa.Table:
         """Staged rows whose ``column`` is one of ``values``."""
-        if not values:
-            return self._table(set())
-        if column == "source":
-            parts = {p for p in self.locator.partitions if p[0] in values}
-        else:
-            parts = self.locator.find(LOCATOR_KIND[column], values)
-        return _rows_with(self._table(parts), column, values)
+        found = list(self._found(self._located(column, values), column, values).values()) if values else []
+        return pa.concat_tables(found) if found else pa.table({c: pa.array([], pa.string()) for c in KEY_COLUMNS})
 
     def partitions_of(self, column: str, values: set[str]) -> set[PartitionRef]:
         """The partitions whose staging holds a row with one of ``values`` (confirmed, not just located)."""
-        located = {p for p in self.locator.partitions if p[0] in values} if column == "source" \
-            else self.locator.find(LOCATOR_KIND[column], values)
-        return {p for p in located if _rows_with(self._table({p}), column, values).num_rows}
+        return {p for p, rows in self._found(self._located(column, values), column, values).items() if rows.num_rows}
 
     def hashes_of(self, ids: set[str]) -> dict[str, str]:
         """Each staged id's content hash."""
