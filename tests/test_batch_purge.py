@@ -62,6 +62,19 @@ def _fid(f: int) -> str:
     return file_id("films", f"raw/films/f{f}.jsonl")
 
 
+def _counting_parquet_reads(store: Store) -> list[str]:
+    """The keys of every Parquet read from now on (instrumentation, not a fake: the real read runs)."""
+    reads: list[str] = []
+    original = store.read_parquet
+
+    def counted(key: str, columns: list[str] | None = None) -> pa.Table:
+        reads.append(key)
+        return original(key, columns)
+
+    store.read_parquet = counted  # type: ignore[method-assign]
+    return reads
+
+
 def test_the_locator_names_only_the_partitions_holding_a_key(spread: Store) -> None:
     locator = Locator(spread)
     assert locator.find("record_id", {_rid(2, 1)}) == {("films", _fid(2))}
@@ -131,14 +144,7 @@ def test_a_pass_that_died_half_way_is_finished_by_the_next(spread: Store) -> Non
 def test_many_requests_resolve_and_apply_in_one_pass_reading_each_partition_once(spread: Store) -> None:
     docs = [requests.submit(spread, "record_id", [_rid(f, i)]) for f in range(FILES) for i in range(5)]
     keys = StagedKeys(spread)
-    reads: list[str] = []
-    original = spread.read_parquet
-
-    def counted(key: str, columns: list[str] | None = None):  # instrumentation, not a fake: the real read runs
-        reads.append(key)
-        return original(key, columns)
-
-    spread.read_parquet = counted  # type: ignore[method-assign]
+    reads = _counting_parquet_reads(spread)
     resolved = resolve_all(spread, docs, keys)
     staging = [k for k in reads if k.startswith(layout.STAGING)]
     assert all(len(d["resolved"]["record_ids"]) == 1 for d in resolved)
@@ -326,14 +332,7 @@ def test_a_resolution_past_its_key_cache_budget_reads_again_and_finds_the_same(s
     """Memory follows the cache's budget, not the store: with none, every look-up reads the key columns again
     and the requests resolve and apply as with the whole store cached."""
     docs = [requests.submit(spread, "owner", [f"owner{f}-1"]) for f in range(FILES)]
-    reads: list[str] = []
-    original = spread.read_parquet
-
-    def counted(key: str, columns: list[str] | None = None):  # instrumentation, not a fake: the real read runs
-        reads.append(key)
-        return original(key, columns)
-
-    spread.read_parquet = counted  # type: ignore[method-assign]
+    reads = _counting_parquet_reads(spread)
     uncached = StagedKeys(spread, cache_bytes=0)
     resolved = resolve_all(spread, docs, uncached)
     keyed = [k for k in reads if k.startswith(layout.STAGING)]
