@@ -66,15 +66,13 @@ class StagedKeys:
         self._lock = threading.Lock()
         self._texts: dict[str, str] = {}  # staged texts read so far (a resolution's, then its apply's, by id)
 
-    def _read(self, parts: Iterable[PartitionRef], columns: list[str],
-              keep: Callable[[pa.Table], pa.Table] = lambda table: table) -> dict[PartitionRef, pa.Table]:
-        """What ``keep`` keeps of the staging ``columns`` of ``parts``, a few files at once: a thousand scattered
-        requests read every partition's, and Arrow decodes without the GIL (one at a time, the key columns took
-        4.7 s at 10M records)."""
+    def _per_partition(self, parts: Iterable[PartitionRef], found: Callable[[PartitionRef], pa.Table]
+                       ) -> dict[PartitionRef, pa.Table]:
+        """``found`` of each of ``parts``, a few at once: a thousand scattered requests read every partition's
+        staging, and Arrow decodes without the GIL (one at a time, the key columns took 4.7 s at 10M records)."""
         parts = sorted(parts)
         with ThreadPoolExecutor(READ_THREADS) as pool:
-            kept = pool.map(lambda part: keep(self.store.read_parquet(layout.staging(*part), columns)), parts)
-            return dict(zip(parts, kept, strict=True))
+            return dict(zip(parts, pool.map(found, parts), strict=True))
 
     def _keys(self, part: PartitionRef) -> pa.Table:
         """A partition's key columns: cached, or read (and cached while the budget allows)."""
@@ -91,10 +89,7 @@ class StagedKeys:
     def _found(self, parts: Iterable[PartitionRef], column: str, values: set[str]) -> dict[PartitionRef, pa.Table]:
         """Per partition, its staged rows whose ``column`` is one of ``values``."""
         wanted = pa.array(sorted(values), pa.string())
-        parts = sorted(parts)
-        with ThreadPoolExecutor(READ_THREADS) as pool:
-            return dict(zip(parts, pool.map(lambda part: _rows_with(self._keys(part), column, wanted), parts),
-                            strict=True))
+        return self._per_partition(parts, lambda part: _rows_with(self._keys(part), column, wanted))
 
     def _located(self, column: str, values: set[str]) -> set[PartitionRef]:
         if column == "source":
@@ -120,7 +115,9 @@ class StagedKeys:
         thousand requests' 21 s soft step at 10M records)."""
         unread = ids - self._texts.keys()
         parts = self.locator.find("record_id", unread) if unread else set()
-        found = self._read(parts, ["record_id", "text"], lambda rows: _rows_with(rows, "record_id", unread))
+        wanted = pa.array(sorted(unread), pa.string())
+        found = self._per_partition(parts, lambda part: _rows_with(
+            self.store.read_parquet(layout.staging(*part), ["record_id", "text"]), "record_id", wanted))
         for staged in found.values():
             self._texts.update(_pairs(staged, "record_id", "text"))
         return {r: self._texts[r] for r in ids if r in self._texts}
