@@ -112,7 +112,7 @@ def parse_file(store: Store, source: str, key: str, sheet: Datasheet, sheet_hash
         rec["ingested_at"], rec["delivered_at"], rec["datasheet_hash"] = now, delivered, sheet_hash
     table = pa.Table.from_pylist(records, schema=record_schema())
     sigs = signatures(table.column("text"), cfg.minhash)
-    store.write_parquet(layout.staging(source, fid), table, record_schema(), layout.STAGING_GROUP_ROWS)
+    store.write_parquet(layout.staging(source, fid), table, record_schema())
     store.write_parquet(layout.dedup_part(layout.SIGNATURES, source, fid),
                         clusters.signature_table(table, sigs, cfg.minhash), clusters.signature_schema(cfg.minhash))
     write_copy_index(store, source, fid, table)

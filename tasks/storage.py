@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tasks import layout
 from tasks.config import Settings, get_settings
 from tasks.errors import Fatal
 
@@ -251,7 +252,7 @@ class Store:
     def write_parquet(self, key: str, table: pa.Table, schema: pa.Schema | None = None,
                       group_rows: int | None = None) -> str:
         """Write a table with an explicit schema (inferred schemas drift between shards), in row groups of
-        ``group_rows`` when given (Arrow's default otherwise)."""
+        ``group_rows`` (``layout.GROUP_ROWS`` unless given)."""
         return self.write_bytes(key, parquet_bytes(table, schema, group_rows))
 
     def write_if_changed(self, key: str, data: bytes) -> bool:
@@ -325,12 +326,12 @@ def repeating_columns(table: pa.Table) -> list[str]:
 
 
 def parquet_bytes(table: pa.Table, schema: pa.Schema | None = None, group_rows: int | None = None) -> bytes:
-    """``table`` as Parquet (``Store.write_parquet``), zstd, dictionaries only for ``repeating_columns``; the same
-    table gives the same bytes."""
+    """``table`` as Parquet (``Store.write_parquet``), zstd, dictionaries only for ``repeating_columns``, in groups
+    of ``group_rows`` (``layout.GROUP_ROWS`` unless given); the same table gives the same bytes."""
     if schema is not None:
         table = table.select(schema.names).cast(schema)
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", row_group_size=group_rows,
+    pq.write_table(table, buf, compression="zstd", row_group_size=group_rows or layout.GROUP_ROWS,
                    use_dictionary=repeating_columns(table))
     return buf.getvalue()
 

@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tasks.splice import one_group_encoder, spliced_bytes
+
 
 def without_ids(table: pa.Table, ids: Iterable[str], column: str = "record_id") -> pa.Table:
     """Rows of ``table`` whose ``column`` is not in ``ids`` (nulls are kept)."""
@@ -106,17 +108,23 @@ def _encoding_of(meta: pq.FileMetaData) -> dict[str, Any]:
             "use_dictionary": [c.path_in_schema for c in columns if c.has_dictionary_page]}
 
 
-def filtered_bytes(source: Any, keep: np.ndarray, table: pa.Table | None = None) -> bytes:
-    """A Parquet file (open file or ``ParquetFile``; ``table``, its rows when already read) with only the rows
-    ``keep`` marks, every row group kept where it was, emptied ones too: row groups are addresses (an index's
-    buckets, the staging groups the copy index names), so removing rows must not move the others between groups.
-    Read and filtered once, then written group by group (1,024 small reads, or filters, cost more)."""
-    parquet, sink = _parquet(source), io.BytesIO()
+def filtered_bytes(data: bytes, keep: np.ndarray) -> bytes:
+    """A Parquet file with only the rows ``keep`` marks, every row group kept where it was, emptied ones too: row
+    groups are addresses (the staging groups the copy index names), so removing rows must not move the others
+    between groups. Only the groups that lose rows are encoded again (``tasks.splice``), unless the file cannot be
+    spliced; then it is read and filtered once and written group by group."""
+    parquet = pq.ParquetFile(pa.BufferReader(data))
+    options = _encoding_of(parquet.metadata)
+    spliced = spliced_bytes(parquet, data, keep, one_group_encoder(parquet.schema_arrow, options))
+    return spliced if spliced is not None else _rewritten(parquet, keep, options)
+
+
+def _rewritten(parquet: pq.ParquetFile, keep: np.ndarray, options: dict[str, Any]) -> bytes:
+    sink = io.BytesIO()
     sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
-    table = parquet.read(use_threads=False) if table is None else table
-    kept = table.filter(pa.array(keep, pa.bool_()))
+    kept = parquet.read(use_threads=False).filter(pa.array(keep, pa.bool_()))
     remaining = np.bincount(np.repeat(np.arange(len(sizes)), sizes)[keep], minlength=len(sizes))
-    with pq.ParquetWriter(sink, parquet.schema_arrow, **_encoding_of(parquet.metadata)) as writer:
+    with pq.ParquetWriter(sink, parquet.schema_arrow, **options) as writer:
         start = 0
         for rows, left in zip(sizes, remaining.tolist(), strict=True):
             writer.write_table(kept.slice(start, left), row_group_size=max(1, rows))

@@ -68,9 +68,8 @@ def clear_withdrawn(store: Store, partition: tuple[str, str, str], withdrawn: di
     with store_lock(store):
         remember(store, withdrawn, keys)
         uris = pa.array(sorted(withdrawn), pa.string())
-        uri_column = store.read_parquet(layout.staging(source, fid), ["source_uri"]).column("source_uri")
+        staging = layout.staging(source, fid)
+        uri_column = store.read_parquet(staging, ["source_uri"]).column("source_uri")
         keep = pc.invert(pc.fill_null(pc.is_in(uri_column, value_set=uris), False)).to_numpy()
-        with store.open(layout.staging(source, fid)) as fh:
-            kept = filtered_bytes(fh, keep)
-        store.write_bytes(layout.staging(source, fid), kept)
+        store.write_bytes(staging, filtered_bytes(store.read_bytes(staging), keep))
         purge_files(store, blocks, source, [raw_key], [layout.quarantine(source, "ingest", fid)])

@@ -146,8 +146,8 @@ def index_rows(staged: pa.Table, groups: np.ndarray, cfg: CopyConfig = DEFAULT) 
 
 def write_copy_index(store: Store, source: str, fid: str, staged: pa.Table, cfg: CopyConfig = DEFAULT) -> str:
     """Write a staging partition's copy index (ingest's parse step calls this beside the MinHash signatures, with
-    staging just written in groups of ``layout.STAGING_GROUP_ROWS``)."""
-    groups = np.arange(staged.num_rows) // layout.STAGING_GROUP_ROWS
+    staging just written in groups of ``layout.GROUP_ROWS``)."""
+    groups = np.arange(staged.num_rows) // layout.GROUP_ROWS
     return store.write_bytes(layout.copies(source, fid), index_rows(staged, groups, cfg).to_bytes(index_schema(cfg)))
 
 

@@ -74,24 +74,20 @@ def purge_parquet(store: Store, ids: set[str], hashes: set[str], keys: list[str]
                   located: bool = False) -> dict[str, int]:
     """Rewrite Parquet files (``keys``, default every one under the purged prefixes) without the deleted rows, row
     groups kept (``filtered_bytes``); a file is rewritten only when it holds one. To look, only the id and hash
-    columns are read, unless the files are ``located`` (a partition the locator says holds the rows: each is then
-    read once, whole)."""
+    columns are read: of the file read whole when it is ``located`` (a partition the locator says holds the rows,
+    so one read, not one a column chunk), else of the file opened."""
     rewritten = removed = 0
     matched = _matched_values(ids, hashes)
     for key in parquet_files(store) if keys is None else keys:
-        # a located file is read whole: one read of its bytes, not one a column chunk (the copy index has 4,096)
-        with pa.BufferReader(store.read_bytes(key)) if located else store.open(key) as fh:
+        data = store.read_bytes(key) if located else None
+        with pa.BufferReader(data) if located else store.open(key) as fh:
             parquet = pq.ParquetFile(fh)
             columns = [c for c in MATCHED_COLUMNS if c in parquet.schema_arrow.names]
-            if not columns:
-                continue
-            looked = parquet.read(None if located else columns, use_threads=False)
-            mask = _hit_mask(looked, matched)
-            hits = int(pc.sum(mask).as_py() or 0) if mask is not None else 0
-            if not hits:
-                continue
-            kept = filtered_bytes(parquet, pc.invert(mask).to_numpy(), looked if located else None)
-        store.write_bytes(key, kept)
+            mask = _hit_mask(parquet.read(columns, use_threads=False), matched) if columns else None
+        hits = int(pc.sum(mask).as_py() or 0) if mask is not None else 0
+        if not hits:
+            continue
+        store.write_bytes(key, filtered_bytes(data or store.read_bytes(key), pc.invert(mask).to_numpy()))
         rewritten += 1
         removed += hits
     return {"partitions_rewritten": rewritten, "rows_removed": removed}

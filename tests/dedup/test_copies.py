@@ -133,12 +133,12 @@ def test_a_purge_removes_only_the_deleted_records_rows_once_and_a_stale_index_go
 
 def test_candidates_are_read_from_the_staging_groups_the_index_names_and_a_purge_keeps_them_there(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(layout, "STAGING_GROUP_ROWS", 4)
+    monkeypatch.setattr(layout, "GROUP_ROWS", 4)
     texts = [f"filler note number {i} about the weather in town today" for i in range(10)]
     texts.append(EDITS["one word swapped"])
     ids = [f"f1-{i}" for i in range(len(texts))]
     staged = pa.table({"record_id": ids, "content_hash": ids, "text": texts})
-    store.write_parquet(layout.staging("reviews", "f1"), staged, group_rows=layout.STAGING_GROUP_ROWS)
+    store.write_parquet(layout.staging("reviews", "f1"), staged, group_rows=layout.GROUP_ROWS)
     write_copy_index(store, "reviews", "f1", staged)
     purge_parquet(store, {"f1-0", "f1-5"}, set())  # rows leave groups 0 and 1: the others must not move
     assert purge_index(store, "reviews", "f1", {"f1-0", "f1-5"}) == 2 * DEFAULT.bands
