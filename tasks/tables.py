@@ -57,13 +57,33 @@ def ipc_reader(source: pa.NativeFile, batches: int) -> pa.ipc.RecordBatchFileRea
     return reader if reader.num_record_batches == batches else None
 
 
-def ipc_buckets(reader: pa.ipc.RecordBatchFileReader, buckets: list[int]) -> tuple[list[pa.RecordBatch], np.ndarray]:
-    """The batches of ``buckets`` (sorted) of a file ``bucketed_ipc_bytes`` wrote, and the row offsets they have
-    when laid end to end (the other buckets empty): what was read, with the bounds to write it back."""
+def ipc_buckets(reader: pa.ipc.RecordBatchFileReader, buckets: list[int]) -> tuple[dict[str, pa.Array], np.ndarray]:
+    """The rows of (at least) ``buckets`` (sorted) of a file ``bucketed_ipc_bytes`` wrote, each column laid end to
+    end (a dictionary column keeps the file's one dictionary), and their row offsets (the buckets not read empty):
+    what was read, with the bounds to write it back. When most buckets are asked for, the file is read as one
+    table, every bucket then: batch by batch, a thousand batches' columns took 3-4x as long (24 ms against 7 for a
+    copy index of 2.1M rows)."""
+    if reads_whole(len(buckets), reader.num_record_batches):
+        table = reader.read_all()
+        if table.num_columns and table.column(0).num_chunks == reader.num_record_batches:
+            sizes = np.array([len(chunk) for chunk in table.column(0).chunks], np.int64)
+            columns = {name: _joined(table.column(name).chunks) for name in table.column_names}
+            return columns, np.r_[0, np.cumsum(sizes)]
     batches = [reader.get_batch(b) for b in buckets]
     sizes = np.zeros(reader.num_record_batches, np.int64)
     sizes[buckets] = [b.num_rows for b in batches]
-    return batches, np.r_[0, np.cumsum(sizes)]
+    columns = {name: _joined([b.column(name) for b in batches]) for name in reader.schema.names}
+    return columns, np.r_[0, np.cumsum(sizes)]
+
+
+def _joined(chunks: list[pa.Array]) -> pa.Array:
+    """Arrays laid end to end; dictionary arrays by their indices, under the first one's dictionary (one file's
+    batches share theirs, and comparing it a thousand times would cost more than the read)."""
+    if not chunks:
+        return pa.array([])
+    if pa.types.is_dictionary(chunks[0].type):
+        return pa.DictionaryArray.from_arrays(pa.concat_arrays([c.indices for c in chunks]), chunks[0].dictionary)
+    return pa.concat_arrays(chunks)
 
 
 def top_bits(keys: np.ndarray, bits: int) -> np.ndarray:

@@ -18,16 +18,20 @@ def _file(data: bytes) -> pq.ParquetFile:
 
 def test_a_bucketed_ipc_file_has_a_batch_per_bucket_empty_ones_too_and_reads_back_some_or_all() -> None:
     buckets = np.sort(np.random.default_rng(0).choice(np.arange(0, 16, 2), 100))  # odd buckets empty
-    batch = pa.record_batch({"key": pa.array(buckets.astype(np.uint64) * 1000 + np.arange(100, dtype=np.uint64))})
+    batch = pa.record_batch({"key": pa.array(buckets.astype(np.uint64) * 1000 + np.arange(100, dtype=np.uint64)),
+                             "owner": pa.DictionaryArray.from_arrays(pa.array(np.arange(100) % 7, pa.int32()),
+                                                                     pa.array([f"o{i}" for i in range(7)]))})
     bounds = np.searchsorted(buckets, np.arange(17))
     reader = pa.ipc.open_file(pa.BufferReader(bucketed_ipc_bytes(batch, bounds)))
     assert reader.num_record_batches == 16 and reader.get_batch(1).num_rows == 0
-    everything, all_bounds = ipc_buckets(reader, list(range(16)))
+    everything, all_bounds = ipc_buckets(reader, list(range(16)))  # most buckets: the file read as one table
     assert (all_bounds == bounds).all()
-    assert pa.concat_arrays([b.column("key") for b in everything]).equals(batch.column("key"))
-    some, some_bounds = ipc_buckets(reader, [2, 6])
-    assert [b.num_rows for b in some] == [int((buckets == 2).sum()), int((buckets == 6).sum())]
-    assert some_bounds[3] == some_bounds[6] == len(some[0]) and some_bounds[-1] == sum(b.num_rows for b in some)
+    assert everything["key"].equals(batch.column("key")) and everything["owner"].equals(batch.column("owner"))
+    some, some_bounds = ipc_buckets(reader, [2, 6])  # a few: their batches only
+    n2, n6 = int((buckets == 2).sum()), int((buckets == 6).sum())
+    assert len(some["key"]) == n2 + n6 and some["owner"].to_pylist() == batch.column("owner").to_pylist()[
+        bounds[2]:bounds[3]] + batch.column("owner").to_pylist()[bounds[6]:bounds[7]]
+    assert some_bounds[3] == some_bounds[6] == n2 and some_bounds[-1] == n2 + n6
     kept = buckets != 2  # a purge empties bucket 2: the others keep their batches
     again = pa.ipc.open_file(pa.BufferReader(bucketed_ipc_bytes(batch.filter(pa.array(kept)),
                                                                 kept_bounds(bounds, kept))))

@@ -164,10 +164,9 @@ def _opened(store: Store, source: str, fid: str, whole: bool = False) -> pa.Nati
 
 def _read(reader: pa.ipc.RecordBatchFileReader, buckets: list[int]) -> Entries:
     """The entries of ``buckets`` (sorted) of an open locator."""
-    batches, bounds = ipc_buckets(reader, buckets)
-    keys = np.concatenate([b.column("key").to_numpy() for b in batches]) if batches else np.empty(0, np.uint64)
-    lines = pa.concat_arrays([b.column("lines") for b in batches]) if batches \
-        else pa.array([], pa.list_(pa.int32()))
+    columns, bounds = ipc_buckets(reader, buckets)
+    keys = columns["key"].to_numpy() if len(columns["key"]) else np.empty(0, np.uint64)
+    lines = columns["lines"] if len(columns["lines"]) else pa.array([], pa.list_(pa.int32()))
     return Entries(keys, lines, bounds, dict(reader.schema.metadata or {}))
 
 
