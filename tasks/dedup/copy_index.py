@@ -215,7 +215,7 @@ def _candidate_rows(store: Store, key: str, wanted_keys: Iterable[int], groups: 
     ``groups`` the index names; the whole partition when one is not there (a staging file rewritten by an older
     version, or a record gone from it)."""
     wanted = pa.array(sorted(wanted_keys), pa.uint64())
-    with store.open(key) as fh:
+    with store.random_access(key) as fh:
         parquet = pq.ParquetFile(fh)
         rows = _keyed(parquet.read_row_groups(sorted(groups), ["record_id", "text"], use_threads=False), wanted) \
             if max(groups) < parquet.num_row_groups else None

@@ -80,7 +80,7 @@ def purge_parquet(store: Store, ids: set[str], hashes: set[str], keys: list[str]
     matched = _matched_values(ids, hashes)
     for key in parquet_files(store) if keys is None else keys:
         data = store.read_bytes(key) if located else None
-        with pa.BufferReader(data) if located else store.open(key) as fh:
+        with pa.BufferReader(data) if located else store.random_access(key) as fh:
             parquet = pq.ParquetFile(fh)
             columns = [c for c in MATCHED_COLUMNS if c in parquet.schema_arrow.names]
             mask = _hit_mask(parquet.read(columns, use_threads=False), matched) if columns else None

@@ -133,7 +133,7 @@ class StagedKeys:
                                                False)).to_numpy()
         if not len(rows):
             return pa.table({"record_id": pa.array([], pa.string()), "text": pa.array([], pa.string())})
-        with self.store.open(layout.staging(*part)) as fh:
+        with self.store.random_access(layout.staging(*part)) as fh:
             parquet = pq.ParquetFile(fh)
             groups = np.unique(group_of_rows(parquet)[rows]).tolist()
             staged = parquet.read_row_groups(groups, ["record_id", "text"], use_threads=False)
