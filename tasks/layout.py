@@ -107,6 +107,15 @@ def staging(source: str, file_id: str) -> str:
 # group where it was. 2,048: a purge of 10 rows from a partition of 100k re-encodes ~20% of each file, and a footer
 # of 49 groups is walked in ~8 ms (bench/README.md, "Deletions at 10M (2026-12-06)")
 GROUP_ROWS = 2048
+# but a signature file is one group: clustering reads it a band column at a time (1,600 reads at 10M records), and
+# each column chunk costs ~60 us to read, so groups of 2,048 rows took a delivery's clustering from 29-31 to 37 s;
+# a purge re-encodes it whole (~0.1 s a partition)
+SIGNATURE_GROUP_ROWS = 1 << 30
+
+
+def group_rows(key: str) -> int:
+    """Rows per row group of the Parquet file at ``key`` (``Store.write_parquet``)."""
+    return SIGNATURE_GROUP_ROWS if key.startswith(f"{DEDUP}/{SIGNATURES}/") else GROUP_ROWS
 
 
 def staged_partition(key: str) -> tuple[str, str]:
