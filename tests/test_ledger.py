@@ -142,10 +142,12 @@ def test_two_concurrent_appliers_apply_each_request_exactly_once(populated: Stor
 
 
 def test_a_held_lock_stays_fresh_past_the_stale_age(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(locks, "STALE_LOCK_SECONDS", 0.6)  # refreshed every 0.1 s
+    # refreshed every 0.25 s: a refresh would have to stall 1.5 s (an fsync on a loaded machine) to fail this; at
+    # 0.6 s it failed once, right after 17 GB were deleted
+    monkeypatch.setattr(locks, "STALE_LOCK_SECONDS", 1.5)
     with locks.store_lock(store, WORK_LOCK):
-        time.sleep(1.0)  # older than the stale age: without the refresh a second taker would break it
-        with pytest.raises(CustodyError, match="is held by pid"), locks.store_lock(store, WORK_LOCK, 0.8):
+        time.sleep(2.0)  # older than the stale age: without the refresh a second taker would break it
+        with pytest.raises(CustodyError, match="is held by pid"), locks.store_lock(store, WORK_LOCK, 1.0):
             pass
     assert not store.exists(WORK_LOCK)
 

@@ -277,7 +277,7 @@ def find_copies(store: Store, texts: list[str], cfg: CopyConfig = DEFAULT,
 
     One pass over the staging partitions: the batches of the queries' key buckets in each partition's index give
     the candidates (1/1024 of the index per key, searched by binary search), and only the staging row groups
-    holding them (8,192 rows each, named by the index) are read back for their texts and verified.
+    holding them (``layout.GROUP_ROWS`` rows each, named by the index) are read back for their texts and verified.
     """
     found: list[set[str]] = [set() for _ in texts]
     searched = [i for i, t in enumerate(texts) if t and match_form(t)]  # punctuation alone has no shingle
