@@ -5,10 +5,10 @@ compress) was most of its CPU. Here a row group that keeps every row stays as it
 loses rows is encoded again on its own (same schema, codecs and dictionary use) and written where it was, the rest
 of its old span zeroed, so no other group moves and their footer entries are copied as they are (a group that
 came out larger, which fewer rows rarely do, goes after the last one instead, its old span zeroed). Only the footer is
-written anew: its row-group list is walked in Thrift's compact protocol (pyarrow cannot write a footer for groups it
-did not encode, and fastparquet's round trip of ours was not byte-identical), the new groups' offsets shifted to
-where they now sit. A file this cannot splice (a page index or bloom filter, which name pages by offset) gets
-``None``, and the caller re-encodes it whole.
+written anew, in Thrift's compact protocol (``tasks.thrift_compact``: pyarrow cannot write a footer for groups it
+did not encode, and fastparquet's round trip of ours was not byte-identical): the entries of the new groups, their
+offsets shifted to where they now sit, in place of the old ones, every other byte kept. A file this cannot splice
+(a page index or bloom filter, which name pages by offset) gets ``None``, and the caller re-encodes it whole.
 """
 
 from __future__ import annotations
@@ -24,177 +24,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks import thrift_compact as thrift
+
 MAGIC = b"PAR1"
-BOOL_TRUE, BOOL_FALSE, BYTE, I16, I32, I64, DOUBLE, BINARY, LIST, SET, STRUCT = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12
 # field ids (parquet.thrift): FileMetaData, RowGroup, ColumnChunk, ColumnMetaData
 META_NUM_ROWS, META_ROW_GROUPS = 3, 4
 GROUP_COLUMNS, GROUP_FILE_OFFSET, GROUP_ORDINAL = 1, 5, 7
-CHUNK_FILE_OFFSET, CHUNK_META, CHUNK_PAGE_INDEXES = 2, 3, (4, 5, 6, 7)
-COLUMN_OFFSETS, COLUMN_BLOOM = (9, 10, 11), (14, 15)
-
-Field = tuple[int, int, Any]  # (field id, compact type, value): a decoded struct is a list of them, in order
-
-
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    out = shift = 0
-    while True:
-        byte = buf[i]
-        i += 1
-        out |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return out, i
-        shift += 7
-
-
-def _put_varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _unzigzag(n: int) -> int:
-    return (n >> 1) ^ -(n & 1)
-
-
-def _zigzag(n: int) -> int:
-    return (n << 1) ^ (n >> 63)
-
-
-def _list_header(buf: bytes, i: int) -> tuple[int, int, int]:
-    head = buf[i]
-    size, i = (head >> 4, i + 1) if head >> 4 != 15 else _varint(buf, i + 1)
-    return size, head & 0x0F, i
-
-
-def _skip(buf: bytes, i: int, kind: int) -> int:
-    """The offset after a value of ``kind`` at ``i``, nothing decoded: a footer is walked to find its groups, so
-    the common cases (a struct's integer and binary fields) are inline, not calls (3-10x faster)."""
-    if kind == STRUCT:
-        while head := buf[i]:
-            i += 1
-            if not head & 0xF0:  # a field id of its own
-                while buf[i] & 0x80:
-                    i += 1
-                i += 1
-            kind = head & 0x0F
-            if kind in (I16, I32, I64):
-                while buf[i] & 0x80:
-                    i += 1
-                i += 1
-            elif kind == BINARY:
-                size, i = _varint(buf, i)
-                i += size
-            elif kind > BOOL_FALSE:
-                i = _skip(buf, i, kind)
-        return i + 1
-    if kind in (BOOL_TRUE, BOOL_FALSE):
-        return i
-    if kind == BYTE:
-        return i + 1
-    if kind in (I16, I32, I64):
-        return _varint(buf, i)[1]
-    if kind == DOUBLE:
-        return i + 8
-    if kind == BINARY:
-        size, i = _varint(buf, i)
-        return i + size
-    if kind in (LIST, SET):
-        size, element, i = _list_header(buf, i)
-        if element in (BOOL_TRUE, BOOL_FALSE, BYTE):
-            return i + size
-        if element in (I16, I32, I64):  # a column's encodings, say
-            for _ in range(size):
-                while buf[i] & 0x80:
-                    i += 1
-                i += 1
-            return i
-        for _ in range(size):
-            i = _skip(buf, i, element)
-        return i
-    raise ValueError(f"a Thrift type a Parquet footer does not use: {kind}")
-
-
-def _decode(buf: bytes, i: int, kind: int) -> tuple[Any, int]:
-    if kind in (BOOL_TRUE, BOOL_FALSE):
-        return kind == BOOL_TRUE, i
-    if kind == BYTE:
-        return buf[i], i + 1
-    if kind in (I16, I32, I64):
-        value, i = _varint(buf, i)
-        return _unzigzag(value), i
-    if kind == DOUBLE:
-        return bytes(buf[i:i + 8]), i + 8
-    if kind == BINARY:
-        size, i = _varint(buf, i)
-        return bytes(buf[i:i + size]), i + size
-    if kind in (LIST, SET):
-        size, element, i = _list_header(buf, i)
-        if element in (BOOL_TRUE, BOOL_FALSE):
-            return (element, list(buf[i:i + size])), i + size
-        values = []
-        for _ in range(size):
-            value, i = _decode(buf, i, element)
-            values.append(value)
-        return (element, values), i
-    if kind == STRUCT:
-        fields, last = [], 0
-        while head := buf[i]:
-            fid, i = (last + (head >> 4), i + 1) if head >> 4 else _long_field_id(buf, i + 1)
-            value, i = _decode(buf, i, head & 0x0F)
-            fields.append((fid, head & 0x0F, value))
-            last = fid
-        return fields, i + 1
-    raise ValueError(f"a Thrift type a Parquet footer does not use: {kind}")
-
-
-def _field_head(fid: int, kind: int, last: int) -> bytes:
-    delta = fid - last
-    return bytes([delta << 4 | kind]) if 0 < delta <= 15 else bytes([kind]) + _put_varint(_zigzag(fid))
-
-
-def _encode(kind: int, value: Any) -> bytes:
-    if kind in (BOOL_TRUE, BOOL_FALSE):
-        return b""
-    if kind == BYTE:
-        return bytes([value])
-    if kind in (I16, I32, I64):
-        return _put_varint(_zigzag(value))
-    if kind == DOUBLE:
-        return value
-    if kind == BINARY:
-        return _put_varint(len(value)) + value
-    if kind in (LIST, SET):
-        element, values = value
-        head = bytes([len(values) << 4 | element]) if len(values) < 15 else bytes([0xF0 | element]) + _put_varint(
-            len(values))
-        if element in (BOOL_TRUE, BOOL_FALSE):
-            return head + bytes(values)
-        return head + b"".join(_encode(element, v) for v in values)
-    if kind == STRUCT:
-        return _encode_struct(value)
-    raise ValueError(f"a Thrift type a Parquet footer does not use: {kind}")
-
-
-def _encode_struct(fields: list[Field]) -> bytes:
-    out, last = bytearray(), 0
-    for fid, kind, value in fields:
-        if kind in (BOOL_TRUE, BOOL_FALSE):
-            kind = BOOL_TRUE if value else BOOL_FALSE
-        out += _field_head(fid, kind, last) + _encode(kind, value)
-        last = fid
-    return bytes(out + b"\x00")
-
-
-def decode_struct(buf: bytes) -> list[Field]:
-    """A compact-protocol struct (a Parquet footer, say) decoded whole: ``encode_struct`` gives its bytes back."""
-    return _decode(buf, 0, STRUCT)[0]
-
-
-def encode_struct(fields: list[Field]) -> bytes:
-    return _encode_struct(fields)
+CHUNK_FILE_OFFSET, CHUNK_META = 2, 3
+COLUMN_OFFSETS = (9, 10, 11)  # data, index and dictionary page offsets
 
 
 def _footer(data: bytes) -> bytes:
@@ -204,13 +41,13 @@ def _footer(data: bytes) -> bytes:
     return data[-8 - size:-8]
 
 
-def _shifted(fields: list[Field], fids: tuple[int, ...], by: int) -> list[Field]:
+def _shifted(fields: list[thrift.Field], fids: tuple[int, ...], by: int) -> list[thrift.Field]:
     """Offsets moved; a 0 stays (pyarrow writes it for a chunk's deprecated ``file_offset`` and an empty group's
     pages)."""
     return [(f, k, v + by if f in fids and v else v) for f, k, v in fields]
 
 
-def _moved_group(group: list[Field], by: int, ordinal: int) -> list[Field]:
+def _moved_group(group: list[thrift.Field], by: int, ordinal: int) -> list[thrift.Field]:
     """A row group's footer entry for its bytes moved ``by`` further into the file, as group number ``ordinal``."""
     out = []
     for fid, kind, value in _shifted(group, (GROUP_FILE_OFFSET,), by):
@@ -220,7 +57,7 @@ def _moved_group(group: list[Field], by: int, ordinal: int) -> list[Field]:
     return out
 
 
-def _moved_chunk(chunk: list[Field], by: int) -> list[Field]:
+def _moved_chunk(chunk: list[thrift.Field], by: int) -> list[thrift.Field]:
     moved = _shifted(chunk, (CHUNK_FILE_OFFSET,), by)
     return [(f, k, _shifted(v, COLUMN_OFFSETS, by) if f == CHUNK_META else v) for f, k, v in moved]
 
@@ -273,7 +110,7 @@ def spliced_bytes(parquet: pq.ParquetFile, data: bytes, keep: np.ndarray, encode
         pieces += [view[copied:old_lo], group_bytes if fits else b"", bytes(old_hi - old_lo - len(group_bytes) * fits)]
         grown += [] if fits else [group_bytes]
         copied = old_hi
-        entries[g] = _encode_struct(_moved_group(group, start - len(MAGIC), g))
+        entries[g] = thrift.encode_struct(_moved_group(group, start - len(MAGIC), g))
     pieces += [view[copied:end], *grown, footer.rebuilt(entries, int(keep.sum()))]
     out = b"".join(pieces)
     kept_rows = [int(np.count_nonzero(keep[a:b])) for a, b in pairwise(bounds)]
@@ -314,25 +151,24 @@ class _Footer:
         i = last = 0
         num_rows = None
         while head := raw[i]:
-            fid, j = (last + (head >> 4), i + 1) if head >> 4 else _long_field_id(raw, i + 1)
+            fid, j = (last + (head >> 4), i + 1) if head >> 4 else thrift.long_field_id(raw, i + 1)
             if fid == META_ROW_GROUPS:
                 break
-            i, last = _skip(raw, j, head & 0x0F), fid
+            i, last = thrift.skip(raw, j, head & 0x0F), fid
             num_rows = (j, i) if fid == META_NUM_ROWS else num_rows
         else:
             return None
-        count, _, k = _list_header(raw, j)
+        count, _, k = thrift.list_header(raw, j)
         if num_rows is None or count != meta.num_row_groups:
             return None
         spans = []
         for g in range(count):
             group = meta.row_group(g)
-            tail = bytes([1 << 4 | I64]) + _put_varint(_zigzag(group.total_byte_size)) + bytes([1 << 4 | I64]) + \
-                _put_varint(_zigzag(group.num_rows))
+            tail = thrift.next_i64(group.total_byte_size) + thrift.next_i64(group.num_rows)
             at = raw.find(tail, k)
             if at < 0:
                 return None
-            spans.append((k, k := _skip(raw, at, STRUCT)))
+            spans.append((k, k := thrift.skip(raw, at, thrift.STRUCT)))
         return cls(raw, num_rows, spans, j)
 
     def entries(self) -> list[bytes]:
@@ -342,29 +178,21 @@ class _Footer:
         """The footer with its row count and row-group entries replaced, every other byte as it was, then its
         length and the magic: the file's last bytes."""
         rows_at, rows_end = self.num_rows
-        end = self.spans[-1][1] if self.spans else _list_header(self.raw, self.list_at)[2]
-        out = b"".join([self.raw[:rows_at], _put_varint(_zigzag(num_rows)), self.raw[rows_end:self.list_at],
-                        _list_head(len(entries)), *entries, self.raw[end:]])
+        end = self.spans[-1][1] if self.spans else thrift.list_header(self.raw, self.list_at)[2]
+        out = b"".join([self.raw[:rows_at], thrift.put_varint(thrift.zigzag(num_rows)),
+                        self.raw[rows_end:self.list_at], thrift.list_head(len(entries), thrift.STRUCT), *entries,
+                        self.raw[end:]])
         return out + struct.pack("<i", len(out)) + MAGIC
 
 
-def _long_field_id(buf: bytes, i: int) -> tuple[int, int]:
-    value, i = _varint(buf, i)
-    return _unzigzag(value), i
-
-
-def _encoded_group(alone: bytes) -> tuple[bytes, list[Field]] | None:
+def _encoded_group(alone: bytes) -> tuple[bytes, list[thrift.Field]] | None:
     """A one-group file's group: its bytes and its footer entry (offsets from the file's start); None when its
     chunks are not back to back (``_spans``)."""
     meta = pq.ParquetFile(pa.BufferReader(alone)).metadata
     spans, footer = _spans(meta), _Footer.of(_footer(alone), meta)
     if spans is None or footer is None or len(spans) != 1 or spans[0][0] != len(MAGIC):
         return None
-    return alone[len(MAGIC):spans[0][1]], _decode(footer.raw, footer.spans[0][0], STRUCT)[0]
-
-
-def _list_head(size: int) -> bytes:
-    return bytes([size << 4 | STRUCT]) if size < 15 else bytes([0xF0 | STRUCT]) + _put_varint(size)
+    return alone[len(MAGIC):spans[0][1]], thrift.decode(footer.raw, footer.spans[0][0], thrift.STRUCT)[0]
 
 
 def one_group_encoder(schema: pa.Schema, options: dict[str, Any]) -> Callable[[pa.Table], bytes]:
