@@ -115,7 +115,7 @@ SIGNATURE_GROUP_ROWS = 1 << 30
 
 def group_rows(key: str) -> int:
     """Rows per row group of the Parquet file at ``key`` (``Store.write_parquet``)."""
-    return SIGNATURE_GROUP_ROWS if key.startswith(f"{DEDUP}/{SIGNATURES}/") else GROUP_ROWS
+    return SIGNATURE_GROUP_ROWS if key.startswith(f"{dedup_part(SIGNATURES)}/") else GROUP_ROWS
 
 
 def staged_partition(key: str) -> tuple[str, str]:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.splice import one_group_encoder, spliced_bytes
+from tasks.splice import kept_per_group, one_group_encoder, spliced_bytes
 
 
 def without_ids(table: pa.Table, ids: Iterable[str], column: str = "record_id") -> pa.Table:
@@ -143,10 +143,9 @@ def _rewritten(parquet: pq.ParquetFile, keep: np.ndarray, options: dict[str, Any
     sink = io.BytesIO()
     sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
     kept = parquet.read(use_threads=False).filter(pa.array(keep, pa.bool_()))
-    remaining = np.bincount(np.repeat(np.arange(len(sizes)), sizes)[keep], minlength=len(sizes))
     with pq.ParquetWriter(sink, parquet.schema_arrow, **options) as writer:
         start = 0
-        for rows, left in zip(sizes, remaining.tolist(), strict=True):
+        for rows, left in zip(sizes, kept_per_group(sizes, keep), strict=True):
             writer.write_table(kept.slice(start, left), row_group_size=max(1, rows))
             start += left
     return sink.getvalue()

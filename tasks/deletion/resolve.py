@@ -124,7 +124,6 @@ class StagedKeys:
             self._texts.update(_pairs(staged, "record_id", "text"))
         return {r: self._texts[r] for r in ids if r in self._texts}
 
-
     def _texts_in(self, part: PartitionRef, wanted: pa.Array) -> pa.Table:
         """A partition's staged ``record_id`` and ``text`` of ``wanted`` ids, from only the row groups holding them
         (the key columns, in file order, give their rows; a thousand scattered requests hold ~10 of a partition's
