@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks import thrift_compact as thrift
+from tasks.storage import Buffer
 
 MAGIC = b"PAR1"
 # field ids (parquet.thrift): FileMetaData, RowGroup, ColumnChunk, ColumnMetaData
@@ -33,11 +34,11 @@ CHUNK_FILE_OFFSET, CHUNK_META = 2, 3
 COLUMN_OFFSETS = (9, 10, 11)  # data, index and dictionary page offsets
 
 
-def _footer(data: bytes) -> bytes:
-    if data[-4:] != MAGIC or data[:4] != MAGIC:
+def _footer(data: Buffer) -> bytes:
+    if bytes(data[-4:]) != MAGIC or bytes(data[:4]) != MAGIC:
         raise ValueError("not a Parquet file")
     size = struct.unpack("<i", data[-8:-4])[0]
-    return data[-8 - size:-8]
+    return bytes(data[-8 - size:-8])
 
 
 def _shifted(fields: list[thrift.Field], fids: tuple[int, ...], by: int) -> list[thrift.Field]:
@@ -82,12 +83,14 @@ def _spans(meta: pq.FileMetaData) -> list[tuple[int, int]] | None:
     return spans
 
 
-def spliced_bytes(parquet: pq.ParquetFile, data: bytes, keep: np.ndarray, encode: Callable[[pa.Table], bytes]
-                  ) -> bytes | None:
-    """The Parquet file ``data`` (``parquet``, opened) with only the rows ``keep`` marks: the groups that lose rows
-    re-encoded by ``encode`` (a table to a one-group file) where they were, every other byte of the groups as it
-    was. None when the file cannot be spliced (``_spans``, ``_Footer.of``) or the new footer does not read back as
-    planned (``_checked``); the caller rewrites it whole."""
+def spliced_parts(parquet: pq.ParquetFile, data: Buffer, keep: np.ndarray, encode: Callable[[pa.Table], bytes]
+                  ) -> list[Buffer] | None:
+    """The Parquet file ``data`` (``parquet``, opened) with only the rows ``keep`` marks, as the pieces to write end
+    to end: the groups that lose rows re-encoded by ``encode`` (a table to a one-group file) where they were, every
+    other byte of the groups as it was, as views of ``data`` (not joined: a 10-20 MB copy into fresh pages cost
+    more than the splice's encoding, and the file write copies them anyway). None when the file cannot be spliced
+    (``_spans``, ``_Footer.of``) or the new footer does not read back as planned (``_checked``); the caller
+    rewrites it whole."""
     meta = parquet.metadata
     spans, footer = _spans(meta), _Footer.of(_footer(data), meta)
     if spans is None or footer is None:
@@ -95,7 +98,7 @@ def spliced_bytes(parquet: pq.ParquetFile, data: bytes, keep: np.ndarray, encode
     sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
     bounds, kept_rows = np.r_[0, np.cumsum(sizes)].tolist(), kept_per_group(sizes, keep)
     touched = [g for g, (rows, left) in enumerate(zip(sizes, kept_rows, strict=True)) if left < rows]
-    view, pieces, grown, copied = memoryview(data), [], [], 0  # joined once: a copy of 10-20 MB costs (fresh pages)
+    view, pieces, grown, copied = memoryview(data), [], [], 0
     end = len(data) - len(footer.raw) - 8  # where the groups end
     entries, placed = footer.entries(), {}
     for g in sorted(touched, key=lambda g: spans[g]):  # in file order: an earlier splice may have moved a group
@@ -111,9 +114,9 @@ def spliced_bytes(parquet: pq.ParquetFile, data: bytes, keep: np.ndarray, encode
         grown += [] if fits else [group_bytes]
         copied = old_hi
         entries[g] = thrift.encode_struct(_moved_group(group, start - len(MAGIC), g))
-    pieces += [view[copied:end], *grown, footer.rebuilt(entries, int(keep.sum()))]
-    out = b"".join(pieces)
-    return out if _checked(out, spans, placed, kept_rows) else None
+    tail = footer.rebuilt(entries, int(keep.sum()))
+    pieces += [view[copied:end], *grown, tail]
+    return [p for p in pieces if len(p)] if _checked(tail, spans, placed, kept_rows) else None
 
 
 def kept_per_group(sizes: list[int], keep: np.ndarray) -> list[int]:
@@ -121,13 +124,13 @@ def kept_per_group(sizes: list[int], keep: np.ndarray) -> list[int]:
     return np.bincount(np.repeat(np.arange(len(sizes)), sizes)[keep], minlength=len(sizes)).tolist()
 
 
-def _checked(out: bytes, spans: list[tuple[int, int]], placed: dict[int, tuple[int, int]], kept_rows: list[int]
+def _checked(tail: bytes, spans: list[tuple[int, int]], placed: dict[int, tuple[int, int]], kept_rows: list[int]
              ) -> bool:
-    """Whether the new file's footer reads back with every group where planned: the kept ones at their old span,
-    the new ones at their ``placed`` span, each with the rows it keeps. A footer entry found at the wrong bytes
-    (``_Footer.of``) cannot pass."""
+    """Whether the new file's footer (``tail``: the footer, its length and the magic) reads back with every group
+    where planned: the kept ones at their old span, the new ones at their ``placed`` span, each with the rows it
+    keeps. A footer entry found at the wrong bytes (``_Footer.of``) cannot pass."""
     try:
-        new = pq.ParquetFile(pa.BufferReader(out)).metadata
+        new = pq.ParquetFile(pa.BufferReader(MAGIC + tail)).metadata  # a footer is read from the end alone
         new_spans = _spans(new)
     except (OSError, ValueError, pa.ArrowException):
         return False

@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.splice import kept_per_group, one_group_encoder, spliced_bytes
+from tasks.splice import kept_per_group, one_group_encoder, spliced_parts
+from tasks.storage import Buffer
 
 
 def without_ids(table: pa.Table, ids: Iterable[str], column: str = "record_id") -> pa.Table:
@@ -35,7 +36,7 @@ def join_on_id(left: pa.Table, right: pa.Table, column: str = "record_id") -> pa
     return left
 
 
-def bucketed_ipc_bytes(batch: pa.RecordBatch, bounds: np.ndarray) -> bytes:
+def bucketed_ipc_bytes(batch: pa.RecordBatch, bounds: np.ndarray) -> pa.Buffer:
     """``batch`` (sorted by bucket; ``bounds``, each bucket's first row and the end) as an Arrow IPC file of one
     record batch per bucket, empty ones too, so batch ``b`` is bucket ``b``: a look-up maps (or range-reads) only
     its buckets' batches, and a rewrite is a copy of the arrays, with no encoding. Dictionaries are written once."""
@@ -43,7 +44,7 @@ def bucketed_ipc_bytes(batch: pa.RecordBatch, bounds: np.ndarray) -> bytes:
     with pa.ipc.new_file(sink, batch.schema) as writer:
         for start, stop in pairwise(bounds.tolist()):
             writer.write_batch(batch.slice(start, stop - start))
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()  # written as it is: a copy into Python bytes cost a fresh 18 MB for a copy index
 
 
 def ipc_reader(source: pa.NativeFile, batches: int) -> pa.ipc.RecordBatchFileReader | None:
@@ -128,15 +129,16 @@ def _encoding_of(meta: pq.FileMetaData) -> dict[str, Any]:
             "use_dictionary": [c.path_in_schema for c in columns if c.has_dictionary_page]}
 
 
-def filtered_bytes(data: bytes, keep: np.ndarray) -> bytes:
-    """A Parquet file with only the rows ``keep`` marks, every row group kept where it was, emptied ones too: row
-    groups are addresses (the staging groups the copy index names), so removing rows must not move the others
-    between groups. Only the groups that lose rows are encoded again (``tasks.splice``), unless the file cannot be
-    spliced; then it is read and filtered once and written group by group."""
+def filtered_parts(data: Buffer, keep: np.ndarray) -> list[Buffer]:
+    """A Parquet file with only the rows ``keep`` marks, as pieces to write end to end (``Store.write_parts``; most
+    are views of ``data``), every row group kept where it was, emptied ones too: row groups are addresses (the
+    staging groups the copy index names), so removing rows must not move the others between groups. Only the groups
+    that lose rows are encoded again (``tasks.splice``), unless the file cannot be spliced; then it is read and
+    filtered once and written group by group."""
     parquet = pq.ParquetFile(pa.BufferReader(data))
     options = _encoding_of(parquet.metadata)
-    spliced = spliced_bytes(parquet, data, keep, one_group_encoder(parquet.schema_arrow, options))
-    return spliced if spliced is not None else _rewritten(parquet, keep, options)
+    spliced = spliced_parts(parquet, data, keep, one_group_encoder(parquet.schema_arrow, options))
+    return spliced if spliced is not None else [_rewritten(parquet, keep, options)]
 
 
 def _rewritten(parquet: pq.ParquetFile, keep: np.ndarray, options: dict[str, Any]) -> bytes:

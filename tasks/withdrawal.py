@@ -21,7 +21,7 @@ from tasks.deletion.purge import purge_files, rewrite_raw
 from tasks.readers import RawRow, ReadLimits, read_rows
 from tasks.rows import RowKeys, raw_row_keys
 from tasks.storage import Store
-from tasks.tables import filtered_bytes
+from tasks.tables import filtered_parts
 
 
 def published_ids(store: Store, source: str, fid: str) -> frozenset[str]:
@@ -46,7 +46,7 @@ def withdraw_raw(store: Store, key: str, sheet: Datasheet, max_bytes: int, publi
         withdrawn = standing_blocks(store).sparing(published).withdrawn(keys)
         if withdrawn:
             remember(store, withdrawn, keys)
-            data = rewrite_raw(data, key, sheet.format, set(withdrawn))
+            data = b"".join(rewrite_raw(data, key, sheet.format, set(withdrawn)))  # read again below
             store.write_bytes(key, data)
             rows = list(read_rows(data, key, max_bytes, sheet.format, limits))
     return rows, withdrawn
@@ -71,5 +71,5 @@ def clear_withdrawn(store: Store, partition: tuple[str, str, str], withdrawn: di
         staging = layout.staging(source, fid)
         uri_column = store.read_parquet(staging, ["source_uri"]).column("source_uri")
         keep = pc.invert(pc.fill_null(pc.is_in(uri_column, value_set=uris), False)).to_numpy()
-        store.write_bytes(staging, filtered_bytes(store.read_bytes(staging), keep))
+        store.write_parts(staging, filtered_parts(store.read_bytes(staging), keep))
         purge_files(store, blocks, source, [raw_key], [layout.quarantine(source, "ingest", fid)])

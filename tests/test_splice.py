@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tasks import layout, splice
 from tasks import thrift_compact as thrift
 from tasks.storage import Store, parquet_bytes
-from tasks.tables import _encoding_of, filtered_bytes
+from tasks.tables import _encoding_of, filtered_parts
 
 
 def _table(n: int, seed: int = 0) -> pa.Table:
@@ -33,7 +33,8 @@ def _parquet(data: bytes) -> pq.ParquetFile:
 def _spliced(data: bytes, keep: np.ndarray) -> bytes | None:
     parquet = _parquet(data)
     encode = splice.one_group_encoder(parquet.schema_arrow, _encoding_of(parquet.metadata))
-    return splice.spliced_bytes(parquet, data, keep, encode)
+    parts = splice.spliced_parts(parquet, data, keep, encode)
+    return None if parts is None else b"".join(parts)
 
 
 def _group_rows(data: bytes) -> list[int]:
@@ -107,7 +108,7 @@ def test_a_file_with_a_page_index_is_not_spliced_but_still_filtered() -> None:
     pq.write_table(_table(200), sink, row_group_size=50, write_page_index=True)
     data, keep = sink.getvalue(), np.arange(200) % 7 > 0
     assert _spliced(data, keep) is None
-    out = filtered_bytes(data, keep)
+    out = b"".join(filtered_parts(data, keep))
     assert _parquet(out).read().equals(_table(200).filter(pa.array(keep))) and _group_rows(out) == [42, 43, 43, 43]
 
 

@@ -108,7 +108,7 @@ class IndexRows:
         return IndexRows(self.stored[kept], kept_bounds(self.bounds, kept), renumbered[self.records[kept]],
                          self.record_keys[~dead], self.groups[~dead])
 
-    def to_bytes(self, schema: pa.Schema) -> bytes:
+    def to_bytes(self, schema: pa.Schema) -> pa.Buffer:
         """As the IPC file ``index_schema`` describes: one batch per bucket, one dictionary."""
         records = pa.DictionaryArray.from_arrays(
             pa.array(self.records, pa.int32()),

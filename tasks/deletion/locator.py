@@ -99,7 +99,7 @@ class Entries:
         at = np.minimum(np.searchsorted(self.keys, wanted), max(len(self.keys) - 1, 0))
         return self.keys[at] == wanted if len(self.keys) else np.zeros(len(wanted), bool)
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self) -> pa.Buffer:
         schema = LOCATOR_SCHEMA.with_metadata({**self.meta, FORMAT: LOCATOR_FORMAT})
         return bucketed_ipc_bytes(pa.record_batch([pa.array(self.keys, pa.uint64()), self.lines], schema=schema),
                                   self.bounds)
