@@ -14,7 +14,6 @@ reports them, so a delivered link to a file elsewhere is refused, not ingested o
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import os
 import posixpath
@@ -24,12 +23,12 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks import layout
 from tasks.config import Settings, get_settings
 from tasks.errors import Fatal
+from tasks.parquet_encoding import parquet_bytes
 
 Buffer = bytes | memoryview | pa.Buffer  # bytes-like: what a file write takes
 
@@ -226,6 +225,23 @@ class Store:
             self.fs.pipe_file(target, b"".join(parts))  # a single PUT is atomic on object stores
         return self.uri(key)
 
+    def write_same(self, key: str, like: str) -> str:
+        """Make ``key`` hold the bytes ``like`` holds, atomically (``write_bytes``), without writing them again:
+        locally a hard link to ``like``'s file renamed into place (every write replaces a file whole, so the two
+        part when either is next written), on an object store a copy the server makes. A purge that gives records
+        staging's new bytes wrote 11 MB a partition less this way."""
+        source, target = self._unlinked(like), self._unlinked(key)
+        if self.protocol != "file":
+            self.fs.copy(source, target)
+            return self.uri(key)
+        tmp = os.path.join(os.path.dirname(target), f".tmp-{uuid.uuid4().hex}-{os.path.basename(target)}")
+        try:
+            os.link(source, tmp)
+        except OSError:  # a file system without hard links
+            return self.write_bytes(key, self.read_bytes(like))
+        os.replace(tmp, target)
+        return self.uri(key)
+
     def write_new(self, key: str, data: bytes) -> bool:
         """Create ``key`` only if absent; returns False when it already existed (local: O_EXCL)."""
         target = self._unlinked(key)
@@ -309,43 +325,6 @@ class Store:
             os.makedirs(self.root, exist_ok=True)
         elif not self.fs.exists(self.root.split("/", 1)[0]):
             self.fs.mkdir(self.root.split("/", 1)[0])
-
-
-DICTIONARY_SAMPLE = 4096  # rows a column's repetition is judged from
-
-
-def repeating_columns(table: pa.Table) -> list[str]:
-    """The columns worth a dictionary: those whose first ``DICTIONARY_SAMPLE`` values repeat (at most half of them
-    distinct). Ids, hashes, texts and band keys never repeat; dictionary-encoding them builds a dictionary of
-    every value only to fall back to plain pages, which made them 1.3-2.3x slower to write and up to 4.5x slower to
-    read, and the files larger (bench/README.md, "Deletions at 10M (2026-12-04, later)")."""
-    out = []
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        path = name
-        while pa.types.is_list(column.type):  # a list's values are judged, and named by their leaf's path
-            column, path = pc.list_flatten(column), f"{path}.list.element"
-        values = column.slice(0, DICTIONARY_SAMPLE)
-        if pa.types.is_dictionary(column.type) or not len(values):  # encoded as one already: kept so
-            out.append(path)
-            continue
-        try:
-            distinct = pc.count_distinct(values, mode="all").as_py()
-        except pa.ArrowNotImplementedError:  # a struct's or a map's leaves: plain
-            continue
-        if distinct * 2 <= len(values):
-            out.append(path)
-    return out
-
-
-def parquet_bytes(table: pa.Table, schema: pa.Schema | None = None, group_rows: int | None = None) -> bytes:
-    """``table`` as Parquet (``Store.write_parquet``), zstd, dictionaries only for ``repeating_columns``, in groups
-    of ``group_rows`` (``layout.GROUP_ROWS`` unless given); the same table gives the same bytes."""
-    if schema is not None:
-        table = table.select(schema.names).cast(schema)
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", row_group_size=group_rows or layout.GROUP_ROWS,
-                   use_dictionary=repeating_columns(table))
-    return buf.getvalue()
 
 
 def _version(info: dict[str, Any]) -> str:

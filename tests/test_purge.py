@@ -207,4 +207,5 @@ def test_a_file_with_the_bytes_of_the_one_before_is_purged_alike_and_one_of_its_
         assert left.column("text").to_pylist() == [t for i, t in enumerate(column) if i not in (3, 5)]
         assert left.column("record_id").to_pylist() == [f"r{i}" for i in range(10) if i not in (3, 5)]
     assert store.read_bytes(keys[0]) == store.read_bytes(keys[1]) != store.read_bytes(keys[2])
+    assert os.path.samefile(store.path(keys[0]), store.path(keys[1]))  # the second not written again
     assert purge_parquet(store, {"r3"}, {"h5"}, keys, located=True) == {"partitions_rewritten": 0, "rows_removed": 0}

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from tasks import layout, splice
 from tasks import thrift_compact as thrift
-from tasks.storage import Store, parquet_bytes
+from tasks.parquet_encoding import parquet_bytes
+from tasks.storage import Store
 from tasks.tables import _encoding_of, filtered_parts
 
 

@@ -28,3 +28,17 @@ def test_pieces_are_written_end_to_end_as_one_file(any_store: Store) -> None:
     assert any_store.read_bytes("a/pieces.bin") == data
     if any_store.protocol == "file":
         assert os.listdir(any_store.path("a")) == ["pieces.bin"]  # no temporary left
+
+
+def test_the_same_bytes_are_given_without_writing_them_and_part_when_either_is_written(any_store: Store) -> None:
+    any_store.write_bytes("staging/a.bin", b"the new bytes")
+    any_store.write_bytes("records/a.bin", b"the old bytes, longer")
+    any_store.write_same("records/a.bin", "staging/a.bin")
+    assert any_store.read_bytes("records/a.bin") == b"the new bytes"
+    if any_store.protocol == "file":  # one file under two names, no temporary left
+        assert os.path.samefile(any_store.path("records/a.bin"), any_store.path("staging/a.bin"))
+        assert os.listdir(any_store.path("records")) == ["a.bin"]
+    any_store.write_bytes("records/a.bin", b"records written again")
+    assert any_store.read_bytes("staging/a.bin") == b"the new bytes"
+    any_store.delete("staging/a.bin")
+    assert any_store.read_bytes("records/a.bin") == b"records written again"

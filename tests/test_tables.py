@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.storage import parquet_bytes, repeating_columns
+from tasks.parquet_encoding import parquet_bytes, repeating_columns
 from tasks.tables import bucketed_ipc_bytes, filtered_parts, ipc_buckets, ipc_reader, kept_bounds
 
 

@@ -28,7 +28,8 @@ from tasks.dedup.clusters import (
     membership_table,
 )
 from tasks.dedup.minhash import MinhashConfig, signatures
-from tasks.storage import Store, parquet_bytes
+from tasks.parquet_encoding import parquet_bytes
+from tasks.storage import Store
 
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 _HEX_VALUE = np.full(256, 255, np.uint8)

@@ -78,6 +78,7 @@ class _Purged:
     data: pa.Buffer | None
     parts: list[Buffer]
     hits: int
+    key: str = ""  # where its new bytes were written
 
 
 def _purged(fh: pa.NativeFile, data: pa.Buffer | None, matched: dict[str, pa.Array]) -> _Purged:
@@ -102,9 +103,9 @@ def purge_parquet(store: Store, ids: set[str], hashes: set[str], keys: list[str]
     columns are read: of the file read whole when it is ``located`` (a partition the locator says holds the rows:
     on an object store one request, not one a column chunk; on a local root a memory map, whose pages the rewrite
     writes out without copying them first), else of the file opened. A located file with the same bytes as the
-    one rewritten before it gets the same new bytes: a partition whose publishing dropped no row holds its records
-    as staging does, byte for byte (``layout.PURGED_PREFIXES`` lists them one after the other), and looking and
-    splicing again took a sixth of its purge."""
+    one rewritten before it gets the same new bytes, not written again (``Store.write_same``): a partition whose
+    publishing dropped no row holds its records as staging does, byte for byte (``layout.PURGED_PREFIXES`` lists
+    them one after the other), and looking, splicing and writing again took a sixth of its purge."""
     rewritten = removed = 0
     matched = _matched_values(ids, hashes)
     last: _Purged | None = None  # the bytes of one file at most are kept
@@ -112,10 +113,12 @@ def purge_parquet(store: Store, ids: set[str], hashes: set[str], keys: list[str]
         with store.random_access(key, whole=located and store.protocol != "file") as fh:
             data = fh.read_buffer() if located else None
             same = last is not None and data is not None and last.data is not None and last.data.equals(data)
-            found = last if same and last else _purged(fh, data, matched)
-            if found.hits:
+            if same and last:
+                found = last
+                store.write_same(key, last.key)
+            elif (found := _purged(fh, data, matched)).hits:
                 store.write_parts(key, found.parts)
-                last = found
+                found.key, last = key, found
         rewritten += bool(found.hits)
         removed += found.hits
     return {"partitions_rewritten": rewritten, "rows_removed": removed}
