@@ -1,5 +1,5 @@
-"""How Custody writes a table as Parquet: zstd, dictionaries only where values repeat, row groups of
-``layout.GROUP_ROWS`` (``Store.write_parquet``), so the same table always gives the same bytes."""
+"""How Custody writes a table as Parquet: zstd, dictionaries only where values repeat, row groups of the size
+``Store.write_parquet`` asks for (``layout.group_rows``), so the same table always gives the same bytes."""
 
 from __future__ import annotations
 

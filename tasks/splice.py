@@ -95,7 +95,7 @@ def spliced_parts(parquet: pq.ParquetFile, data: Buffer, keep: np.ndarray, encod
     spans, footer = _spans(meta), _Footer.of(_footer(data), meta)
     if spans is None or footer is None:
         return None
-    sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    sizes = group_sizes(meta)
     bounds, kept_rows = np.r_[0, np.cumsum(sizes)].tolist(), kept_per_group(sizes, keep)
     touched = [g for g, (rows, left) in enumerate(zip(sizes, kept_rows, strict=True)) if left < rows]
     view, pieces, grown, copied = memoryview(data), [], [], 0
@@ -117,6 +117,11 @@ def spliced_parts(parquet: pq.ParquetFile, data: Buffer, keep: np.ndarray, encod
     tail = footer.rebuilt(entries, int(keep.sum()))
     pieces += [view[copied:end], *grown, tail]
     return [p for p in pieces if len(p)] if _checked(tail, spans, placed, kept_rows) else None
+
+
+def group_sizes(meta: pq.FileMetaData) -> list[int]:
+    """Each row group's row count, from a file's footer."""
+    return [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
 
 
 def kept_per_group(sizes: list[int], keep: np.ndarray) -> list[int]:

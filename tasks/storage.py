@@ -33,7 +33,6 @@ from tasks.parquet_encoding import parquet_bytes
 Buffer = bytes | memoryview | pa.Buffer  # bytes-like: what a file write takes
 
 
-
 class InvalidKey(Fatal):
     """A key that would leave the storage root, or a read or write through a symbolic link."""
 
@@ -215,7 +214,7 @@ class Store:
         target = self._unlinked(key)
         if self.protocol == "file":
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            tmp = os.path.join(os.path.dirname(target), f".tmp-{uuid.uuid4().hex}-{os.path.basename(target)}")
+            tmp = _beside(target)
             with open(tmp, "wb") as fh:
                 fh.writelines(parts)
                 fh.flush()
@@ -234,7 +233,7 @@ class Store:
         if self.protocol != "file":
             self.fs.copy(source, target)
             return self.uri(key)
-        tmp = os.path.join(os.path.dirname(target), f".tmp-{uuid.uuid4().hex}-{os.path.basename(target)}")
+        tmp = _beside(target)
         try:
             os.link(source, tmp)
         except OSError:  # a file system without hard links
@@ -325,6 +324,11 @@ class Store:
             os.makedirs(self.root, exist_ok=True)
         elif not self.fs.exists(self.root.split("/", 1)[0]):
             self.fs.mkdir(self.root.split("/", 1)[0])
+
+
+def _beside(target: str) -> str:
+    """A hidden temporary path in ``target``'s folder (listings leave it out), renamed over ``target`` once whole."""
+    return os.path.join(os.path.dirname(target), f".tmp-{uuid.uuid4().hex}-{os.path.basename(target)}")
 
 
 def _version(info: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.splice import kept_per_group, one_group_encoder, spliced_parts
+from tasks.splice import group_sizes, kept_per_group, one_group_encoder, spliced_parts
 from tasks.storage import Buffer
 
 
@@ -143,7 +143,7 @@ def filtered_parts(data: Buffer, keep: np.ndarray) -> list[Buffer]:
 
 def _rewritten(parquet: pq.ParquetFile, keep: np.ndarray, options: dict[str, Any]) -> bytes:
     sink = io.BytesIO()
-    sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
+    sizes = group_sizes(parquet.metadata)
     kept = parquet.read(use_threads=False).filter(pa.array(keep, pa.bool_()))
     with pq.ParquetWriter(sink, parquet.schema_arrow, **options) as writer:
         start = 0
@@ -156,5 +156,4 @@ def _rewritten(parquet: pq.ParquetFile, keep: np.ndarray, options: dict[str, Any
 def group_of_rows(source: Any) -> np.ndarray:
     """Each row's row group in a Parquet file (open file or ``ParquetFile``), from its footer alone."""
     meta = _parquet(source).metadata
-    return np.repeat(np.arange(meta.num_row_groups, dtype=np.uint32),
-                     [meta.row_group(i).num_rows for i in range(meta.num_row_groups)])
+    return np.repeat(np.arange(meta.num_row_groups, dtype=np.uint32), group_sizes(meta))

@@ -112,8 +112,7 @@ def purge_parquet(store: Store, ids: set[str], hashes: set[str], keys: list[str]
     for key in parquet_files(store) if keys is None else keys:
         with store.random_access(key, whole=located and store.protocol != "file") as fh:
             data = fh.read_buffer() if located else None
-            same = last is not None and data is not None and last.data is not None and last.data.equals(data)
-            if same and last:
+            if last is not None and last.data is not None and data is not None and last.data.equals(data):
                 found = last
                 store.write_same(key, last.key)
             elif (found := _purged(fh, data, matched)).hits:
