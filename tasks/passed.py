@@ -9,7 +9,7 @@ verdicts the other readers need, and reports show only ``snippet`` of a text.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,7 +19,7 @@ from tasks.deletion.tombstones import tombstoned_ids
 from tasks.errors import Fatal, NotValidated
 from tasks.pii import PII_KINDS, redact, scan
 from tasks.storage import Store
-from tasks.tables import without_ids
+from tasks.tables import rows_with_ids, without_ids
 
 log = logging.getLogger(__name__)
 NO_POLICY = "none"
@@ -38,14 +38,18 @@ def partitions(store: Store, sources: Iterable[str] | None = None) -> list[layou
     return [p for p in parts if not wanted or p.source in wanted]
 
 
+Reader = Callable[[str, list[str] | None], pa.Table]  # (key, columns) -> the Parquet file's table, or some of it
+
+
 def live_records(store: Store, part: layout.Partition, columns: list[str] | None = None,
-                 tombstoned: frozenset[str] | None = None) -> pa.Table:
+                 tombstoned: frozenset[str] | None = None, read: Reader | None = None) -> pa.Table:
     """A partition's records minus tombstones, before any verdict: what validation checks.
 
-    ``tombstoned`` saves re-reading the tombstones once per partition when a caller already has them.
+    ``tombstoned`` saves re-reading the tombstones once per partition when a caller already has them; ``read``
+    reads some of the file (default: all of it, ``Store.read_parquet``).
     """
     gone = tombstoned_ids(store) if tombstoned is None else tombstoned
-    return without_ids(store.read_parquet(layout.partition_key(part), columns), gone)
+    return without_ids((read or store.read_parquet)(layout.partition_key(part), columns), gone)
 
 
 def _redacted(records: pa.Table, verdicts: pa.Table, policy_hash: str) -> pa.Table:
@@ -60,11 +64,13 @@ def _redacted(records: pa.Table, verdicts: pa.Table, policy_hash: str) -> pa.Tab
 
 
 def _read(store: Store, part: layout.Partition, columns: list[str] | None, policy: str, gone: frozenset[str],
-          allow_unvalidated: bool, require_verdict: bool) -> pa.Table:
-    """``read_partition`` with the policy and tombstones already read (once per call of ``read_all``)."""
+          allow_unvalidated: bool, require_verdict: bool, read: Reader | None = None) -> pa.Table:
+    """``read_partition`` with the policy and tombstones already read (once per call of ``read_all``); ``read``
+    reads the records and verdict files (default: whole)."""
+    read = read or store.read_parquet
     want = list(dict.fromkeys(["record_id", *columns])) if columns else None
     read_cols = [c for c in want if c != "policy_hash"] if want else None
-    records = live_records(store, part, read_cols, gone)
+    records = live_records(store, part, read_cols, gone, read)
     if policy == NO_POLICY:
         if not allow_unvalidated:
             raise NotValidated("no validated records yet: run `custody validate` first")
@@ -76,7 +82,7 @@ def _read(store: Store, part: layout.Partition, columns: list[str] | None, polic
             return records.slice(0, 0).append_column("policy_hash", pa.array([], pa.string())).select(
                 want or [*records.column_names, "policy_hash"])
         raise Fatal(f"{layout.partition_key(part)} has no verdict under policy {policy}: run `custody validate`")
-    verdicts = store.read_parquet(verdict_key, ["record_id", "passed", "text_redacted"])
+    verdicts = read(verdict_key, ["record_id", "passed", "text_redacted"])
     out = _redacted(records, verdicts, policy)
     return out.select(want) if want else out
 
@@ -129,15 +135,19 @@ def read_all(store: Store, columns: list[str] | None = None) -> pa.Table:
 
 def lookup(store: Store, record_ids: list[str], columns: list[str],
            parts: list[layout.Partition] | None = None) -> pa.Table:
-    """The usable records among ``record_ids`` (a report's handful), read partition by partition (of ``parts``
-    when the caller knows which hold them) so memory stays bounded by one partition. Before any validation every
-    live record is usable, as it is for scoring."""
+    """The usable records among ``record_ids`` (a report's handful, a deletion vault's hundreds), read partition
+    by partition (of ``parts`` when the caller knows which hold them), and of each file only the row groups
+    holding them (``tables.rows_with_ids``), so memory and reads follow the ids asked for. Before any validation
+    every live record is usable, as it is for scoring."""
     policy, gone = current_policy(store), tombstoned_ids(store)
     wanted = pa.array(record_ids, pa.string())
+
+    def read(key: str, cols: list[str] | None) -> pa.Table:
+        with store.random_access(key) as fh:
+            return rows_with_ids(fh, wanted, cols)
+
     parts = [p for p in (partitions(store) if parts is None else parts) if store.exists(layout.partition_key(p))]
-    tables = [t.filter(pc.is_in(t.column("record_id"), value_set=wanted))
-              for t in (_read(store, p, columns, policy, gone, True, False) for p in parts)]
-    tables = [t for t in tables if t.num_rows]
+    tables = [t for t in (_read(store, p, columns, policy, gone, True, False, read) for p in parts) if t.num_rows]
     if not tables:
         return pa.table({c: pa.array([], pa.string()) for c in dict.fromkeys(["record_id", *columns])})
     return pa.concat_tables(tables, promote_options="default")

@@ -157,3 +157,20 @@ def group_of_rows(source: Any) -> np.ndarray:
     """Each row's row group in a Parquet file (open file or ``ParquetFile``), from its footer alone."""
     meta = _parquet(source).metadata
     return np.repeat(np.arange(meta.num_row_groups, dtype=np.uint32), group_sizes(meta))
+
+
+def rows_with_ids(source: Any, wanted: pa.Array, columns: list[str] | None, ids: pa.ChunkedArray | None = None,
+                  column: str = "record_id") -> pa.Table:
+    """The rows of a Parquet file (open file or ``ParquetFile``) whose ``column`` is one of ``wanted``, with
+    ``columns`` (None: all): the id column (``ids``, when the caller has it already) says which rows, and only the
+    row groups holding them are read. A handful of ids out of a partition's 100k sit in a few of its ~50 groups:
+    reading whole partitions for their texts took a thousand deletions' vaults 6 s at 10M records."""
+    parquet = _parquet(source)
+    ids = parquet.read([column], use_threads=False).column(column) if ids is None else ids
+    rows = pc.indices_nonzero(pc.fill_null(pc.is_in(ids, value_set=wanted), False)).to_numpy()
+    read = list(dict.fromkeys([column, *(parquet.schema_arrow.names if columns is None else columns)]))
+    if not len(rows):
+        return parquet.schema_arrow.empty_table().select(read)
+    groups = np.unique(group_of_rows(parquet)[rows]).tolist()
+    table = parquet.read_row_groups(groups, read, use_threads=False)
+    return table.filter(pc.fill_null(pc.is_in(table.column(column), value_set=wanted), False))

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.parquet_encoding import parquet_bytes, repeating_columns
-from tasks.tables import bucketed_ipc_bytes, filtered_parts, ipc_buckets, ipc_reader, kept_bounds
+from tasks.tables import bucketed_ipc_bytes, filtered_parts, ipc_buckets, ipc_reader, kept_bounds, rows_with_ids
 
 
 def _file(data: bytes) -> pq.ParquetFile:
@@ -83,3 +83,25 @@ def test_columns_of_every_kind_are_written_back_as_they_were() -> None:
                       "map": pa.array([[("k", i)] for i in range(100)], pa.map_(pa.string(), pa.int64()))})
     assert repeating_columns(table) == ["split", "empty.list.element", "none"]
     assert _file(parquet_bytes(table)).read().equals(table)
+
+
+def test_rows_by_id_come_from_the_row_groups_holding_them_alone() -> None:
+    ids = [f"r{i:03d}" for i in range(40)]
+    table = pa.table({"record_id": ids, "text": [f"text of {r}" for r in ids]})
+    data = bytearray(parquet_bytes(table, group_rows=10))  # groups of rows 0-9, 10-19, 20-29, 30-39
+    chunk = pq.ParquetFile(io.BytesIO(bytes(data))).metadata.row_group(2).column(1)  # group 2's texts, spoilt
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    data[start:start + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+    spoilt = _file(bytes(data))
+    wanted = pa.array(["r035", "r003", "r999"])
+    found = rows_with_ids(spoilt, wanted, ["text"])
+    assert sorted(found.to_pylist(), key=lambda r: r["record_id"]) == [
+        {"record_id": "r003", "text": "text of r003"}, {"record_id": "r035", "text": "text of r035"}]
+    given = rows_with_ids(spoilt, wanted, None, ids=table.column("record_id"))  # the caller's ids, every column
+    assert given.column_names == ["record_id", "text"] and given.num_rows == 2
+    assert rows_with_ids(spoilt, pa.array(["r999"]), ["text"]).num_rows == 0
+    try:  # the spoilt group is really unreadable: the look-ups above did not read it
+        rows_with_ids(spoilt, pa.array(["r025"]), ["text"])
+    except (OSError, pa.ArrowException):
+        return
+    raise AssertionError("group 2 read back despite its spoilt bytes")

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tasks import layout
 from tasks.dedup.clusters import read_clusters
@@ -33,7 +32,7 @@ from tasks.deletion.locator import Locator, PartitionRef
 from tasks.deletion.requests import RESOLVED, for_each, set_status
 from tasks.rows import KEY_COLUMNS
 from tasks.storage import Store
-from tasks.tables import group_of_rows
+from tasks.tables import rows_with_ids
 
 READ_THREADS = 2  # staging files a resolution reads at once
 KEY_CACHE_BYTES = 2 << 30  # staging key columns a resolution keeps (at 10M records all of them: ~1 GB)
@@ -126,17 +125,10 @@ class StagedKeys:
 
     def _texts_in(self, part: PartitionRef, wanted: pa.Array) -> pa.Table:
         """A partition's staged ``record_id`` and ``text`` of ``wanted`` ids, from only the row groups holding them
-        (the key columns, in file order, give their rows; a thousand scattered requests hold ~10 of a partition's
-        100k, in ~9 of its 49 groups)."""
-        rows = pc.indices_nonzero(pc.fill_null(pc.is_in(self._keys(part).column("record_id"), value_set=wanted),
-                                               False)).to_numpy()
-        if not len(rows):
-            return pa.table({"record_id": pa.array([], pa.string()), "text": pa.array([], pa.string())})
+        (the cached key columns say which rows: a thousand scattered requests hold ~10 of a partition's 100k, in
+        ~9 of its 49 groups)."""
         with self.store.random_access(layout.staging(*part)) as fh:
-            parquet = pq.ParquetFile(fh)
-            groups = np.unique(group_of_rows(parquet)[rows]).tolist()
-            staged = parquet.read_row_groups(groups, ["record_id", "text"], use_threads=False)
-        return _rows_with(staged, "record_id", wanted)
+            return rows_with_ids(fh, wanted, ["text"], self._keys(part).column("record_id"))
 
 
 def _cluster_mates(store: Store, ids: set[str]) -> dict[str, set[str]]:
