@@ -83,10 +83,11 @@ def _spans(meta: pq.FileMetaData) -> list[tuple[int, int]] | None:
     return spans
 
 
-def spliced_parts(parquet: pq.ParquetFile, data: Buffer, keep: np.ndarray, encode: Callable[[pa.Table], bytes]
-                  ) -> list[Buffer] | None:
+def spliced_parts(parquet: pq.ParquetFile, data: Buffer, keep: np.ndarray,
+                  encode: Callable[[list[pa.Table]], bytes]) -> list[Buffer] | None:
     """The Parquet file ``data`` (``parquet``, opened) with only the rows ``keep`` marks, as the pieces to write end
-    to end: the groups that lose rows re-encoded by ``encode`` (a table to a one-group file) where they were, every
+    to end: the groups that lose rows re-encoded by ``encode`` (tables to a file of one group each, all of them in
+    one: a writer and a footer each took a third of a group's encoding) and placed where they were, every
     other byte of the groups as it was, as views of ``data`` (not joined: a 10-20 MB copy into fresh pages cost
     more than the splice's encoding, and the file write copies them anyway). None when the file cannot be spliced
     (``_spans``, ``_Footer.of``) or the new footer does not read back as planned (``_checked``); the caller
@@ -97,23 +98,23 @@ def spliced_parts(parquet: pq.ParquetFile, data: Buffer, keep: np.ndarray, encod
         return None
     sizes = group_sizes(meta)
     bounds, kept_rows = np.r_[0, np.cumsum(sizes)].tolist(), kept_per_group(sizes, keep)
-    touched = [g for g, (rows, left) in enumerate(zip(sizes, kept_rows, strict=True)) if left < rows]
+    touched = sorted((g for g, (rows, left) in enumerate(zip(sizes, kept_rows, strict=True)) if left < rows),
+                     key=lambda g: spans[g])  # in file order: an earlier splice may have moved a group
+    encoded = _encoded_groups(encode(_kept_groups(parquet, touched, bounds, keep)), len(touched))
+    if encoded is None:
+        return None
     view, pieces, grown, copied = memoryview(data), [], [], 0
     end = len(data) - len(footer.raw) - 8  # where the groups end
     entries, placed = footer.entries(), {}
-    for g in sorted(touched, key=lambda g: spans[g]):  # in file order: an earlier splice may have moved a group
-        rows = parquet.read_row_group(g, use_threads=False).filter(pa.array(keep[bounds[g]:bounds[g + 1]]))
-        encoded = _encoded_group(encode(rows))
-        if encoded is None:
-            return None
-        group_bytes, group, (old_lo, old_hi) = *encoded, spans[g]
+    for g, (group_bytes, group, origin) in zip(touched, encoded, strict=True):
+        old_lo, old_hi = spans[g]
         fits = len(group_bytes) <= old_hi - old_lo  # else after the last group (fewer rows rarely take more bytes)
         start = old_lo if fits else end + sum(len(piece) for piece in grown)
         placed[g] = (start, start + len(group_bytes)) if group_bytes else (len(MAGIC), len(MAGIC))  # (_spans)
         pieces += [view[copied:old_lo], group_bytes if fits else b"", bytes(old_hi - old_lo - len(group_bytes) * fits)]
         grown += [] if fits else [group_bytes]
         copied = old_hi
-        entries[g] = thrift.encode_struct(_moved_group(group, start - len(MAGIC), g))
+        entries[g] = thrift.encode_struct(_moved_group(group, start - origin, g))
     tail = footer.rebuilt(entries, int(keep.sum()))
     pieces += [view[copied:end], *grown, tail]
     return [p for p in pieces if len(p)] if _checked(tail, spans, placed, kept_rows) else None
@@ -197,21 +198,37 @@ class _Footer:
         return out + struct.pack("<i", len(out)) + MAGIC
 
 
-def _encoded_group(alone: bytes) -> tuple[bytes, list[thrift.Field]] | None:
-    """A one-group file's group: its bytes and its footer entry (offsets from the file's start); None when its
-    chunks are not back to back (``_spans``)."""
-    meta = pq.ParquetFile(pa.BufferReader(alone)).metadata
-    spans, footer = _spans(meta), _Footer.of(_footer(alone), meta)
-    if spans is None or footer is None or len(spans) != 1 or spans[0][0] != len(MAGIC):
+def _kept_groups(parquet: pq.ParquetFile, groups: list[int], bounds: list[int], keep: np.ndarray) -> list[pa.Table]:
+    """The rows ``keep`` marks of each of ``groups`` (read together), one table a group."""
+    if not groups:
+        return []
+    read, out, at = parquet.read_row_groups(groups, use_threads=False), [], 0
+    for g in groups:
+        rows = bounds[g + 1] - bounds[g]
+        out.append(read.slice(at, rows).filter(pa.array(keep[bounds[g]:bounds[g + 1]])))
+        at += rows
+    return out
+
+
+def _encoded_groups(encoded: bytes, count: int) -> list[tuple[bytes, list[thrift.Field], int]] | None:
+    """Each group of a file of ``count`` groups back to back (``group_encoder``'s): its bytes, its footer entry and
+    the offset its entry counts from (where its bytes began); None when its chunks are not back to back
+    (``_spans``)."""
+    meta = pq.ParquetFile(pa.BufferReader(encoded)).metadata
+    spans, footer = _spans(meta), _Footer.of(_footer(encoded), meta)
+    if spans is None or footer is None or len(spans) != count:
         return None
-    return alone[len(MAGIC):spans[0][1]], thrift.decode(footer.raw, footer.spans[0][0], thrift.STRUCT)[0]
+    return [(encoded[lo:hi], thrift.decode(footer.raw, at, thrift.STRUCT)[0], lo)
+            for (lo, hi), (at, _) in zip(spans, footer.spans, strict=True)]
 
 
-def one_group_encoder(schema: pa.Schema, options: dict[str, Any]) -> Callable[[pa.Table], bytes]:
-    """A table to a one-group Parquet file written with ``options`` (a file's codecs and dictionary use)."""
-    def encode(table: pa.Table) -> bytes:
+def group_encoder(schema: pa.Schema, options: dict[str, Any]) -> Callable[[list[pa.Table]], bytes]:
+    """Tables to one Parquet file of a row group each, written with ``options`` (a file's codecs and dictionary
+    use)."""
+    def encode(tables: list[pa.Table]) -> bytes:
         sink = io.BytesIO()
         with pq.ParquetWriter(sink, schema, **options) as writer:
-            writer.write_table(table, row_group_size=max(1, table.num_rows))
+            for table in tables:
+                writer.write_table(table, row_group_size=max(1, table.num_rows))
         return sink.getvalue()
     return encode

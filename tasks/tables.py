@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.splice import group_sizes, kept_per_group, one_group_encoder, spliced_parts
+from tasks.splice import group_encoder, group_sizes, kept_per_group, spliced_parts
 from tasks.storage import Buffer
 
 
@@ -137,7 +137,7 @@ def filtered_parts(data: Buffer, keep: np.ndarray) -> list[Buffer]:
     filtered once and written group by group."""
     parquet = pq.ParquetFile(pa.BufferReader(data))
     options = _encoding_of(parquet.metadata)
-    spliced = spliced_parts(parquet, data, keep, one_group_encoder(parquet.schema_arrow, options))
+    spliced = spliced_parts(parquet, data, keep, group_encoder(parquet.schema_arrow, options))
     return spliced if spliced is not None else [_rewritten(parquet, keep, options)]
 
 

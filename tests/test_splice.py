@@ -33,7 +33,7 @@ def _parquet(data: bytes) -> pq.ParquetFile:
 
 def _spliced(data: bytes, keep: np.ndarray) -> bytes | None:
     parquet = _parquet(data)
-    encode = splice.one_group_encoder(parquet.schema_arrow, _encoding_of(parquet.metadata))
+    encode = splice.group_encoder(parquet.schema_arrow, _encoding_of(parquet.metadata))
     parts = splice.spliced_parts(parquet, data, keep, encode)
     return None if parts is None else b"".join(parts)
 

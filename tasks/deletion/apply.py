@@ -95,13 +95,13 @@ def apply_batch(store: Store, docs: list[dict[str, Any]], keys: StagedKeys,
                            set(keys.locator.partitions))
     texts = keys.texts(ids)
     due = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=get_settings().purge_deadline_hours)).isoformat()
-    store_salt(store)  # made once, before the requests' fingerprints are written side by side
+    salt = store_salt(store)  # made and read once, before the requests' fingerprints are written side by side
 
     def applied(pair: tuple[dict[str, Any], list[Target]]) -> dict[str, Any]:
         doc, mine = pair
         rid = doc["request_id"]
         staged = [texts[r] for r in doc["resolved"]["record_ids"] if r in texts]
-        remembered = write_fingerprints(store, rid, staged + found.texts.get(rid, []))
+        remembered = write_fingerprints(store, rid, staged + found.texts.get(rid, []), salt)
         return set_status(store, doc, APPLIED, applied={
             "vaulted_for_unlearning": vaulted[rid], "fingerprints": remembered,
             "withdrawn_texts_found": len(found.texts.get(rid, [])),

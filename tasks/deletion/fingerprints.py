@@ -33,9 +33,10 @@ def fingerprint_table(request_id: str, texts: list[str], salt: bytes) -> pa.Tabl
                      "shingles": [h.tolist() for h in rows.values()]}, schema=FINGERPRINT_SCHEMA)
 
 
-def write_fingerprints(store: Store, request_id: str, texts: list[str]) -> int:
-    """Remember ``texts`` for ``request_id`` (merged with what an earlier, interrupted apply wrote); returns rows."""
-    salt = store_salt(store)
+def write_fingerprints(store: Store, request_id: str, texts: list[str], salt: bytes | None = None) -> int:
+    """Remember ``texts`` for ``request_id`` (merged with what an earlier, interrupted apply wrote); returns rows.
+    ``salt``: the store's (``store_salt``), when the caller writes many requests' and has read it once."""
+    salt = salt or store_salt(store)
     key = layout.fingerprints(request_id)
     table = fingerprint_table(request_id, texts, salt)
     if store.exists(key):
