@@ -20,12 +20,14 @@ from tasks.passed import NO_POLICY, current_policy, lookup
 from tasks.storage import Store
 
 
-def _held(store: Store) -> pa.Array:
-    """Every record id some dataset version's manifest holds."""
-    keys = manifest_keys(store)
-    if not keys:
-        return pa.array([], pa.string())
-    return pa.concat_tables([store.read_parquet(k, ["record_id"]) for k in keys]).column("record_id")
+def _held(store: Store, ids: pa.Array) -> set[str]:
+    """Which of ``ids`` some dataset version's manifest holds (each manifest's ids looked up in ``ids``: a hash set
+    of a batch's thousand ids, not of the manifests' millions)."""
+    held: set[str] = set()
+    for key in manifest_keys(store) if len(ids) else []:
+        column = store.read_parquet(key, ["record_id"]).column("record_id")
+        held.update(column.filter(pc.fill_null(pc.is_in(column, value_set=ids), False)).to_pylist())
+    return held
 
 
 def write_vaults(store: Store, docs: list[dict[str, Any]], keys: StagedKeys) -> dict[str, int]:
@@ -38,7 +40,7 @@ def write_vaults(store: Store, docs: list[dict[str, Any]], keys: StagedKeys) -> 
               for d in docs if store.exists(layout.vault(d["request_id"]))}
     todo = [d for d in docs if d["request_id"] not in counts]
     ids = pa.array(sorted(set().union(*(d["resolved"]["record_ids"] for d in todo))), pa.string())
-    held = set(pc.filter(ids, pc.is_in(ids, value_set=_held(store))).to_pylist()) if todo else set()
+    held = _held(store, ids) if todo else set()
     if not held or current_policy(store) == NO_POLICY:  # nothing validated: no dataset was built from them
         return {**counts, **{d["request_id"]: 0 for d in todo}}
     parts = [layout.Partition(source, layout.RECORD_PART_PREFIX + fid)
