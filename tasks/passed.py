@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,6 +25,7 @@ from tasks.tables import rows_with_ids, without_ids
 log = logging.getLogger(__name__)
 NO_POLICY = "none"
 SNIPPET_CHARS = 120  # a table cell a person can read at a glance
+LOOKUP_THREADS = 2  # partitions a look-up reads at once
 
 
 def current_policy(store: Store) -> str:
@@ -136,8 +138,8 @@ def read_all(store: Store, columns: list[str] | None = None) -> pa.Table:
 def lookup(store: Store, record_ids: list[str], columns: list[str],
            parts: list[layout.Partition] | None = None) -> pa.Table:
     """The usable records among ``record_ids`` (a report's handful, a deletion vault's hundreds), read partition
-    by partition (of ``parts`` when the caller knows which hold them), and of each file only the row groups
-    holding them (``tables.rows_with_ids``), so memory and reads follow the ids asked for. Before any validation
+    by partition (of ``parts`` when the caller knows which hold them), two at a time, and of each file only the row
+    groups holding them (``tables.rows_with_ids``), so memory and reads follow the ids asked for. Before any validation
     every live record is usable, as it is for scoring."""
     policy, gone = current_policy(store), tombstoned_ids(store)
     wanted = pa.array(record_ids, pa.string())
@@ -147,7 +149,9 @@ def lookup(store: Store, record_ids: list[str], columns: list[str],
             return rows_with_ids(fh, wanted, cols)
 
     parts = [p for p in (partitions(store) if parts is None else parts) if store.exists(layout.partition_key(p))]
-    tables = [t for t in (_read(store, p, columns, policy, gone, True, False, read) for p in parts) if t.num_rows]
+    with ThreadPoolExecutor(LOOKUP_THREADS) as pool:  # Arrow decodes without the GIL
+        found = pool.map(lambda part: _read(store, part, columns, policy, gone, True, False, read), parts)
+        tables = [t for t in found if t.num_rows]
     if not tables:
         return pa.table({c: pa.array([], pa.string()) for c in dict.fromkeys(["record_id", *columns])})
     return pa.concat_tables(tables, promote_options="default")
