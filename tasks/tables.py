@@ -16,13 +16,23 @@ from tasks.splice import group_encoder, group_sizes, kept_per_group, spliced_par
 from tasks.storage import Buffer
 
 
+def one_of(values: pa.Array | pa.ChunkedArray, wanted: pa.Array) -> pa.Array | pa.ChunkedArray:
+    """Which of ``values`` are among ``wanted``, as a mask (a null is never among them)."""
+    return pc.fill_null(pc.is_in(values, value_set=wanted), False)
+
+
+def rows_with(table: pa.Table, column: str, values: Iterable[str] | pa.Array) -> pa.Table:
+    """Rows of ``table`` whose ``column`` is one of ``values`` (nulls never match)."""
+    wanted = values if isinstance(values, pa.Array) else pa.array(sorted(values), pa.string())
+    return table.filter(one_of(table.column(column), wanted))
+
+
 def without_ids(table: pa.Table, ids: Iterable[str], column: str = "record_id") -> pa.Table:
     """Rows of ``table`` whose ``column`` is not in ``ids`` (nulls are kept)."""
     ids = list(ids)
     if not ids or table.num_rows == 0:
         return table
-    hit = pc.fill_null(pc.is_in(table.column(column), value_set=pa.array(ids, pa.string())), False)
-    return table.filter(pc.invert(hit))
+    return table.filter(pc.invert(one_of(table.column(column), pa.array(ids, pa.string()))))
 
 
 def join_on_id(left: pa.Table, right: pa.Table, column: str = "record_id") -> pa.Table:
@@ -167,10 +177,10 @@ def rows_with_ids(source: Any, wanted: pa.Array, columns: list[str] | None, ids:
     reading whole partitions for their texts took a thousand deletions' vaults 6 s at 10M records."""
     parquet = _parquet(source)
     ids = parquet.read([column], use_threads=False).column(column) if ids is None else ids
-    rows = pc.indices_nonzero(pc.fill_null(pc.is_in(ids, value_set=wanted), False)).to_numpy()
+    rows = pc.indices_nonzero(one_of(ids, wanted)).to_numpy()
     read = list(dict.fromkeys([column, *(parquet.schema_arrow.names if columns is None else columns)]))
     if not len(rows):
         return parquet.schema_arrow.empty_table().select(read)
     groups = np.unique(group_of_rows(parquet)[rows]).tolist()
     table = parquet.read_row_groups(groups, read, use_threads=False)
-    return table.filter(pc.fill_null(pc.is_in(table.column(column), value_set=wanted), False))
+    return rows_with(table, column, wanted)

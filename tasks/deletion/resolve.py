@@ -32,19 +32,12 @@ from tasks.deletion.locator import Locator, PartitionRef
 from tasks.deletion.requests import RESOLVED, for_each, set_status
 from tasks.rows import KEY_COLUMNS
 from tasks.storage import Store
-from tasks.tables import rows_with_ids
+from tasks.tables import rows_with, rows_with_ids
 
 READ_THREADS = 2  # staging files a resolution reads at once
 KEY_CACHE_BYTES = 2 << 30  # staging key columns a resolution keeps (at 10M records all of them: ~1 GB)
 SELECTOR_COLUMN = {"owner": "owner_id", "record_id": "record_id", "source": "source", "text": "content_hash"}
 LOCATOR_KIND = {"owner_id": "owner", "record_id": "record_id", "content_hash": "content_hash"}
-
-
-def _rows_with(table: pa.Table, column: str, values: set[str] | list[str] | pa.Array) -> pa.Table:
-    """Rows whose ``column`` is one of ``values`` (nulls never match)."""
-    wanted = values if isinstance(values, pa.Array) else pa.array(sorted(values), pa.string())
-    hit = pc.is_in(table.column(column), value_set=wanted)
-    return table.filter(pc.fill_null(hit, False))
 
 
 def _ids_of(table: pa.Table, column: str = "record_id") -> set[str]:
@@ -91,7 +84,7 @@ class StagedKeys:
     def _found(self, parts: Iterable[PartitionRef], column: str, values: set[str]) -> dict[PartitionRef, pa.Table]:
         """Per partition, its staged rows whose ``column`` is one of ``values``."""
         wanted = pa.array(sorted(values), pa.string())
-        return self._per_partition(parts, lambda part: _rows_with(self._keys(part), column, wanted))
+        return self._per_partition(parts, lambda part: rows_with(self._keys(part), column, wanted))
 
     def _located(self, column: str, values: set[str]) -> set[PartitionRef]:
         if column == "source":

@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from tasks import layout
 from tasks.deletion.resolve import StagedKeys
 from tasks.lineage import manifest_keys
 from tasks.passed import NO_POLICY, current_policy, lookup
 from tasks.storage import Store
+from tasks.tables import one_of, rows_with
 
 
 def _held(store: Store, ids: pa.Array) -> set[str]:
@@ -26,7 +26,7 @@ def _held(store: Store, ids: pa.Array) -> set[str]:
     held: set[str] = set()
     for key in manifest_keys(store) if len(ids) else []:
         column = store.read_parquet(key, ["record_id"]).column("record_id")
-        held.update(column.filter(pc.fill_null(pc.is_in(column, value_set=ids), False)).to_pylist())
+        held.update(column.filter(one_of(column, ids)).to_pylist())
     return held
 
 
@@ -48,7 +48,7 @@ def write_vaults(store: Store, docs: list[dict[str, Any]], keys: StagedKeys) -> 
     texts = lookup(store, sorted(held), ["text"], parts).select(["record_id", "text"])
     for doc in todo:
         wanted = pa.array(doc["resolved"]["record_ids"], pa.string())
-        mine = texts.filter(pc.is_in(texts.column("record_id"), value_set=wanted))
+        mine = rows_with(texts, "record_id", wanted)
         if mine.num_rows:
             store.write_parquet(layout.vault(doc["request_id"]), mine)
         counts[doc["request_id"]] = mine.num_rows
