@@ -1,5 +1,6 @@
-"""How Custody writes a table as Parquet: zstd, dictionaries only where values repeat, row groups of the size
-``Store.write_parquet`` asks for (``layout.group_rows``), so the same table always gives the same bytes."""
+"""How Custody writes a table as Parquet: zstd (but for columns whose schema says otherwise, ``CODEC``),
+dictionaries only where values repeat, row groups of the size ``Store.write_parquet`` asks for
+(``layout.group_rows``), so the same table always gives the same bytes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import pyarrow.parquet as pq
 from tasks import layout
 
 DICTIONARY_SAMPLE = 4096  # rows a column's repetition is judged from
+# a field's metadata key naming its codec: hash columns (LSH band keys) are random bytes zstd cannot shrink
+# (800,360 bytes for 800,285 of a 10M store's partition) but costs time to encode, decode and purge again
+CODEC = b"parquet_codec"
 
 
 def repeating_columns(table: pa.Table) -> list[str]:
@@ -37,12 +41,18 @@ def repeating_columns(table: pa.Table) -> list[str]:
     return out
 
 
+def codecs(schema: pa.Schema) -> str | dict[str, str]:
+    """Each column's codec: zstd unless its field's metadata names another (``CODEC``)."""
+    named = {f.name: f.metadata[CODEC].decode() for f in schema if f.metadata and CODEC in f.metadata}
+    return {name: named.get(name, "zstd") for name in schema.names} if named else "zstd"
+
+
 def parquet_bytes(table: pa.Table, schema: pa.Schema | None = None, group_rows: int | None = None) -> bytes:
     """``table`` as Parquet (``Store.write_parquet``), zstd, dictionaries only for ``repeating_columns``, in groups
     of ``group_rows`` (``layout.GROUP_ROWS`` unless given); the same table gives the same bytes."""
     if schema is not None:
         table = table.select(schema.names).cast(schema)
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", row_group_size=group_rows or layout.GROUP_ROWS,
+    pq.write_table(table, buf, compression=codecs(table.schema), row_group_size=group_rows or layout.GROUP_ROWS,
                    use_dictionary=repeating_columns(table))
     return buf.getvalue()

@@ -24,6 +24,7 @@ from scipy.sparse.csgraph import connected_components
 
 from tasks import layout
 from tasks.dedup.minhash import MinhashConfig, band_keys, estimate_jaccard
+from tasks.parquet_encoding import CODEC
 from tasks.storage import Store
 
 CLUSTER_SCHEMA = pa.schema([
@@ -66,10 +67,13 @@ def band_column(band: int) -> str:
 def signature_schema(cfg: MinhashConfig) -> pa.Schema:
     """A signature file: the row's keys and its LSH band keys (one column per band, so that the bucket stage reads
     one band of the store at a time). The signatures themselves are not kept: only candidate pairs' are needed,
-    and those are made again from staging's texts (``tasks.dedup.sharded``); kept, they took 4x the raw text."""
+    and those are made again from staging's texts (``tasks.dedup.sharded``); kept, they took 4x the raw text. Band
+    keys are hashes, stored uncompressed (``CODEC``): zstd kept their size and took a 10M store's partition 94 ms
+    to write and 36 ms to read, against 60 and 19 ms."""
     return pa.schema([("record_id", pa.string()), ("content_hash", pa.string()), ("source_uri", pa.string()),
                       ("delivered_at", pa.timestamp("us", tz="UTC")),
-                      *[(band_column(b), pa.uint64()) for b in range(cfg.banding[0])]])
+                      *[pa.field(band_column(b), pa.uint64(), metadata={CODEC: b"none"})
+                        for b in range(cfg.banding[0])]])
 
 
 def signature_table(rows: pa.Table, sigs: np.ndarray, cfg: MinhashConfig) -> pa.Table:
