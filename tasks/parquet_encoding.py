@@ -41,10 +41,25 @@ def repeating_columns(table: pa.Table) -> list[str]:
     return out
 
 
+def leaf_paths(name: str, kind: pa.DataType) -> list[str]:
+    """The Parquet column paths a field of type ``kind`` is written as (a codec is given per leaf)."""
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return leaf_paths(f"{name}.list.element", kind.value_type)
+    if pa.types.is_map(kind):
+        return [*leaf_paths(f"{name}.key_value.key", kind.key_type),
+                *leaf_paths(f"{name}.key_value.value", kind.item_type)]
+    if pa.types.is_struct(kind):
+        return [path for child in kind for path in leaf_paths(f"{name}.{child.name}", child.type)]
+    return [name]
+
+
 def codecs(schema: pa.Schema) -> str | dict[str, str]:
-    """Each column's codec: zstd unless its field's metadata names another (``CODEC``)."""
-    named = {f.name: f.metadata[CODEC].decode() for f in schema if f.metadata and CODEC in f.metadata}
-    return {name: named.get(name, "zstd") for name in schema.names} if named else "zstd"
+    """Each column's codec: zstd unless its field's metadata names another (``CODEC``). Given per leaf when any
+    field names one: pyarrow leaves a column the mapping does not name uncompressed."""
+    if not any(f.metadata and CODEC in f.metadata for f in schema):
+        return "zstd"
+    return {path: (f.metadata or {}).get(CODEC, b"zstd").decode()
+            for f in schema for path in leaf_paths(f.name, f.type)}
 
 
 def parquet_bytes(table: pa.Table, schema: pa.Schema | None = None, group_rows: int | None = None) -> bytes:

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from tasks.dedup.clusters import signature_schema, signature_table
 from tasks.dedup.minhash import MinhashConfig
-from tasks.parquet_encoding import parquet_bytes, repeating_columns
+from tasks.parquet_encoding import CODEC, parquet_bytes, repeating_columns
 from tasks.tables import bucketed_ipc_bytes, filtered_parts, ipc_buckets, ipc_reader, kept_bounds, rows_with_ids
 
 
@@ -97,6 +97,16 @@ def test_signature_band_keys_are_written_uncompressed_and_a_purge_keeps_them_so(
     purged = b"".join(filtered_parts(data, np.arange(n) != 1500))  # group 1 encoded again
     assert _codecs(purged) == written and _file(purged).read().num_rows == n - 1
     assert _file(purged).read().equals(table.filter(pa.array(np.arange(n) != 1500)))
+
+
+def test_a_field_naming_its_codec_leaves_every_other_column_zstd_nested_ones_too() -> None:
+    schema = pa.schema([pa.field("key", pa.uint64(), metadata={CODEC: b"none"}), ("reasons", pa.list_(pa.string())),
+                        ("meta", pa.struct([("a", pa.int64())])), ("tags", pa.map_(pa.string(), pa.int64()))])
+    table = pa.table({"key": np.arange(10, dtype=np.uint64), "reasons": [["pii"]] * 10, "meta": [{"a": 1}] * 10,
+                      "tags": [[("k", 1)]] * 10}, schema=schema)
+    assert _codecs(parquet_bytes(table, schema)) == {
+        "key": "UNCOMPRESSED", "reasons.list.element": "ZSTD", "meta.a": "ZSTD", "tags.key_value.key": "ZSTD",
+        "tags.key_value.value": "ZSTD"}
 
 
 def test_columns_of_every_kind_are_written_back_as_they_were() -> None:
