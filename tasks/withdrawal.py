@@ -21,7 +21,7 @@ from tasks.deletion.purge import purge_files, rewrite_raw
 from tasks.readers import RawRow, ReadLimits, read_rows
 from tasks.rows import RowKeys, raw_row_keys
 from tasks.storage import Store
-from tasks.tables import filtered_parts
+from tasks.tables import filtered_parts, one_of
 
 
 def published_ids(store: Store, source: str, fid: str) -> frozenset[str]:
@@ -70,6 +70,6 @@ def clear_withdrawn(store: Store, partition: tuple[str, str, str], withdrawn: di
         uris = pa.array(sorted(withdrawn), pa.string())
         staging = layout.staging(source, fid)
         uri_column = store.read_parquet(staging, ["source_uri"]).column("source_uri")
-        keep = pc.invert(pc.fill_null(pc.is_in(uri_column, value_set=uris), False)).to_numpy()
+        keep = pc.invert(one_of(uri_column, uris)).to_numpy()
         store.write_parts(staging, filtered_parts(store.read_bytes(staging), keep))
         purge_files(store, blocks, source, [raw_key], [layout.quarantine(source, "ingest", fid)])

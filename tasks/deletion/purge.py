@@ -36,7 +36,7 @@ from tasks.readers import ReadLimits, csv_records, detect_format, jsonl_line_off
 from tasks.rows import RowKeys, raw_row_keys, row_keys
 from tasks.sources import file_id, list_raw_files, list_sources
 from tasks.storage import Buffer, Store
-from tasks.tables import filtered_parts
+from tasks.tables import filtered_parts, one_of
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _matched_values(ids: set[str], hashes: set[str]) -> dict[str, pa.Array]:
 def _hit_mask(table: pa.Table, matched: dict[str, pa.Array]) -> pa.ChunkedArray | None:
     """Rows whose record id (or its 64-bit ``record_key``, as the copy index names records) or content hash is
     deleted (``_matched_values``); None when the table has none of those columns to match."""
-    masks = [pc.fill_null(pc.is_in(table.column(column), value_set=values), False)
+    masks = [one_of(table.column(column), values)
              for column, values in matched.items() if column in table.column_names]
     if not masks:
         return None

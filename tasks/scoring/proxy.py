@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from tasks import layout, passed
 from tasks.errors import Fatal
@@ -29,7 +28,7 @@ from tasks.scoring.contract import ScorerRun
 from tasks.scoring.embeddings import NAME as EMBEDDINGS
 from tasks.scoring.embeddings import embedding_matrix
 from tasks.storage import Store
-from tasks.tables import join_on_id
+from tasks.tables import join_on_id, one_of
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ def _labelled_sample(run: ScorerRun, cfg: ProxyConfig, parts: list[layout.Partit
     labelled, cutoff = 0, 1.0
     for part in parts:
         records = run.records(part)
-        records = records.filter(pc.fill_null(pc.is_in(records.column("label"), value_set=labels), False))
+        records = records.filter(one_of(records.column("label"), labels))
         labelled += records.num_rows
         keys = sample_key(records.column("record_id"))
         records = records.append_column("sample_key", pa.array(keys)).filter(pa.array(keys < cutoff))

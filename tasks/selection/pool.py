@@ -26,7 +26,7 @@ from tasks.scoring.embeddings import DUPS, embedding_matrix
 from tasks.scoring.embeddings import NAME as EMBEDDINGS
 from tasks.scoring.report import FLAG
 from tasks.storage import Store
-from tasks.tables import join_on_id
+from tasks.tables import join_on_id, one_of
 
 log = logging.getLogger(__name__)
 POOL_COLUMNS = ["record_id", "label", "source", "owner_id", "license", "consent", "near_dup_cluster", "near_dup_kept"]
@@ -53,7 +53,7 @@ def _eligible(part: pa.Table, sources: tuple[str, ...] | None, labels: tuple[str
     part = part.filter(pc.fill_null(pc.not_equal(part.column("source"), canaries.SOURCE), True))
     for column, wanted in (("source", sources), ("label", labels), ("owner_id", owners)):
         if wanted:
-            part = part.filter(pc.fill_null(pc.is_in(part.column(column), value_set=pa.array(list(wanted))), False))
+            part = part.filter(one_of(part.column(column), pa.array(list(wanted))))
     return part
 
 
