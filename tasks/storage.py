@@ -208,9 +208,8 @@ class Store:
         return self.write_parts(key, [data])
 
     def write_parts(self, key: str, parts: Iterable[Buffer]) -> str:
-        """Write ``parts`` end to end, atomically (``write_bytes``). Locally they are written one after another, not
-        joined first: a purge's new files are mostly views of the old (``tasks.splice``), and joining 10-20 MB into
-        fresh memory cost more than the write."""
+        """Write ``parts`` end to end, atomically (``write_bytes``), locally one after another: a purge's new files
+        are mostly views of the old (``tasks.splice``), and joining 10-20 MB into fresh memory cost more."""
         target = self._unlinked(key)
         if self.protocol == "file":
             os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -226,9 +225,9 @@ class Store:
 
     def write_same(self, key: str, like: str) -> str:
         """Make ``key`` hold the bytes ``like`` holds, atomically (``write_bytes``), without writing them again:
-        locally a hard link to ``like``'s file renamed into place (every write replaces a file whole, so the two
-        part when either is next written), on an object store a copy the server makes. A purge that gives records
-        staging's new bytes wrote 11 MB a partition less this way."""
+        locally a hard link to ``like``'s file renamed into place (every write replaces a file whole, ``patch`` one
+        with two names too, so the two part when either is next written), on an object store a server-side copy
+        (a purge giving records staging's new bytes wrote 11 MB a partition less)."""
         source, target = self._unlinked(like), self._unlinked(key)
         if self.protocol != "file":
             self.fs.copy(source, target)
@@ -239,6 +238,21 @@ class Store:
         except OSError:  # a file system without hard links
             return self.write_bytes(key, self.read_bytes(like))
         os.replace(tmp, target)
+        return self.uri(key)
+
+    def patch(self, key: str, patches: list[tuple[int, bytes]]) -> str:
+        """Overwrite byte ranges of ``key`` in place, then fsync (not atomic: callers order patches so that a re-run
+        finishes a pass cut short); a file with another name (``write_same``), or an object, is written whole."""
+        target = self._unlinked(key)
+        if self.protocol != "file" or os.stat(target).st_nlink > 1:
+            data = bytearray(self.read_bytes(key))
+            for offset, chunk in patches:
+                data[offset:offset + len(chunk)] = chunk
+            return self.write_bytes(key, data)
+        with open(target, "r+b") as fh:
+            for offset, chunk in patches:
+                os.pwrite(fh.fileno(), chunk, offset)
+            os.fsync(fh.fileno())
         return self.uri(key)
 
     def write_new(self, key: str, data: bytes) -> bool:
@@ -289,12 +303,10 @@ class Store:
         return True
 
     def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
-        """Read in this thread: Arrow's reader threads on a Python file object outlived the read and aborted the
-        process at exit ("terminate called without an active exception", apache/arrow#34314, #50482). A whole
-        table is read from the file's bytes in one read, not one read a column chunk; some columns are read from
-        a mapping of a local file (``random_access``), not through a Python file object, where each column chunk
-        is a call into Python and a syscall (78,000 chunks of band columns: a 10M delivery's clustering 41-43 s
-        through the file object, 37 s mapped)."""
+        """Read in this thread (Arrow's reader threads on a Python file object outlived the read and aborted the
+        process at exit, apache/arrow#34314): a whole table from the file's bytes in one read; some columns from a
+        mapping of a local file, not a Python file object (a call and a syscall a column chunk: 78,000 chunks of
+        band columns took a 10M delivery's clustering 41-43 s that way, 37 s mapped)."""
         if columns is None:
             return pq.read_table(pa.BufferReader(self.read_bytes(key)), use_threads=False)
         with self.random_access(key) as fh:  # mapped on a local root: a column chunk a read would be a syscall each

@@ -42,3 +42,18 @@ def test_the_same_bytes_are_given_without_writing_them_and_part_when_either_is_w
     assert any_store.read_bytes("staging/a.bin") == b"the new bytes"
     any_store.delete("staging/a.bin")
     assert any_store.read_bytes("records/a.bin") == b"records written again"
+
+
+def test_a_patch_writes_its_ranges_in_place_and_a_file_with_two_names_whole(any_store: Store) -> None:
+    any_store.write_bytes("a/index.bin", b"0123456789")
+    any_store.patch("a/index.bin", [(2, b"xy"), (9, b"z")])
+    assert any_store.read_bytes("a/index.bin") == b"01xy45678z"
+    if any_store.protocol != "file":
+        return
+    inode = os.stat(any_store.path("a/index.bin")).st_ino
+    any_store.patch("a/index.bin", [(0, b"--")])
+    assert os.stat(any_store.path("a/index.bin")).st_ino == inode  # in place: the same file
+    any_store.write_same("b/index.bin", "a/index.bin")
+    any_store.patch("b/index.bin", [(0, b"!!")])
+    assert any_store.read_bytes("b/index.bin") == b"!!xy45678z"
+    assert any_store.read_bytes("a/index.bin") == b"--xy45678z"  # its other name kept its bytes

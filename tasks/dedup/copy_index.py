@@ -4,8 +4,8 @@ ingest beside the MinHash signatures, searched when a deletion resolves, purged 
 A partition's index is an Arrow IPC file (``layout.copies``) of 1,024 record batches, one per bucket of the keys'
 top bits, sorted: a query computes its own keys, maps (on disk; a range read each on S3) and bisects only their
 buckets, partition by partition (memory and reads bounded by a partition's buckets, not the store), and reads
-each candidate's text from the one staging row group the index names for it. A purge filters the arrays and writes
-them back, encoding nothing.
+each candidate's text from the one staging row group the index names for it. A purge blanks a deleted record's
+rows in place (``purge_index``): its few bytes are written, not the file.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from tasks.tables import (
     group_of_rows,
     ipc_buckets,
     ipc_reader,
-    kept_bounds,
     reads_whole,
     top_bits,
 )
@@ -55,11 +54,11 @@ def index_schema(cfg: CopyConfig) -> pa.Schema:
     """The copy index of one partition, an Arrow IPC file of 1,024 record batches, one per bucket (a key's top
     bits: keys are hashes, so the buckets are even): ``key`` holds the 32 bits of each band key after its
     bucket's, sorted, and ``record`` its record, dictionary-encoded: the dictionary lists each staged record once
-    as its id's 64-bit hash (``tasks.ids.record_id_keys``; the purge removes a deleted record's rows by it) and the
+    as its id's 64-bit hash (``tasks.ids.record_id_keys``; the purge blanks a deleted record's rows by it) and the
     staging row group holding it (verification reads only the groups of its candidates). 8 bytes a key and 10 a
     record, 18 MB for 100k records, where Parquet took 35; a query reads only its keys' batches (memory-mapped on
-    disk, a range read each on S3; the whole file in one read when they are most) and a purge rewrites the file
-    at the speed of a copy. The config and this format are kept in the file, so a stale index is rebuilt, not
+    disk, a range read each on S3; the whole file in one read when they are most) and a purge patches it in
+    place. The config and this format are kept in the file, so a stale index is rebuilt, not
     misread."""
     return pa.schema([("key", pa.uint32()), ("record", pa.dictionary(pa.int32(), RECORD))],
                      metadata={_CONFIG_KEY: f"{cfg.index_name}/ipc-bucketed{BUCKET_BITS}/key{STORED_BITS}".encode()})
@@ -74,8 +73,8 @@ def _split(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class IndexRows:
     """A copy index (or some of its buckets) in memory: each band key's stored bits (sorted within its bucket;
     ``bounds[b]:bounds[b + 1]`` are bucket ``b``'s rows, its ``BUCKETS + 1`` offsets) and its record's position
-    in ``record_keys`` and ``groups`` (one entry per staged record). Kept as the file holds them: a purge filters
-    and writes them back without a 64-bit temporary (fresh memory is the cost at this size: every page zeroed)."""
+    in ``record_keys`` and ``groups`` (one entry per staged record), kept as the file holds them, without a 64-bit
+    temporary (fresh memory is the cost at this size: every page zeroed)."""
 
     stored: np.ndarray  # uint32
     bounds: np.ndarray  # int64
@@ -98,15 +97,9 @@ class IndexRows:
         counts = hi - lo
         found = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
         owners = self.records[found]
-        return pa.table({"key": np.repeat(queries, counts), "record_key": self.record_keys[owners],
-                         "group": self.groups[owners]})
-
-    def without(self, dead: np.ndarray) -> IndexRows:
-        """The index without the rows of the records ``dead`` marks (bool, one per record), records renumbered."""
-        kept = ~dead[self.records]
-        renumbered = (np.cumsum(~dead) - 1).astype(np.int32)
-        return IndexRows(self.stored[kept], kept_bounds(self.bounds, kept), renumbered[self.records[kept]],
-                         self.record_keys[~dead], self.groups[~dead])
+        live = self.record_keys[owners] != 0  # a blanked record's rows (``purge_index``) name none
+        return pa.table({"key": np.repeat(queries, counts)[live], "record_key": self.record_keys[owners[live]],
+                         "group": self.groups[owners[live]]})
 
     def to_bytes(self, schema: pa.Schema) -> pa.Buffer:
         """As the IPC file ``index_schema`` describes: one batch per bucket, one dictionary."""
@@ -182,25 +175,63 @@ def partition_index(store: Store, source: str, fid: str, keys: np.ndarray, cfg: 
 
 
 def purge_index(store: Store, source: str, fid: str, ids: set[str], cfg: CopyConfig = DEFAULT) -> int:
-    """Remove the deleted records' rows (by id) from a partition's copy index; returns how many went. The file is
-    rewritten only when it holds one; a stale or damaged index is removed instead, to be rebuilt
-    from the purged staging when next searched. Rows are matched by their record, so a re-run removes nothing
-    more."""
+    """Blank the deleted records' rows (by id) of a partition's copy index, in place; returns how many. Only their
+    bytes are written (``_blanks``), not the file's 18 MB; a stale or damaged index is removed instead, to be
+    rebuilt from the purged staging when next searched. A record once blanked is no longer found by its id, so a
+    re-run writes nothing."""
     key = layout.copies(source, fid)
     if not ids or not store.exists(key):
         return 0
-    with store.random_access(key, whole=True) as source_file:
-        if (reader := _current_reader(source_file, cfg)) is None:
-            store.delete(key)
-            return 0
-        rows = _read_rows(reader, list(range(BUCKETS)))
-        dead = np.isin(rows.record_keys, record_id_keys(sorted(ids)))
-        if not dead.any():
-            return 0
-        kept = rows.without(dead)
-        data = kept.to_bytes(reader.schema)
-    store.write_bytes(key, data)
-    return len(rows.stored) - len(kept.stored)
+    data = pa.py_buffer(store.read_bytes(key))
+    reader = _current_reader(pa.BufferReader(data), cfg)
+    blanks = _blanks(reader, data, record_id_keys(sorted(ids))) if reader is not None else None
+    if blanks is None:
+        store.delete(key)
+        return 0
+    rows, records, count = blanks
+    if count:
+        store.patch(key, rows)  # the rows first: cut short after them, a re-run still finds their records
+        store.patch(key, records)
+    return count
+
+
+def _blanks(reader: pa.ipc.RecordBatchFileReader, data: pa.Buffer, dead_keys: np.ndarray
+            ) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]], int] | None:
+    """The patches blanking the records ``dead_keys`` names in a copy index read (zero-copy) from ``data``: each of
+    their rows' stored bits set to its bucket's previous live row's (else the next's, else 0), so every bucket
+    stays sorted and holds nothing of their texts, and their dictionary entries set to record key 0, no record,
+    which look-ups leave out. Also the count of rows blanked; None when the arrays are not views of ``data``."""
+    table = reader.read_all()
+    dictionary = table.column("record").chunk(0).dictionary.field("key")
+    record_keys = dictionary.to_numpy()
+    dead = np.isin(record_keys, dead_keys) & (record_keys != 0)
+    rows: list[tuple[int, bytes]] = []
+    count = 0
+    for stored, record in zip(table.column("key").chunks, table.column("record").chunks, strict=True):
+        hit = np.flatnonzero(dead[record.indices.to_numpy()])
+        if len(hit):
+            values = stored.to_numpy()
+            live = np.setdiff1d(np.arange(len(values)), hit, assume_unique=True)
+            fill = values[live[np.maximum(np.searchsorted(live, hit) - 1, 0)]] if len(live) else np.zeros_like(hit)
+            rows += _runs(data, stored, hit, fill.astype("<u4"))
+            count += len(hit)
+    records = _runs(data, dictionary, np.flatnonzero(dead), np.zeros(int(dead.sum()), "<u8"))
+    return None if _NOT_A_VIEW in rows or _NOT_A_VIEW in records else (rows, records, count)
+
+
+_NOT_A_VIEW = (-1, b"")
+
+
+def _runs(data: pa.Buffer, array: pa.Array, at: np.ndarray, values: np.ndarray) -> list[tuple[int, bytes]]:
+    """``(offset in data, bytes)`` writing ``values`` at the positions ``at`` (ascending) of a fixed-width
+    ``array`` that is a view of ``data``, one patch a run of adjacent positions; ``_NOT_A_VIEW`` when it is not."""
+    width = values.dtype.itemsize
+    start = array.buffers()[1].address - data.address + width * array.offset
+    if not 0 <= start <= data.size - width * len(array):
+        return [_NOT_A_VIEW]
+    breaks = np.flatnonzero(np.diff(at) != 1) + 1
+    return [(start + width * int(run[0]), values[lo:lo + len(run)].tobytes())
+            for run, lo in zip(np.split(at, breaks), np.r_[0, breaks], strict=True) if len(run)]
 
 
 def _keyed(rows: pa.Table, wanted: pa.Array) -> pa.Table:

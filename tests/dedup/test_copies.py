@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -182,3 +183,29 @@ def test_fingerprint_matcher_agrees_with_comparing_every_row_with_every_fingerpr
     sets = [np.asarray(s, dtype=np.uint64) for s in prints.column("shingles").to_pylist()]
     want = [any(jaccard(shingle_hashes(t, SALT), s) >= DEFAULT.threshold for s in sets) for t in new]
     assert [g is not None for g in got] == want and 20 < sum(want) < len(new)
+
+
+def test_a_purge_blanks_the_deleted_records_rows_in_place_leaving_nothing_of_their_texts(store: Store) -> None:
+    texts = [f"note {i}: the ferry to the island leaves at {i} past the hour, weather permitting" for i in range(40)]
+    texts[7] = REVIEW  # the deleted record's text, shared by no other
+    _stage(store, "reviews", "f1", texts)
+    write_copy_index(store, "reviews", "f1", pa.table({"record_id": [f"f1-{i}" for i in range(40)], "text": texts}))
+    path = store.path(layout.copies("reviews", "f1"))
+    before, inode = store.read_bytes(layout.copies("reviews", "f1")), os.stat(path).st_ino
+    assert purge_index(store, "reviews", "f1", {"f1-7"}) == DEFAULT.bands
+    after = store.read_bytes(layout.copies("reviews", "f1"))
+    assert len(after) == len(before) and os.stat(path).st_ino == inode  # patched, not written again
+    assert sum(a != b for a, b in zip(before, after, strict=True)) <= (DEFAULT.bands * 4 + 8)  # its bytes alone
+    assert int(record_id_keys(["f1-7"])[0]).to_bytes(8, "little") not in after  # its id's key is gone
+    reader = pa.ipc.open_file(pa.BufferReader(after))
+    mine = band_keys([REVIEW]).ravel()
+    bits = (mine >> np.uint64(64 - BUCKET_BITS - 32)) & np.uint64(0xFFFFFFFF)
+    for bucket, stored_bits in zip((mine >> np.uint64(64 - BUCKET_BITS)).tolist(), bits.tolist(), strict=True):
+        stored = reader.get_batch(bucket).column("key").to_numpy()
+        assert (np.diff(stored.astype(np.int64)) >= 0).all()  # still sorted: searched by bisection
+        assert stored_bits not in stored.tolist()  # nothing of its text's keys is left in its buckets
+    assert partition_index(store, "reviews", "f1", mine).num_rows == 0
+    assert find_copies(store, [EDITS["one word swapped"]]) == [set()]
+    assert find_copies(store, [texts[3]])[0] >= {"f1-3"}
+    assert purge_index(store, "reviews", "f1", {"f1-7"}) == 0
+    assert store.read_bytes(layout.copies("reviews", "f1")) == after  # a re-run writes nothing
