@@ -36,6 +36,7 @@ from tasks.datasheet import Datasheet
 from tasks.dedup import MinhashConfig, clusters, signatures
 from tasks.dedup.copy_index import write_copy_index
 from tasks.dedup.sharded import cluster_partitions
+from tasks.dedup.signature_files import write_signatures
 from tasks.deletion.blocklist import BlockList, Withdrawal, ledger_version, standing_blocks
 from tasks.deletion.locator import write_locator
 from tasks.errors import ShardError
@@ -113,8 +114,7 @@ def parse_file(store: Store, source: str, key: str, sheet: Datasheet, sheet_hash
     table = pa.Table.from_pylist(records, schema=record_schema())
     sigs = signatures(table.column("text"), cfg.minhash)
     store.write_parquet(layout.staging(source, fid), table, record_schema())
-    store.write_parquet(layout.dedup_part(layout.SIGNATURES, source, fid),
-                        clusters.signature_table(table, sigs, cfg.minhash), clusters.signature_schema(cfg.minhash))
+    write_signatures(store, source, fid, table.column("record_id"), sigs, cfg.minhash)
     write_copy_index(store, source, fid, table)
     write_locator(store, source, fid, keys, lines_valid_for, sum(raw.value is None for raw in rows))
     _write_quarantine(store, layout.quarantine(source, "ingest", fid), bad)

@@ -34,7 +34,7 @@ PURGED_PREFIXES = (RECORDS, STAGING, QUARANTINE, VALIDATION, ATTRIBUTES, DEDUP, 
 DATASHEET_FILE = "source.yaml"
 RECORD_PART_PREFIX = "part-"
 PARQUET = ".parquet"
-ARROW = ".arrow"  # Arrow IPC: the indexes a deletion maps and bisects (copy index, locator)
+ARROW = ".arrow"  # Arrow IPC: files mapped, bisected or patched in place (copy index, locator, signatures)
 
 
 @dataclass(frozen=True)
@@ -107,15 +107,6 @@ def staging(source: str, file_id: str) -> str:
 # group where it was. 2,048: a purge of 10 rows from a partition of 100k re-encodes ~20% of each file, and a footer
 # of 49 groups is walked in ~8 ms (bench/README.md, "Deletions at 10M (2026-12-06)")
 GROUP_ROWS = 2048
-# but a signature file is one group: clustering reads it a band column at a time (1,600 reads at 10M records), and
-# each column chunk costs ~60 us to read, so groups of 2,048 rows took a delivery's clustering from 29-31 to 37 s;
-# a purge re-encodes it whole (~0.1 s a partition)
-SIGNATURE_GROUP_ROWS = 1 << 30
-
-
-def group_rows(key: str) -> int:
-    """Rows per row group of the Parquet file at ``key`` (``Store.write_parquet``)."""
-    return SIGNATURE_GROUP_ROWS if key.startswith(f"{dedup_part(SIGNATURES)}/") else GROUP_ROWS
 
 
 def staged_partition(key: str) -> tuple[str, str]:
@@ -190,8 +181,14 @@ SIGNATURES, CLUSTERS, ID_CONFLICTS, DEDUP_STATS = "signatures", "clusters", "id_
 
 
 def dedup_part(kind: str, source: str | None = None, file_id: str | None = None) -> str:
-    """A staging partition's file of ``kind`` (SIGNATURES, CLUSTERS, ID_CONFLICTS); their folder without ``source``."""
+    """A staging partition's file of ``kind`` (CLUSTERS, ID_CONFLICTS; SIGNATURES before 2026-12-06); their folder
+    without ``source``."""
     return f"{_source_dir(f'{DEDUP}/{kind}', source)}/{file_id}{PARQUET}" if source else f"{DEDUP}/{kind}"
+
+
+def signatures(source: str, file_id: str) -> str:
+    """A staging partition's MinHash band keys (Arrow IPC, ``tasks.dedup.signature_files``)."""
+    return f"{_source_dir(f'{DEDUP}/{SIGNATURES}', source)}/{file_id}{ARROW}"
 
 
 COPIES = f"{DEDUP}/copies"

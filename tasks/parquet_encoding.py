@@ -1,6 +1,6 @@
-"""How Custody writes a table as Parquet: zstd (but for columns whose schema says otherwise, ``CODEC``),
-dictionaries only where values repeat, row groups of the size ``Store.write_parquet`` asks for
-(``layout.group_rows``), so the same table always gives the same bytes."""
+"""How Custody writes a table as Parquet: zstd, dictionaries only where values repeat, row groups of the size
+``Store.write_parquet`` asks for (``layout.GROUP_ROWS`` unless told), so the same table always gives the same
+bytes."""
 
 from __future__ import annotations
 
@@ -13,9 +13,6 @@ import pyarrow.parquet as pq
 from tasks import layout
 
 DICTIONARY_SAMPLE = 4096  # rows a column's repetition is judged from
-# a field's metadata key naming its codec: hash columns (LSH band keys) are random bytes zstd cannot shrink
-# (800,360 bytes for 800,285 of a 10M store's partition) but costs time to encode, decode and purge again
-CODEC = b"parquet_codec"
 
 
 def repeating_columns(table: pa.Table) -> list[str]:
@@ -41,33 +38,12 @@ def repeating_columns(table: pa.Table) -> list[str]:
     return out
 
 
-def leaf_paths(name: str, kind: pa.DataType) -> list[str]:
-    """The Parquet column paths a field of type ``kind`` is written as (a codec is given per leaf)."""
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return leaf_paths(f"{name}.list.element", kind.value_type)
-    if pa.types.is_map(kind):
-        return [*leaf_paths(f"{name}.key_value.key", kind.key_type),
-                *leaf_paths(f"{name}.key_value.value", kind.item_type)]
-    if pa.types.is_struct(kind):
-        return [path for child in kind for path in leaf_paths(f"{name}.{child.name}", child.type)]
-    return [name]
-
-
-def codecs(schema: pa.Schema) -> str | dict[str, str]:
-    """Each column's codec: zstd unless its field's metadata names another (``CODEC``). Given per leaf when any
-    field names one: pyarrow leaves a column the mapping does not name uncompressed."""
-    if not any(f.metadata and CODEC in f.metadata for f in schema):
-        return "zstd"
-    return {path: (f.metadata or {}).get(CODEC, b"zstd").decode()
-            for f in schema for path in leaf_paths(f.name, f.type)}
-
-
 def parquet_bytes(table: pa.Table, schema: pa.Schema | None = None, group_rows: int | None = None) -> bytes:
     """``table`` as Parquet (``Store.write_parquet``), zstd, dictionaries only for ``repeating_columns``, in groups
     of ``group_rows`` (``layout.GROUP_ROWS`` unless given); the same table gives the same bytes."""
     if schema is not None:
         table = table.select(schema.names).cast(schema)
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression=codecs(table.schema), row_group_size=group_rows or layout.GROUP_ROWS,
+    pq.write_table(table, buf, compression="zstd", row_group_size=group_rows or layout.GROUP_ROWS,
                    use_dictionary=repeating_columns(table))
     return buf.getvalue()

@@ -25,7 +25,6 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks import layout
 from tasks.config import Settings, get_settings
 from tasks.errors import Fatal
 from tasks.parquet_encoding import parquet_bytes
@@ -291,8 +290,8 @@ class Store:
     def write_parquet(self, key: str, table: pa.Table, schema: pa.Schema | None = None,
                       group_rows: int | None = None) -> str:
         """Write a table with an explicit schema (inferred schemas drift between shards), in row groups of
-        ``group_rows`` (``layout.group_rows`` of the key unless given)."""
-        return self.write_bytes(key, parquet_bytes(table, schema, group_rows or layout.group_rows(key)))
+        ``group_rows`` (``layout.GROUP_ROWS`` unless given)."""
+        return self.write_bytes(key, parquet_bytes(table, schema, group_rows))
 
     def write_if_changed(self, key: str, data: bytes) -> bool:
         """Write ``data`` unless ``key`` already holds exactly it (its version then still names its content, so

@@ -57,12 +57,13 @@ def bucketed_ipc_bytes(batch: pa.RecordBatch, bounds: np.ndarray) -> pa.Buffer:
     return sink.getvalue()  # written as it is: a copy into Python bytes cost a fresh 18 MB for a copy index
 
 
-def ipc_reader(source: pa.NativeFile, batches: int) -> pa.ipc.RecordBatchFileReader | None:
+def ipc_reader(source: pa.NativeFile, batches: int, fields: list[int] | None = None
+               ) -> pa.ipc.RecordBatchFileReader | None:
     """A bucketed IPC file opened, or None when it is not one of ``batches`` batches (corrupt, cut short, or of
     another layout). The indexes are derived data: a caller rebuilds one or looks everywhere instead, so a damaged
     index never keeps a deletion from finishing (it raised, and the request stayed pending at every retry)."""
     try:
-        reader = pa.ipc.open_file(source)
+        reader = pa.ipc.open_file(source, options=pa.ipc.IpcReadOptions(included_fields=fields))  # only their bytes
     except (pa.ArrowInvalid, OSError):
         return None
     return reader if reader.num_record_batches == batches else None
@@ -105,6 +106,20 @@ def top_bits(keys: np.ndarray, bits: int) -> np.ndarray:
 def bucket_bounds(buckets: np.ndarray, count: int) -> np.ndarray:
     """Each of ``count`` buckets' first row and the end, for rows sorted by their ``buckets``."""
     return np.searchsorted(buckets, np.arange(count + 1))
+
+
+def value_patches(data: pa.Buffer, array: pa.Array, at: np.ndarray, values: np.ndarray
+                  ) -> list[tuple[int, bytes]] | None:
+    """``(offset in data, bytes)`` writing ``values`` at the positions ``at`` (ascending) of a fixed-width
+    ``array`` read zero-copy from ``data`` (an IPC file's bytes), one patch a run of adjacent positions, for
+    ``Store.patch``; None when ``array`` is not a view of ``data``."""
+    width = values.dtype.itemsize
+    start = array.buffers()[1].address - data.address + width * array.offset
+    if not 0 <= start <= data.size - width * len(array):
+        return None
+    breaks = np.flatnonzero(np.diff(at) != 1) + 1
+    return [(start + width * int(run[0]), values[lo:lo + len(run)].tobytes())
+            for run, lo in zip(np.split(at, breaks), np.r_[0, breaks], strict=True) if len(run)]
 
 
 def reads_whole(buckets: int, count: int) -> bool:

@@ -113,12 +113,8 @@ def test_a_file_with_a_page_index_is_not_spliced_but_still_filtered() -> None:
     assert _parquet(out).read().equals(_table(200).filter(pa.array(keep))) and _group_rows(out) == [42, 43, 43, 43]
 
 
-def test_partition_files_are_written_in_small_groups_and_signatures_in_one(tmp_path) -> None:
+def test_partition_files_are_written_in_small_groups(tmp_path) -> None:
     store = Store(tmp_path.as_uri())
-    table = _table(5000)
-    store.write_parquet(layout.staging("films", "f1"), table)
-    store.write_parquet(layout.dedup_part(layout.SIGNATURES, "films", "f1"), table)
+    store.write_parquet(layout.staging("films", "f1"), _table(5000))
     with store.open(layout.staging("films", "f1")) as fh:
         assert _group_rows(fh.read()) == [layout.GROUP_ROWS, layout.GROUP_ROWS, 5000 - 2 * layout.GROUP_ROWS]
-    with store.open(layout.dedup_part(layout.SIGNATURES, "films", "f1")) as fh:
-        assert _group_rows(fh.read()) == [5000]

@@ -8,9 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.dedup.clusters import signature_schema, signature_table
-from tasks.dedup.minhash import MinhashConfig
-from tasks.parquet_encoding import CODEC, parquet_bytes, repeating_columns
+from tasks.parquet_encoding import parquet_bytes, repeating_columns
 from tasks.tables import bucketed_ipc_bytes, filtered_parts, ipc_buckets, ipc_reader, kept_bounds, rows_with_ids
 
 
@@ -78,35 +76,6 @@ def test_only_columns_whose_values_repeat_are_dictionary_encoded_and_a_rewrite_k
     assert _file(parquet_bytes(table)).read().equals(table)  # nothing lost: same values, same order
 
 
-def _codecs(data: bytes) -> dict[str, str]:
-    group = _file(data).metadata.row_group(0)
-    return {group.column(j).path_in_schema: group.column(j).compression for j in range(group.num_columns)}
-
-
-def test_signature_band_keys_are_written_uncompressed_and_a_purge_keeps_them_so() -> None:
-    cfg, n = MinhashConfig(), 3000
-    rows = pa.table({"record_id": [f"r{i:024x}" for i in range(n)], "content_hash": [f"{i:064x}" for i in range(n)],
-                     "source_uri": ["s3://bucket/a.jsonl"] * n,
-                     "delivered_at": pa.array([0] * n, pa.timestamp("us", tz="UTC"))})
-    sigs = np.random.default_rng(2).integers(0, 2**32, (n, cfg.num_perm), dtype=np.uint64)
-    table = signature_table(rows, sigs, cfg)
-    data = parquet_bytes(table, signature_schema(cfg), group_rows=1000)
-    bands = {f"band_{b}" for b in range(cfg.banding[0])}
-    written = {c: "UNCOMPRESSED" if c in bands else "ZSTD" for c in table.column_names}
-    assert _codecs(data) == written
-    purged = b"".join(filtered_parts(data, np.arange(n) != 1500))  # group 1 encoded again
-    assert _codecs(purged) == written and _file(purged).read().num_rows == n - 1
-    assert _file(purged).read().equals(table.filter(pa.array(np.arange(n) != 1500)))
-
-
-def test_a_field_naming_its_codec_leaves_every_other_column_zstd_nested_ones_too() -> None:
-    schema = pa.schema([pa.field("key", pa.uint64(), metadata={CODEC: b"none"}), ("reasons", pa.list_(pa.string())),
-                        ("meta", pa.struct([("a", pa.int64())])), ("tags", pa.map_(pa.string(), pa.int64()))])
-    table = pa.table({"key": np.arange(10, dtype=np.uint64), "reasons": [["pii"]] * 10, "meta": [{"a": 1}] * 10,
-                      "tags": [[("k", 1)]] * 10}, schema=schema)
-    assert _codecs(parquet_bytes(table, schema)) == {
-        "key": "UNCOMPRESSED", "reasons.list.element": "ZSTD", "meta.a": "ZSTD", "tags.key_value.key": "ZSTD",
-        "tags.key_value.value": "ZSTD"}
 
 
 def test_columns_of_every_kind_are_written_back_as_they_were() -> None:

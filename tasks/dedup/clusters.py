@@ -24,7 +24,6 @@ from scipy.sparse.csgraph import connected_components
 
 from tasks import layout
 from tasks.dedup.minhash import MinhashConfig, band_keys, estimate_jaccard
-from tasks.parquet_encoding import CODEC
 from tasks.storage import Store
 
 CLUSTER_SCHEMA = pa.schema([
@@ -58,30 +57,6 @@ class ClusterStats:
 
 def cluster_id_of(kept_record_id: str) -> str:
     return "ndc-" + hashlib.sha256(kept_record_id.encode()).hexdigest()[:16]
-
-
-def band_column(band: int) -> str:
-    return f"band_{band}"
-
-
-def signature_schema(cfg: MinhashConfig) -> pa.Schema:
-    """A signature file: the row's keys and its LSH band keys (one column per band, so that the bucket stage reads
-    one band of the store at a time). The signatures themselves are not kept: only candidate pairs' are needed,
-    and those are made again from staging's texts (``tasks.dedup.sharded``); kept, they took 4x the raw text. Band
-    keys are hashes, stored uncompressed (``CODEC``): zstd kept their size and took a 10M store's partition 94 ms
-    to write and 36 ms to read, against 60 and 19 ms."""
-    return pa.schema([("record_id", pa.string()), ("content_hash", pa.string()), ("source_uri", pa.string()),
-                      ("delivered_at", pa.timestamp("us", tz="UTC")),
-                      *[pa.field(band_column(b), pa.uint64(), metadata={CODEC: b"none"})
-                        for b in range(cfg.banding[0])]])
-
-
-def signature_table(rows: pa.Table, sigs: np.ndarray, cfg: MinhashConfig) -> pa.Table:
-    """``rows`` (the ``ROW_COLUMNS`` of staged records) with the band keys of their signatures ``(n, num_perm)``."""
-    table = rows.select(ROW_COLUMNS)
-    for band, keys in enumerate(band_keys(sigs, cfg).T):
-        table = table.append_column(band_column(band), pa.array(keys, pa.uint64()))
-    return table
 
 
 def _repeat_share(probe: np.ndarray) -> float:

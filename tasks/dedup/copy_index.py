@@ -33,6 +33,7 @@ from tasks.tables import (
     ipc_reader,
     reads_whole,
     top_bits,
+    value_patches,
 )
 
 _CONFIG_KEY = b"copy_config"
@@ -209,29 +210,17 @@ def _blanks(reader: pa.ipc.RecordBatchFileReader, data: pa.Buffer, dead_keys: np
     count = 0
     for stored, record in zip(table.column("key").chunks, table.column("record").chunks, strict=True):
         hit = np.flatnonzero(dead[record.indices.to_numpy()])
-        if len(hit):
-            values = stored.to_numpy()
-            live = np.setdiff1d(np.arange(len(values)), hit, assume_unique=True)
-            fill = values[live[np.maximum(np.searchsorted(live, hit) - 1, 0)]] if len(live) else np.zeros_like(hit)
-            rows += _runs(data, stored, hit, fill.astype("<u4"))
-            count += len(hit)
-    records = _runs(data, dictionary, np.flatnonzero(dead), np.zeros(int(dead.sum()), "<u8"))
-    return None if _NOT_A_VIEW in rows or _NOT_A_VIEW in records else (rows, records, count)
-
-
-_NOT_A_VIEW = (-1, b"")
-
-
-def _runs(data: pa.Buffer, array: pa.Array, at: np.ndarray, values: np.ndarray) -> list[tuple[int, bytes]]:
-    """``(offset in data, bytes)`` writing ``values`` at the positions ``at`` (ascending) of a fixed-width
-    ``array`` that is a view of ``data``, one patch a run of adjacent positions; ``_NOT_A_VIEW`` when it is not."""
-    width = values.dtype.itemsize
-    start = array.buffers()[1].address - data.address + width * array.offset
-    if not 0 <= start <= data.size - width * len(array):
-        return [_NOT_A_VIEW]
-    breaks = np.flatnonzero(np.diff(at) != 1) + 1
-    return [(start + width * int(run[0]), values[lo:lo + len(run)].tobytes())
-            for run, lo in zip(np.split(at, breaks), np.r_[0, breaks], strict=True) if len(run)]
+        if not len(hit):
+            continue
+        values = stored.to_numpy()
+        live = np.setdiff1d(np.arange(len(values)), hit, assume_unique=True)
+        fill = values[live[np.maximum(np.searchsorted(live, hit) - 1, 0)]] if len(live) else np.zeros_like(hit)
+        if (patches := value_patches(data, stored, hit, fill.astype("<u4"))) is None:
+            return None
+        rows += patches
+        count += len(hit)
+    records = value_patches(data, dictionary, np.flatnonzero(dead), np.zeros(int(dead.sum()), "<u8"))
+    return None if records is None else (rows, records, count)
 
 
 def _keyed(rows: pa.Table, wanted: pa.Array) -> pa.Table:

@@ -1,9 +1,9 @@
 """Clustering a store partition by partition, in memory that follows its rows, not their signatures.
 
-Every signature row is its global index: its rank in delivery order. Only integers are held per row — its record id
-and content hash as 96- and 128-bit integers (``tasks.ids`` formats), its position in its signature file — plus one
-LSH band's keys at a time (datatrove's bucket stage, sharded by band). Signatures are read back, file by file, for
-the rows of candidate pairs only. Membership and id conflicts are written per staging partition
+Every staged row is its global index: its rank in delivery order. Only integers are held per row — its record id
+and content hash as 96- and 128-bit integers (``tasks.ids`` formats), its positions in its staging and signature
+files — plus one LSH band's keys at a time (datatrove's bucket stage, sharded by band). Signatures are read back,
+file by file, for the rows of candidate pairs only. Membership and id conflicts are written per staging partition
 (``layout.CLUSTERS``, ``layout.ID_CONFLICTS``), so publishing a partition reads its own rows.
 """
 
@@ -21,13 +21,13 @@ from tasks.dedup.clusters import (
     CLUSTER_SCHEMA,
     CONFLICT_SCHEMA,
     ROW_COLUMNS,
-    band_column,
     candidate_pairs,
     first_equal,
     membership,
     membership_table,
 )
 from tasks.dedup.minhash import MinhashConfig, signatures
+from tasks.dedup.signature_files import band_column, live_rows, read_column
 from tasks.parquet_encoding import parquet_bytes
 from tasks.storage import Store
 
@@ -74,33 +74,39 @@ def _hex_strings(words: np.ndarray, prefix: bytes, digits: int) -> pa.StringArra
 
 @dataclass
 class StoreRows:
-    """Every signature row of the store, by global index: its rank in delivery order (earliest first)."""
+    """Every staged row of the store, by global index: its rank in delivery order (earliest first)."""
 
-    parts: list[str]  # signature files, in delivery order
-    offsets: np.ndarray  # (parts + 1,) the first global index of each file
-    pos: np.ndarray  # (N,) int32: each row's position in its file
+    parts: list[tuple[str, str]]  # staging partitions (source, file id), in delivery order
+    offsets: np.ndarray  # (parts + 1,) the first global index of each partition
+    pos: np.ndarray  # (N,) int32: each row's position in its staging file
+    sig: np.ndarray  # (N,) int32: its row in its signature file (``signature_files.live_rows``)
     rid: np.ndarray  # (N, 2) uint64: the record id, "r" + 24 hex digits (tasks.ids.record_id)
     chash: np.ndarray  # (N, 2) uint64: the first 32 hex digits of the content hash (128 bits of sha256)
 
     @classmethod
-    def read(cls, store: Store) -> StoreRows:
-        """One pass over the signature files, reading their key columns. A file's rows share its delivery time and
-        its URI up to the ``#``, so each file is a run of the store's (delivered_at, source_uri) order."""
+    def read(cls, store: Store, cfg: MinhashConfig) -> StoreRows:
+        """One pass over the staging files, reading their key columns, and their signature files' record keys. A
+        file's rows share its delivery time and its URI up to the ``#``, so each file is a run of the store's
+        (delivered_at, source_uri) order."""
         found = []
-        for key in store.list(layout.dedup_part(layout.SIGNATURES), layout.PARQUET):
+        for key in store.list(layout.staging_dir(), layout.PARQUET):
+            part = layout.staged_partition(key)
             table = store.read_parquet(key, ROW_COLUMNS)
+            sig = live_rows(store, *part, table.column("record_id"), cfg)
             order = pc.sort_indices(table, [("delivered_at", "ascending"), ("source_uri", "ascending")])
             table = table.take(order)
             if table.num_rows:
-                found.append(((table["delivered_at"][0].as_py(), table["source_uri"][0].as_py()), key,
-                              order.to_numpy().astype(np.int32), _hex_words(table["record_id"], b"r", 25, 24),
+                positions = order.to_numpy().astype(np.int32)
+                found.append(((table["delivered_at"][0].as_py(), table["source_uri"][0].as_py()), part, positions,
+                              sig[positions].astype(np.int32), _hex_words(table["record_id"], b"r", 25, 24),
                               _hex_words(table["content_hash"], b"", 64, 32)))
         found.sort(key=lambda f: f[0])
         offsets = np.cumsum([0] + [len(f[2]) for f in found])
         return cls([f[1] for f in found], offsets, *(np.concatenate([f[i] for f in found]) if found else empty
                                                      for i, empty in ((2, np.empty(0, np.int32)),
-                                                                      (3, np.empty((0, 2), np.uint64)),
-                                                                      (4, np.empty((0, 2), np.uint64)))))
+                                                                      (3, np.empty(0, np.int32)),
+                                                                      (4, np.empty((0, 2), np.uint64)),
+                                                                      (5, np.empty((0, 2), np.uint64)))))
 
     def by_part(self, rows: np.ndarray) -> Iterator[tuple[int, slice]]:
         """``(file, slice of rows)`` for ascending global indices ``rows``, for each file holding some."""
@@ -108,33 +114,34 @@ class StoreRows:
         for part in np.flatnonzero(np.diff(bounds)):
             yield int(part), slice(int(bounds[part]), int(bounds[part + 1]))
 
-    def column(self, store: Store, part: int, name: str) -> pa.Array:
-        return store.read_parquet(self.parts[part], [name]).column(0).combine_chunks()
+    def staged_column(self, store: Store, part: int, name: str) -> pa.Array:
+        return store.read_parquet(layout.staging(*self.parts[part]), [name]).column(0).combine_chunks()
 
     def bands(self, store: Store, rows: np.ndarray, cfg: MinhashConfig) -> Iterator[np.ndarray]:
         """Each band's keys of ``rows`` (ascending), one band at a time (the bucket stage)."""
         for band in range(cfg.banding[0]):
             keys = np.empty(len(rows), np.uint64)
             for part, sl in self.by_part(rows):
-                keys[sl] = self.column(store, part, band_column(band)).to_numpy()[self.pos[rows[sl]]]
+                column = read_column(store, *self.parts[part], band_column(band))
+                if column is None:
+                    raise ValueError(f"the signature file of {self.parts[part]} went while it was clustered")
+                keys[sl] = column[self.sig[rows[sl]]]
             yield keys
 
     def signatures(self, store: Store, rows: np.ndarray, cfg: MinhashConfig) -> np.ndarray:
         """The signatures of ``rows`` (ascending), ``(len(rows), num_perm)``, made again from their texts in
-        staging, file by file (a signature file's rows are its staging partition's, in order: both are written from
-        one table and purged by the same keys).
+        staging, file by file.
 
         Raises:
-            ValueError: a staging partition no longer lines up with its signature file.
+            ValueError: a staging partition changed while it was clustered.
         """
         out = np.empty((len(rows), cfg.num_perm), np.uint32)
         for part, sl in self.by_part(rows):
-            staged = store.read_parquet(layout.staging(*layout.staged_partition(self.parts[part])),
-                                        ["record_id", "text"])
+            staged = store.read_parquet(layout.staging(*self.parts[part]), ["record_id", "text"])
             positions = pa.array(self.pos[rows[sl]], pa.int32())
             if staged.num_rows <= int(self.pos[rows[sl]].max()) or not staged.column("record_id").take(
                     positions).combine_chunks().equals(self.record_ids(rows[sl])):
-                raise ValueError(f"staging and signatures of {self.parts[part]} do not line up: re-ingest it")
+                raise ValueError(f"staging of {self.parts[part]} changed while it was clustered: cluster again")
             out[sl] = signatures(staged.column("text").take(positions), cfg)
         return out
 
@@ -148,7 +155,7 @@ class StoreRows:
         (``tasks.ingest.unchanged_publishes``), which a one-file delivery would otherwise repeat for every one."""
         written = set()
         for part, sl in self.by_part(rows):
-            key = layout.dedup_part(kind, *layout.staged_partition(self.parts[part]))
+            key = layout.dedup_part(kind, *self.parts[part])
             store.write_if_changed(key, parquet_bytes(table_of(part, sl), schema))
             written.add(key)
         return written
@@ -162,7 +169,7 @@ def cluster_partitions(store: Store, cfg: MinhashConfig) -> dict[str, int]:
     ``duplicate_id`` when not) and takes no part in clustering. The same raw files give the same clusters whatever
     the order, or the number of runs, in which they were parsed: the earliest delivered copy is kept.
     """
-    rows = StoreRows.read(store)
+    rows = StoreRows.read(store, cfg)
     first = first_equal(rows.rid[:, 0], rows.rid[:, 1])
     conflicts = np.flatnonzero(first != np.arange(len(first)))
     repeated = np.all(rows.chash[first[conflicts]] == rows.chash[conflicts], axis=1)
@@ -176,7 +183,7 @@ def cluster_partitions(store: Store, cfg: MinhashConfig) -> dict[str, int]:
     written = rows.write(store, layout.CLUSTERS, clustered, lambda _, sl: table.slice(sl.start, sl.stop - sl.start),
                          CLUSTER_SCHEMA) | rows.write(
         store, layout.ID_CONFLICTS, conflicts, lambda part, sl: pa.table({
-            "source_uri": rows.column(store, part, "source_uri").take(rows.pos[conflicts[sl]]),
+            "source_uri": rows.staged_column(store, part, "source_uri").take(rows.pos[conflicts[sl]]),
             "record_id": rows.record_ids(conflicts[sl]), "reason": reason[sl]}, schema=CONFLICT_SCHEMA),
         CONFLICT_SCHEMA)
     for kind in (layout.CLUSTERS, layout.ID_CONFLICTS):

@@ -24,6 +24,7 @@ from typing import Any
 from tasks import layout
 from tasks.certificate import record_purge
 from tasks.dedup.copy_index import purge_index
+from tasks.dedup.signature_files import blank_signatures
 from tasks.deletion.blocklist import BlockList, requests_blocks
 from tasks.deletion.locator import drop_entries, located_lines
 from tasks.deletion.locks import store_lock
@@ -72,7 +73,8 @@ def plan(store: Store, docs: list[dict[str, Any]]) -> Plan:
 
 def purge_target(store: Store, blocks: BlockList, target: Target, files: list[str]) -> dict[str, int]:
     """Purge one partition: the withdrawn raw and quarantine rows (by content), then every Parquet file named by
-    it (by record id and content hash), its copy index and its locator entries (by record id and key)."""
+    it (by record id and content hash), its copy index and signature file (blanked in place, by record id) and its
+    locator entries (by record id and key)."""
     source, fid, raw = target
     quarantine = [k for k in files if k.startswith(layout.QUARANTINE + "/")]
     keys = {"record_id": set(blocks.record_ids), "content_hash": set(blocks.content_hashes),
@@ -83,6 +85,7 @@ def purge_target(store: Store, blocks: BlockList, target: Target, files: list[st
     report.update(purge_parquet(store, keys["record_id"], keys["content_hash"], [k for k in files if store.exists(k)],
                                 located=True))
     report["copy_index_rows_removed"] = purge_index(store, source, fid, keys["record_id"])
+    report["signature_rows_blanked"] = blank_signatures(store, source, fid, keys["record_id"])
     report["locator_entries_removed"] = drop_entries(store, source, fid, keys, found.raw.get(raw, ()), raw)
     return report
 

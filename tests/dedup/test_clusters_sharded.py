@@ -26,11 +26,11 @@ from tasks.dedup.clusters import (
     partition_dedup,
     read_clusters,
     repeated_rows,
-    signature_schema,
-    signature_table,
 )
 from tasks.dedup.minhash import signatures
 from tasks.dedup.sharded import StoreRows, _hex_strings, _hex_words, cluster_partitions
+from tasks.dedup.signature_files import blank_signatures, read_column, write_signatures
+from tasks.ids import record_id_keys
 from tasks.storage import Store
 from tests.helpers import ingest_without_engine, jsonl, write_source
 
@@ -78,14 +78,14 @@ def synthetic_rows(n: int, seed: int = 0) -> tuple[dict[str, list], np.ndarray]:
     return rows, sigs
 
 
-def write_signatures(store: Store, rows: dict[str, list], sigs: np.ndarray) -> None:
-    """One signature file per (source, file), rows in a shuffled order within it."""
+def write_partitions(store: Store, rows: dict[str, list], sigs: np.ndarray) -> None:
+    """One staging file (no text) and its signature file per (source, file), rows in a shuffled order within it."""
     table = pa.table({k: v for k, v in rows.items() if k != "file"})
     file_of = np.asarray(rows["file"])
     for f, (source, fid) in enumerate(FILES):
         mine = np.random.RandomState(f).permutation(np.flatnonzero(file_of == f))
-        store.write_parquet(layout.dedup_part(layout.SIGNATURES, source, fid),
-                            signature_table(table.take(mine), sigs[mine], CFG), signature_schema(CFG))
+        store.write_parquet(layout.staging(source, fid), table.take(mine))
+        write_signatures(store, source, fid, table.column("record_id").take(mine), sigs[mine], CFG)
 
 
 def _rank(rows: dict[str, list]) -> np.ndarray:
@@ -121,7 +121,7 @@ def crafted(data: tuple[dict[str, list], np.ndarray], monkeypatch: pytest.Monkey
 
 @pytest.fixture
 def clustered(store: Store, data: tuple[dict[str, list], np.ndarray], crafted: None) -> tuple[Store, dict]:
-    write_signatures(store, *data)
+    write_partitions(store, *data)
     return store, cluster_partitions(store, CFG)
 
 
@@ -174,7 +174,7 @@ def test_each_partition_reads_its_own_rows_and_stale_outputs_go(clustered, data)
     cid = everything.column("cluster_id")[0].as_py()
     mates = read_clusters(store, ["record_id", "cluster_id"], cluster_id={cid})
     assert mates.num_rows >= 2 and set(mates.column("cluster_id").to_pylist()) == {cid}
-    store.delete(layout.dedup_part(layout.SIGNATURES, *FILES[0]))  # a partition gone: so are its outputs
+    store.delete(layout.staging(*FILES[0]))  # a partition gone: so are its outputs
     cluster_partitions(store, CFG)
     assert partition_dedup(store, *FILES[0])[0].num_rows == 0
     assert not store.exists(layout.dedup_part(layout.CLUSTERS, *FILES[0]))
@@ -230,7 +230,7 @@ def test_candidate_signatures_are_made_again_from_staging_as_parse_made_them(sto
                                                      enumerate(texts[k::2])]) for k in range(2)})
     ingest_without_engine(store)
     assert not set(pq_names(store)) & {"minhash"}  # band keys only: the signatures are not kept
-    rows = StoreRows.read(store)
+    rows = StoreRows.read(store, CFG)
     every = np.arange(len(rows.pos))
     by_id = {}
     for key in store.list(layout.STAGING, layout.PARQUET):
@@ -242,5 +242,62 @@ def test_candidate_signatures_are_made_again_from_staging_as_parse_made_them(sto
 
 
 def pq_names(store: Store) -> list[str]:
-    return [n for key in store.list(layout.dedup_part(layout.SIGNATURES), layout.PARQUET)
-            for n in store.read_parquet(key).column_names]
+    return [n for key in store.list(layout.dedup_part(layout.SIGNATURES), layout.ARROW)
+            for n in pa.ipc.open_file(store.random_access(key)).schema.names]
+
+
+def _texts_store(store: Store) -> Store:
+    """Twelve rows of one partition: six texts, each with a near copy (clustered), none a near copy of another."""
+    words = ["river", "lantern", "quiet", "harbor", "velvet", "orbit", "cactus", "meadow", "thunder", "pixel",
+             "saddle", "marble", "ginger", "falcon"]
+    texts = [" ".join(np.random.RandomState(i).choice(words, 16)) for i in range(6)]
+    texts += [t + " again" for t in texts]
+    write_source(store, "s", {"p0.jsonl": jsonl([{"id": f"0-{i}", "text": t} for i, t in enumerate(texts)])})
+    ingest_without_engine(store)
+    return store
+
+
+def test_a_purge_blanks_a_deleted_rows_band_keys_in_place_and_clustering_skips_it(store: Store) -> None:
+    import os
+
+    from tasks.deletion import requests
+    from tasks.deletion.apply import process_pending
+
+    _texts_store(store)
+    (source, fid), = [layout.staged_partition(k) for k in store.list(layout.staging_dir(), layout.PARQUET)]
+    key, before_clusters = layout.signatures(source, fid), read_clusters(store).num_rows
+    before, inode = store.read_bytes(key), os.stat(store.path(key)).st_ino
+    staged = store.read_parquet(layout.staging(source, fid), ["record_id"]).column("record_id").to_pylist()
+    gone = staged[5]
+    requests.submit(store, "record_id", [gone], "a test")
+    process_pending(store)
+    after = store.read_bytes(key)
+    assert len(after) == len(before) and os.stat(store.path(key)).st_ino == inode  # patched where it was
+    keys = read_column(store, source, fid, "record_key")
+    blanked = np.flatnonzero(keys == 0)  # the record and its near copy (the deletion follows a text's copies)
+    assert 5 in blanked and len(blanked) == len(staged) - store.parquet_rows(layout.staging(source, fid)) == 2
+    changed = sum(a != b for a, b in zip(before, after, strict=True))
+    assert 0 < changed <= 8 * (1 + CFG.banding[0]) * len(blanked)  # their rows' values, no other byte
+    assert all((read_column(store, source, fid, f"band_{b}")[blanked] == 0).all() for b in range(CFG.banding[0]))
+    assert int(record_id_keys([gone])[0]).to_bytes(8, "little") not in after
+    assert blank_signatures(store, source, fid, {gone}) == 0 and store.read_bytes(key) == after  # a re-run: none
+    cluster_partitions(store, CFG)  # the blanked row is skipped: the rest still line up with the purged staging
+    assert store.read_bytes(key) == after and gone not in read_clusters(store).column("record_id").to_pylist()
+    assert 0 < read_clusters(store).num_rows <= before_clusters
+
+
+def test_a_signature_file_missing_out_of_line_or_of_the_parquet_layout_is_made_again_from_staging(
+        store: Store) -> None:
+    _texts_store(store)
+    (source, fid), = [layout.staged_partition(k) for k in store.list(layout.staging_dir(), layout.PARQUET)]
+    key, clusters = layout.signatures(source, fid), read_clusters(store)
+    made = store.read_bytes(key)
+    store.write_bytes(key, made[: len(made) // 2])  # damaged
+    store.write_parquet(layout.dedup_part(layout.SIGNATURES, source, fid), pa.table({"record_id": ["r1"]}))
+    cluster_partitions(store, CFG)
+    assert store.read_bytes(key) == made and not store.exists(layout.dedup_part(layout.SIGNATURES, source, fid))
+    assert read_clusters(store).equals(clusters)
+    store.delete(key)
+    assert blank_signatures(store, source, fid, {"r1"}) == 0
+    cluster_partitions(store, CFG)
+    assert store.read_bytes(key) == made
