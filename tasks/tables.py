@@ -108,18 +108,21 @@ def bucket_bounds(buckets: np.ndarray, count: int) -> np.ndarray:
     return np.searchsorted(buckets, np.arange(count + 1))
 
 
-def value_patches(data: pa.Buffer, array: pa.Array, at: np.ndarray, values: np.ndarray
-                  ) -> list[tuple[int, bytes]] | None:
-    """``(offset in data, bytes)`` writing ``values`` at the positions ``at`` (ascending) of a fixed-width
-    ``array`` read zero-copy from ``data`` (an IPC file's bytes), one patch a run of adjacent positions, for
-    ``Store.patch``; None when ``array`` is not a view of ``data``."""
-    width = values.dtype.itemsize
+def view_offset(data: pa.Buffer, array: pa.Array) -> int | None:
+    """Where in ``data`` (an IPC file's bytes) the values of a fixed-width ``array`` read zero-copy from it begin,
+    for ``Store.patch`` (0 for an empty one: nothing to patch); None when the array is not a view of them."""
+    if not len(array):
+        return 0
+    width = array.type.bit_width // 8
     start = array.buffers()[1].address - data.address + width * array.offset
-    if not 0 <= start <= data.size - width * len(array):
-        return None
-    breaks = np.flatnonzero(np.diff(at) != 1) + 1
-    return [(start + width * int(run[0]), values[lo:lo + len(run)].tobytes())
-            for run, lo in zip(np.split(at, breaks), np.r_[0, breaks], strict=True) if len(run)]
+    return start if 0 <= start <= data.size - width * len(array) else None
+
+
+def patches(offsets: np.ndarray, values: np.ndarray) -> list[tuple[int, bytes]]:
+    """``(offset, bytes)`` writing fixed-width ``values`` at ``offsets`` (ascending), one patch a run of adjacent
+    values (``Store.patch``)."""
+    ends = np.r_[0, np.flatnonzero(np.diff(offsets) != values.dtype.itemsize) + 1, len(offsets)].tolist()
+    return [(int(offsets[lo]), values[lo:hi].tobytes()) for lo, hi in pairwise(ends) if hi > lo]
 
 
 def reads_whole(buckets: int, count: int) -> bool:

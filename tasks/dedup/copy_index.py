@@ -31,9 +31,10 @@ from tasks.tables import (
     group_of_rows,
     ipc_buckets,
     ipc_reader,
+    patches,
     reads_whole,
     top_bits,
-    value_patches,
+    view_offset,
 )
 
 _CONFIG_KEY = b"copy_config"
@@ -206,21 +207,24 @@ def _blanks(reader: pa.ipc.RecordBatchFileReader, data: pa.Buffer, dead_keys: np
     dictionary = table.column("record").chunk(0).dictionary.field("key")
     record_keys = dictionary.to_numpy()
     dead = np.isin(record_keys, dead_keys) & (record_keys != 0)
-    rows: list[tuple[int, bytes]] = []
-    count = 0
-    for stored, record in zip(table.column("key").chunks, table.column("record").chunks, strict=True):
-        hit = np.flatnonzero(dead[record.indices.to_numpy()])
-        if not len(hit):
-            continue
-        values = stored.to_numpy()
-        live = np.setdiff1d(np.arange(len(values)), hit, assume_unique=True)
-        fill = values[live[np.maximum(np.searchsorted(live, hit) - 1, 0)]] if len(live) else np.zeros_like(hit)
-        if (patches := value_patches(data, stored, hit, fill.astype("<u4"))) is None:
-            return None
-        rows += patches
-        count += len(hit)
-    records = value_patches(data, dictionary, np.flatnonzero(dead), np.zeros(int(dead.sum()), "<u8"))
-    return None if records is None else (rows, records, count)
+    chunks = table.column("key").chunks
+    starts = [view_offset(data, chunk) for chunk in chunks] + [view_offset(data, dictionary)]
+    if None in starts:
+        return None
+    bounds = np.r_[0, np.cumsum([len(chunk) for chunk in chunks])]
+    owners = np.concatenate([chunk.indices.to_numpy() for chunk in table.column("record").chunks])
+    hit, live = np.flatnonzero(dead[owners]), np.flatnonzero(~dead[owners])
+    bucket = np.searchsorted(bounds, hit, "right") - 1
+    after = np.searchsorted(live, hit)  # the first live row after each: the one before is at after - 1
+    before = live[np.maximum(after - 1, 0)] if len(live) else hit
+    nxt = live[np.minimum(after, len(live) - 1)] if len(live) else hit
+    source = np.where((after > 0) & (before >= bounds[bucket]), before,
+                      np.where((after < len(live)) & (nxt < bounds[bucket + 1]), nxt, -1))
+    stored = np.concatenate([chunk.to_numpy() for chunk in chunks])
+    fill = np.where(source >= 0, stored[np.maximum(source, 0)], 0).astype("<u4")
+    offsets = np.asarray(starts[:-1], np.int64)[bucket] + 4 * (hit - bounds[bucket])
+    rows = patches(offsets, fill)
+    return rows, patches(starts[-1] + 8 * np.flatnonzero(dead), np.zeros(int(dead.sum()), "<u8")), len(hit)
 
 
 def _keyed(rows: pa.Table, wanted: pa.Array) -> pa.Table:

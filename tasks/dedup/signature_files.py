@@ -21,7 +21,7 @@ from tasks import layout
 from tasks.dedup.minhash import MinhashConfig, band_keys, signatures
 from tasks.ids import record_id_keys
 from tasks.storage import Store
-from tasks.tables import bucketed_ipc_bytes, ipc_reader, value_patches
+from tasks.tables import bucketed_ipc_bytes, ipc_reader, patches, view_offset
 
 
 def band_column(band: int) -> str:
@@ -103,5 +103,8 @@ def _blanks(data: pa.Buffer, ids: set[str]) -> tuple[list[list[tuple[int, bytes]
         return None, 0
     keys = batch.column(0).to_numpy()
     hit = np.flatnonzero(np.isin(keys, record_id_keys(sorted(ids))) & (keys != 0))
-    patches = [value_patches(data, column, hit, np.zeros(len(hit), "<u8")) for column in batch.columns]
-    return (None if any(p is None for p in patches) else patches), len(hit)
+    starts = [view_offset(data, column) for column in batch.columns]
+    if None in starts:
+        return None, len(hit)
+    zeros = np.zeros(len(hit), "<u8")
+    return [patches(start + 8 * hit, zeros) for start in starts], len(hit)
