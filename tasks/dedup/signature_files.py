@@ -85,12 +85,12 @@ def blank_signatures(store: Store, source: str, fid: str, ids: set[str]) -> int:
     if not ids or not store.exists(key):
         return 0
     with store.random_access(key, whole=store.protocol != "file") as fh:
-        patches, count = _blanks(fh.read_buffer(), ids)  # locally a view of the file's mapping: only what is used
-    if patches is None:
+        blanks, count = _blanks(fh.read_buffer(), ids)  # locally a view of the file's mapping: only what is used
+    if blanks is None:
         store.delete(key)
     elif count:
-        store.patch(key, [patch for column in patches[1:] for patch in column])  # bands first, keys last
-        store.patch(key, patches[0])
+        store.patch(key, [patch for column in blanks[1:] for patch in column])  # bands first, keys last
+        store.patch(key, blanks[0])
     return count
 
 
