@@ -184,9 +184,10 @@ def purge_index(store: Store, source: str, fid: str, ids: set[str], cfg: CopyCon
     key = layout.copies(source, fid)
     if not ids or not store.exists(key):
         return 0
-    data = pa.py_buffer(store.read_bytes(key))
-    reader = _current_reader(pa.BufferReader(data), cfg)
-    blanks = _blanks(reader, data, record_id_keys(sorted(ids))) if reader is not None else None
+    with store.random_access(key, whole=store.protocol != "file") as fh:
+        data = fh.read_buffer()  # locally a view of the file's mapping: no copy of its 18 MB
+        reader = _current_reader(pa.BufferReader(data), cfg)
+        blanks = _blanks(reader, data, record_id_keys(sorted(ids))) if reader is not None else None
     if blanks is None:
         store.delete(key)
         return 0
