@@ -336,10 +336,3 @@ def _still_parsed(store: Store, key: str, size_before: int) -> None:
 def purge_raw(store: Store, blocks: BlockList, sources: list[str] | None = None) -> dict[str, int]:
     """Find and remove withdrawn rows from the delivered files (and the quarantine) in one go."""
     return purge_found(store, find_rows(store, blocks, sources))
-
-
-def purge(store: Store, blocks: BlockList, found: Found) -> dict[str, Any]:
-    """Remove a request's rows everywhere: raw files and quarantine first (located by content), then every
-    Parquet partition by record id and content hash."""
-    return {**purge_found(store, found),
-            **purge_parquet(store, set(blocks.record_ids), set(blocks.content_hashes))}
